@@ -1,0 +1,75 @@
+"""prefect-stitch: run Stitch replication jobs from Prefect 3; never call a failed one a success.
+
+Example:
+    ```python
+    from prefect_stitch import stitch_sync_flow
+
+    result = stitch_sync_flow(source_id=120643, credentials="stitch")
+    print(result.job_name, result.duration_seconds)
+    ```
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from prefect_stitch.client import StitchClient
+from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.errors import (
+    PhaseFailure,
+    StitchAPIError,
+    StitchAuthError,
+    StitchConfigurationError,
+    StitchError,
+    StitchInvalidSourceError,
+    StitchJobAlreadyRunning,
+    StitchJobTerminated,
+    StitchNotFoundError,
+    StitchReplicationFailed,
+    StitchSyncManyFailed,
+    StitchSyncTimeout,
+    StitchTransportError,
+)
+from prefect_stitch.flows import run_stitch_sync, stitch_sync_flow
+from prefect_stitch.models import Extraction, Load, Source, StitchSyncHandle, StitchSyncResult
+from prefect_stitch.tasks import (
+    fetch_stitch_extraction_logs,
+    pause_stitch_source,
+    start_stitch_sync,
+    stop_stitch_sync,
+    wait_for_stitch_sync,
+)
+
+try:
+    __version__ = version("prefect-stitch")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Extraction",
+    "Load",
+    "PhaseFailure",
+    "Source",
+    "StitchAPIError",
+    "StitchAuthError",
+    "StitchClient",
+    "StitchConfigurationError",
+    "StitchCredentials",
+    "StitchError",
+    "StitchInvalidSourceError",
+    "StitchJobAlreadyRunning",
+    "StitchJobTerminated",
+    "StitchNotFoundError",
+    "StitchReplicationFailed",
+    "StitchSyncHandle",
+    "StitchSyncManyFailed",
+    "StitchSyncResult",
+    "StitchSyncTimeout",
+    "StitchTransportError",
+    "__version__",
+    "fetch_stitch_extraction_logs",
+    "pause_stitch_source",
+    "run_stitch_sync",
+    "start_stitch_sync",
+    "stitch_sync_flow",
+    "stop_stitch_sync",
+    "wait_for_stitch_sync",
+]

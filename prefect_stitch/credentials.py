@@ -1,0 +1,352 @@
+"""The `StitchCredentials` Block, and its twin read from ``STITCH_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from prefect.blocks.abstract import CredentialsBlock
+from pydantic import (
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prefect_stitch.errors import StitchConfigurationError
+
+if TYPE_CHECKING:
+    from prefect_stitch.client import StitchClient
+
+__all__ = ["DEFAULT_BASE_URL", "EU_BASE_URL", "StitchCredentials", "StitchEnvSettings"]
+
+DEFAULT_BASE_URL = "https://api.stitchdata.com"
+"""Stitch's documented Connect API host (North America)."""
+
+EU_BASE_URL = "https://api.eu-central-1.stitchdata.com"
+"""The host for accounts in Stitch's Europe region."""
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine (the bundled simulator runs there).
+
+    Args:
+        host: A hostname or IP address.
+
+    Returns:
+        True for ``localhost`` and loopback addresses.
+
+    Example:
+        ```python
+        from prefect_stitch.credentials import is_loopback_host
+
+        assert is_loopback_host("127.0.0.1") and not is_loopback_host("api.stitchdata.com")
+        ```
+    """
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_base_url(value: str, *, allow_insecure_http: bool) -> str:
+    """Check a Stitch API base URL and drop its trailing slash.
+
+    Args:
+        value: The base URL, e.g. ``https://api.stitchdata.com``.
+        allow_insecure_http: Accept ``http://`` for hosts other than loopback.
+
+    Returns:
+        The normalized URL.
+
+    Raises:
+        StitchConfigurationError: The URL is not an absolute http(s) URL, carries a
+            query, fragment or credentials, or uses plain http for a remote host.
+
+    Example:
+        ```python
+        from prefect_stitch.credentials import normalize_base_url
+
+        print(normalize_base_url("https://api.stitchdata.com/", allow_insecure_http=False))
+        ```
+    """
+    text = (value or "").strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise StitchConfigurationError(
+            f"base_url {text!r} is not a valid URL: {exc}", parameter="base_url"
+        ) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StitchConfigurationError(
+            f"base_url {text!r} must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}",
+            parameter="base_url",
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise StitchConfigurationError(
+            "base_url must not carry a query, a fragment or credentials; "
+            "put the token in access_token",
+            parameter="base_url",
+        )
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise StitchConfigurationError(
+            f"base_url uses plain http for the remote host {parts.hostname!r}: the token would "
+            "travel unencrypted. Use https, or set allow_insecure_http=True if you really mean it",
+            parameter="base_url",
+        )
+    del port
+    return text.rstrip("/")
+
+
+class StitchCredentials(CredentialsBlock):
+    """Credentials and connection settings for Stitch's Connect API.
+
+    Holds the API access token (Stitch account settings, "API access keys"; it starts
+    with ``ac_``), the Stitch client (account) id, and how to reach and pace the API.
+    The client id is optional: when it is missing it is read once from the source
+    (``GET /v4/sources/{id}``) and cached.
+
+    Attributes:
+        access_token: The Stitch Connect API access token.
+        client_id: The Stitch client (account) id.
+        base_url: The Connect API host.
+        request_timeout_seconds: Timeout of each HTTP request.
+        max_retries: Retries of a request after a transient fault.
+        retry_backoff_seconds: First delay of the exponential backoff between retries.
+        jobs_rate_limit: Requests allowed to the jobs endpoints per period.
+        jobs_rate_period_seconds: The period of ``jobs_rate_limit``.
+        allow_insecure_http: Accept plain ``http://`` for a remote host.
+
+    Example:
+        Load saved credentials and talk to Stitch:
+        ```python
+        from prefect_stitch import StitchCredentials
+
+        stitch_credentials = StitchCredentials.load("BLOCK_NAME")
+
+        async def print_source(source_id: int) -> None:
+            async with stitch_credentials.get_client() as client:
+                print(await client.get_source(source_id))
+        ```
+
+        Save credentials once (or use the Prefect UI, Blocks, "Stitch Credentials"):
+        ```python
+        from prefect_stitch import StitchCredentials
+
+        StitchCredentials(access_token="ac_...", client_id=116078).save("stitch")
+        ```
+    """
+
+    # Validation errors must never echo the input: it holds the token.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    _block_type_name = "Stitch Credentials"
+    _block_type_slug = "stitch-credentials"
+    _logo_url = HttpUrl(
+        "https://github.com/PrefectHQ/prefect/blob/main/docs/img/collections/stitch.png?raw=true"
+    )
+    _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
+
+    access_token: SecretStr = Field(
+        default=...,
+        title="API access token",
+        description=(
+            "The Stitch Connect API access token (Account settings, API access keys). "
+            "It is sent only in the Authorization header and never logged."
+        ),
+    )
+    client_id: int | None = Field(
+        default=None,
+        gt=0,
+        title="Client (account) id",
+        description=(
+            "The Stitch client (account) id, as in app.stitchdata.com/client/<id>/... "
+            "When empty it is read from the first source synced and cached."
+        ),
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        title="API base URL",
+        description=(
+            f"The Stitch Connect API host: {DEFAULT_BASE_URL} (North America) or "
+            f"{EU_BASE_URL} (Europe)."
+        ),
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Timeout of each HTTP request to Stitch, in seconds.",
+    )
+    max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=20,
+        description=(
+            "Retries of one request after a transient fault (connection error, timeout, "
+            "5xx, 429); 4xx errors are never retried."
+        ),
+    )
+    retry_backoff_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "First delay between retries, in seconds; it doubles each retry (with jitter, "
+            "capped at 60 s), or follows Stitch's Retry-After."
+        ),
+    )
+    jobs_rate_limit: int = Field(
+        default=30,
+        gt=0,
+        description=(
+            "Requests allowed to the jobs endpoints (extractions, logs, loads) per period, "
+            "shared by every sync of the account in this process. Stitch allows 30."
+        ),
+    )
+    jobs_rate_period_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="The period of jobs_rate_limit, in seconds. Stitch's is 600 (10 minutes).",
+    )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description=(
+            "Accept a plain http:// base URL for a host other than this machine. "
+            "Leave off unless you run a local proxy you trust."
+        ),
+    )
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("access_token is empty: paste the Stitch API access token")
+        return value
+
+    @model_validator(mode="after")
+    def _check_base_url(self) -> StitchCredentials:
+        try:
+            normalized = normalize_base_url(
+                self.base_url, allow_insecure_http=self.allow_insecure_http
+            )
+        except StitchConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        if normalized != self.base_url:
+            object.__setattr__(self, "base_url", normalized)
+        return self
+
+    def get_client(self, *args: Any, **kwargs: Any) -> StitchClient:
+        """Build an async client for the Connect API from these credentials.
+
+        Args:
+            *args: Passed to [`StitchClient`][prefect_stitch.client.StitchClient].
+            **kwargs: Passed to [`StitchClient`][prefect_stitch.client.StitchClient]
+                (e.g. ``transport=`` for tests).
+
+        Returns:
+            A client to use as ``async with credentials.get_client() as client:``.
+
+        Example:
+            ```python
+            from prefect_stitch import StitchCredentials
+
+            async def last_extractions() -> None:
+                credentials = await StitchCredentials.aload("stitch")
+                async with credentials.get_client() as client:
+                    for record in await client.list_extractions():
+                        print(record.source_id, record.job_name)
+            ```
+        """
+        from prefect_stitch.client import StitchClient
+
+        return StitchClient(self, *args, **kwargs)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> StitchCredentials:
+        """Build credentials from ``STITCH_*`` environment variables (and a ``.env`` file).
+
+        Reads ``STITCH_ACCESS_TOKEN`` (required), ``STITCH_CLIENT_ID``,
+        ``STITCH_BASE_URL``, ``STITCH_REQUEST_TIMEOUT_SECONDS``, ``STITCH_MAX_RETRIES``,
+        ``STITCH_JOBS_RATE_LIMIT`` and the other fields, upper-cased with the prefix.
+
+        Args:
+            **overrides: Field values that take precedence over the environment.
+
+        Returns:
+            The credentials (not saved as a block; call ``.save(name)`` to keep them).
+
+        Raises:
+            StitchConfigurationError: A variable is missing or invalid; the message
+                names it.
+
+        Example:
+            ```python
+            import os
+            from prefect_stitch import StitchCredentials
+
+            os.environ["STITCH_ACCESS_TOKEN"] = "ac_..."
+            os.environ["STITCH_CLIENT_ID"] = "116078"
+            credentials = StitchCredentials.from_env()
+            ```
+        """
+        try:
+            settings = StitchEnvSettings(**overrides)
+        except ValidationError as exc:
+            raise _env_error(exc) from None
+        values = settings.model_dump(exclude_none=True)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise _env_error(exc) from None
+
+
+class StitchEnvSettings(BaseSettings):
+    """The ``STITCH_*`` environment variables, read by pydantic-settings.
+
+    Prefer [`StitchCredentials.from_env`][prefect_stitch.credentials.StitchCredentials.from_env],
+    which returns a Block.
+
+    Example:
+        ```python
+        from prefect_stitch.credentials import StitchEnvSettings
+
+        settings = StitchEnvSettings(access_token="ac_...")
+        print(settings.base_url)
+        ```
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STITCH_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+    access_token: SecretStr
+    client_id: int | None = None
+    base_url: str = DEFAULT_BASE_URL
+    request_timeout_seconds: float | None = None
+    max_retries: int | None = None
+    retry_backoff_seconds: float | None = None
+    jobs_rate_limit: int | None = None
+    jobs_rate_period_seconds: float | None = None
+    allow_insecure_http: bool | None = None
+
+
+def _env_error(exc: ValidationError) -> StitchConfigurationError:
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first.get("loc") else "access_token"
+    variable = f"STITCH_{field.upper()}"
+    if first.get("type") == "missing":
+        message = f"{variable} is not set: export it (or pass {field}=...) to build credentials"
+    else:
+        message = f"{variable} is invalid: {first.get('msg', 'invalid value')}"
+    return StitchConfigurationError(message, parameter=variable)

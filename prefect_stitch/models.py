@@ -1,0 +1,396 @@
+"""Pydantic models of what Stitch returns and of what this package returns.
+
+Stitch's records are parsed leniently (unknown fields are kept, ``tap_name`` and
+``source_type`` are both accepted, naive timestamps are read as UTC) but their
+documented fields are type-checked, so a body of the wrong shape becomes a typed
+[`StitchTransportError`][prefect_stitch.errors.StitchTransportError] at the client
+boundary instead of a ``KeyError`` deep inside a poll loop.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    computed_field,
+    field_validator,
+)
+
+from prefect_stitch.errors import StitchConfigurationError
+
+__all__ = [
+    "MAX_STITCH_ID",
+    "STITCH_APP_URL",
+    "Extraction",
+    "Load",
+    "Page",
+    "Source",
+    "SourceId",
+    "StitchSyncHandle",
+    "StitchSyncResult",
+    "SyncStatus",
+    "check_source_id",
+    "stitch_source_url",
+]
+
+STITCH_APP_URL = "https://app.stitchdata.com"
+
+SyncStatus = Literal["succeeded", "failed", "terminated"]
+
+MAX_STITCH_ID = 2**31 - 1
+"""Largest id accepted for a Stitch source (ids are positive 32-bit integers)."""
+
+SourceId = Annotated[
+    int,
+    Strict(),
+    Field(
+        gt=0,
+        le=MAX_STITCH_ID,
+        title="Stitch source id",
+        description=(
+            "The Stitch source (integration) to sync, as in "
+            "app.stitchdata.com/client/<client_id>/pipeline/v2/sources/<source_id>/summary."
+        ),
+    ),
+]
+"""A Stitch source id: a positive integer (not a bool, not a string)."""
+
+
+def check_source_id(value: object, parameter: str = "source_id") -> int:
+    """Validate a source id before any request is made.
+
+    Args:
+        value: The candidate id.
+        parameter: The parameter name to report.
+
+    Returns:
+        The id.
+
+    Raises:
+        StitchConfigurationError: It is not a positive integer within range.
+
+    Example:
+        ```python
+        from prefect_stitch.models import check_source_id
+
+        print(check_source_id(120643))  # 120643
+        ```
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StitchConfigurationError(
+            f"{parameter} must be a positive integer, got {type(value).__name__} {value!r}",
+            parameter=parameter,
+        )
+    if not 0 < value <= MAX_STITCH_ID:
+        raise StitchConfigurationError(
+            f"{parameter} must be between 1 and {MAX_STITCH_ID}, got {value}",
+            parameter=parameter,
+        )
+    return value
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def stitch_source_url(client_id: int | None, source_id: int) -> str:
+    """Build the link to a source's summary page in the Stitch app.
+
+    Args:
+        client_id: The Stitch client (account) id; without it the link opens the
+            account's source list, which Stitch redirects to the right account.
+        source_id: The Stitch source id.
+
+    Returns:
+        The URL of the source's summary page.
+
+    Example:
+        ```python
+        from prefect_stitch.models import stitch_source_url
+
+        print(stitch_source_url(116078, 120643))
+        # https://app.stitchdata.com/client/116078/pipeline/v2/sources/120643/summary
+        ```
+    """
+    if client_id is None:
+        return f"{STITCH_APP_URL}/pipeline/v2/sources/{source_id}/summary"
+    return f"{STITCH_APP_URL}/client/{client_id}/pipeline/v2/sources/{source_id}/summary"
+
+
+class _StitchRecord(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+
+class Extraction(_StitchRecord):
+    """One record of ``GET /v4/{client_id}/extractions``: a source's last completed job.
+
+    Whether the record means running, succeeded, failed or terminated is decided in one
+    place, [`judge_extraction`][prefect_stitch.verdict.judge_extraction].
+
+    Example:
+        ```python
+        from prefect_stitch.models import Extraction
+
+        record = Extraction.model_validate({
+            "job_name": "116078.120643.sync.c12fb0a7", "source_id": 120643,
+            "source_type": "tap-recurly", "start_time": "2020-06-19T15:09:38Z",
+            "completion_time": "2020-06-19T15:10:08Z", "discovery_exit_status": 0,
+            "tap_exit_status": 1, "tap_description": "HTTP-error-code: 401",
+            "target_exit_status": 0,
+        })
+        print(record.tap_name, record.tap_exit_status)  # tap-recurly 1
+        ```
+    """
+
+    job_name: str
+    source_id: int
+    stitch_client_id: int | None = None
+    tap_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("tap_name", "source_type")
+    )
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    discovery_exit_status: int | None = None
+    discovery_description: str | None = None
+    tap_exit_status: int | None = None
+    tap_description: str | None = None
+    target_exit_status: int | None = None
+    target_description: str | None = None
+
+    _utc = field_validator("start_time", "completion_time")(_as_utc)
+
+
+class Source(_StitchRecord):
+    """A Stitch source (integration), as ``GET /v4/sources/{id}`` returns it.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Source
+
+        source = Source.model_validate({"id": 120643, "name": "recurly",
+                                        "stitch_client_id": 116078, "paused_at": None})
+        print(source.is_paused)  # False
+        ```
+    """
+
+    id: int
+    name: str | None = None
+    display_name: str | None = None
+    type: str | None = None
+    stitch_client_id: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    deleted_at: datetime | None = None
+    paused_at: datetime | None = None
+    system_paused_at: datetime | None = None
+    schedule: dict[str, Any] | None = None
+
+    _utc = field_validator(
+        "created_at", "updated_at", "deleted_at", "paused_at", "system_paused_at"
+    )(_as_utc)
+
+    @property
+    def is_paused(self) -> bool:
+        """Whether a user or Stitch paused the source (manual syncs still work)."""
+        return self.paused_at is not None or self.system_paused_at is not None
+
+    @property
+    def is_deleted(self) -> bool:
+        """Whether the source was deleted."""
+        return self.deleted_at is not None
+
+
+class Load(_StitchRecord):
+    """The last load attempt of one stream (table), from ``GET /v4/{client_id}/loads``.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Load
+
+        load = Load.model_validate({"source_name": "recurly", "stream_name": "accounts",
+                                    "last_batch_loaded_at": None, "error_state": {}})
+        print(load.failed)  # True
+        ```
+    """
+
+    stitch_client_id: int | None = None
+    source_name: str
+    stream_name: str
+    last_batch_loaded_at: datetime | None = None
+    error_state: dict[str, Any] | None = None
+
+    _utc = field_validator("last_batch_loaded_at")(_as_utc)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the stream's last load is in an error state."""
+        return self.error_state is not None
+
+
+class Page(BaseModel):
+    """One page of a paginated jobs endpoint (extractions or loads).
+
+    Example:
+        ```python
+        from prefect_stitch.models import Page
+
+        page = Page.model_validate({"data": [], "page": 1, "total": 0, "links": {}})
+        print(page.next_path)  # None
+        ```
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    data: list[dict[str, Any]]
+    page: int | None = None
+    total: int | None = None
+    links: dict[str, Any] | None = None
+
+    @property
+    def next_path(self) -> str | None:
+        """The relative path of the next page, or ``None`` on the last page."""
+        nxt = (self.links or {}).get("next")
+        return nxt if isinstance(nxt, str) and nxt else None
+
+
+class StitchSyncHandle(BaseModel):
+    """What `start_stitch_sync` learnt: the job to wait for.
+
+    ``job_name`` is ``None`` when we attached to a job that was already running (Stitch
+    does not say its name); the waiter then recognises the job by its times.
+
+    Attributes:
+        source_id: The Stitch source.
+        job_name: The name Stitch gave the job we started, if known.
+        attached: True when the job was already running and we follow it instead.
+        requested_at: When we first asked Stitch to start a job (UTC).
+        seen_running_at: When Stitch told us a job was already running (UTC), if it did.
+
+    Example:
+        ```python
+        from datetime import UTC, datetime
+        from prefect_stitch.models import StitchSyncHandle
+
+        handle = StitchSyncHandle(source_id=120643, job_name="116078.120643.sync.c12f",
+                                  requested_at=datetime.now(UTC))
+        print(handle.attached)  # False
+        ```
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source_id: int
+    job_name: str | None = None
+    attached: bool = False
+    requested_at: datetime
+    seen_running_at: datetime | None = None
+
+
+class StitchSyncResult(BaseModel):
+    """The outcome of one Stitch replication job, as the sync flow returns it.
+
+    Example:
+        ```python
+        from prefect_stitch import stitch_sync_flow
+
+        result = stitch_sync_flow(source_id=120643, credentials="stitch")
+        print(result.job_name, result.duration_seconds, result.stitch_url)
+        ```
+    """
+
+    source_id: Annotated[int, Field(description="The Stitch source id.")]
+    job_name: Annotated[
+        str | None, Field(description="The replication job's name (None only if unknown).")
+    ]
+    status: Annotated[SyncStatus, Field(description="succeeded, failed or terminated.")]
+    attached: Annotated[
+        bool,
+        Field(
+            default=False,
+            description="True when a job was already running and we followed it.",
+        ),
+    ]
+    client_id: Annotated[int | None, Field(default=None, description="The Stitch account.")]
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    discovery_exit_status: int | None = None
+    discovery_description: str | None = None
+    tap_exit_status: int | None = None
+    tap_description: str | None = None
+    target_exit_status: int | None = None
+    target_description: str | None = None
+    polls: Annotated[int, Field(default=0, description="Status polls made while waiting.")]
+    stitch_url: Annotated[str, Field(description="The source's page in the Stitch app.")]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def duration_seconds(self) -> float | None:
+        """Seconds from the job's start to its completion, by Stitch's clock."""
+        if self.start_time is None or self.completion_time is None:
+            return None
+        return (self.completion_time - self.start_time).total_seconds()
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether every phase exited 0."""
+        return self.status == "succeeded"
+
+    @classmethod
+    def from_extraction(
+        cls,
+        record: Extraction,
+        *,
+        status: SyncStatus,
+        attached: bool,
+        client_id: int | None,
+        polls: int,
+    ) -> StitchSyncResult:
+        """Build a result from the extraction record of the job.
+
+        Args:
+            record: The job's extraction record.
+            status: The verdict.
+            attached: Whether we followed an already-running job.
+            client_id: The Stitch account id.
+            polls: How many status polls the wait made.
+
+        Returns:
+            The result.
+
+        Example:
+            ```python
+            from prefect_stitch.models import Extraction, StitchSyncResult
+
+            record = Extraction(job_name="j", source_id=1, discovery_exit_status=0,
+                                tap_exit_status=0, target_exit_status=0)
+            result = StitchSyncResult.from_extraction(
+                record, status="succeeded", attached=False, client_id=116078, polls=3)
+            print(result.stitch_url)
+            ```
+        """
+        client = client_id if client_id is not None else record.stitch_client_id
+        return cls(
+            source_id=record.source_id,
+            job_name=record.job_name,
+            status=status,
+            attached=attached,
+            client_id=client,
+            start_time=record.start_time,
+            completion_time=record.completion_time,
+            discovery_exit_status=record.discovery_exit_status,
+            discovery_description=record.discovery_description,
+            tap_exit_status=record.tap_exit_status,
+            tap_description=record.tap_description,
+            target_exit_status=record.target_exit_status,
+            target_description=record.target_description,
+            polls=polls,
+            stitch_url=stitch_source_url(client, record.source_id),
+        )

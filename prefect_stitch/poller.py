@@ -1,0 +1,332 @@
+"""One shared extraction poller per Stitch account: one listing serves every waiting sync.
+
+``GET /v4/{client_id}/extractions`` returns the last completed job of **every** source
+of the account, and the account may make only 30 such requests per 10 minutes. So a
+process never polls per source: each account has one poller that, once per *tick*,
+reads the whole listing (all its pages) and hands it to every sync waiting on that
+account. A tick costs as many requests as there are pages, whatever the number of
+waiting syncs.
+
+The tick adapts to the budget: it is the shortest poll interval any waiter asked for,
+but never shorter than ``pages * period / limit`` (with the default budget and one page,
+one listing every 20 s), so the account's budget holds even with hundreds of sources.
+The requests themselves also go through the account's
+[`SlidingWindowLimiter`][prefect_stitch.ratelimit.SlidingWindowLimiter], which other
+jobs requests (logs, loads) share.
+
+The poller runs in its own daemon thread with its own event loop, because Prefect runs
+async tasks on several threads and loops; waiters on any loop receive each listing
+through a thread-safe hand-off. The thread starts with the first waiter and ends when
+the last one leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.errors import StitchError, StitchTransportError
+from prefect_stitch.models import Extraction
+
+__all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One listing of the account's extractions, or the error that prevented it.
+
+    Attributes:
+        tick: The poller's tick number (1 for the first listing).
+        records: Every record of the listing (empty when ``error`` is set).
+        error: Why the listing failed, after the client's own retries.
+        fetched_at: When the listing completed (UTC).
+        pages: Pages read (the jobs requests this tick cost).
+
+    Example:
+        ```python
+        from datetime import UTC, datetime
+        from prefect_stitch.poller import Snapshot
+
+        snapshot = Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
+        print(snapshot.ok)  # True
+        ```
+    """
+
+    tick: int
+    records: tuple[Extraction, ...]
+    fetched_at: datetime
+    pages: int = 0
+    error: StitchError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the listing was read."""
+        return self.error is None
+
+
+@dataclass(eq=False)
+class Watch:
+    """A waiter's subscription to its account's poller.
+
+    Example:
+        ```python
+        from prefect_stitch.poller import poller_for
+
+        async def next_listing(credentials, client_id: int) -> None:
+            watch = poller_for(credentials, client_id).watch(poll_interval_seconds=30)
+            try:
+                snapshot = await watch.next_snapshot(wait_seconds=120)
+                print(len(snapshot.records))
+            finally:
+                watch.close()
+        ```
+    """
+
+    poller: AccountPoller
+    poll_interval_seconds: float
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Snapshot] = field(default_factory=asyncio.Queue)
+
+    async def next_snapshot(self, wait_seconds: float | None = None) -> Snapshot:
+        """Wait for the poller's next listing.
+
+        Args:
+            wait_seconds: Seconds to wait at most.
+
+        Returns:
+            The listing.
+
+        Raises:
+            TimeoutError: No listing arrived in time.
+        """
+        async with asyncio.timeout(wait_seconds):
+            return await self.queue.get()
+
+    def close(self) -> None:
+        """Leave the poller (it stops when nobody watches)."""
+        self.poller.unwatch(self)
+
+
+class AccountPoller:
+    """The shared extraction poller of one Stitch account in this process.
+
+    Get it with [`poller_for`][prefect_stitch.poller.poller_for].
+
+    Args:
+        credentials: Credentials of the account.
+        client_id: The account id.
+        global_limit_name: A Prefect global concurrency limit (rate limit) to take a
+            slot of before each jobs request, shared across processes.
+
+    Example:
+        ```python
+        from prefect_stitch.poller import poller_for
+
+        def cost(credentials, client_id: int) -> None:
+            poller = poller_for(credentials, client_id)
+            print(poller.ticks, poller.requests)
+        ```
+    """
+
+    def __init__(
+        self,
+        credentials: StitchCredentials,
+        client_id: int,
+        *,
+        global_limit_name: str | None = None,
+    ) -> None:
+        self.credentials = credentials
+        self.client_id = client_id
+        self.global_limit_name = global_limit_name
+        self._lock = threading.Lock()
+        self._watches: list[Watch] = []
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self.ticks = 0
+        """Listings read since the process started."""
+        self.requests = 0
+        """Jobs requests (pages, retries included) made by this poller."""
+        self.last_pages = 1
+
+    # -- subscriptions ------------------------------------------------------------
+
+    def watch(self, poll_interval_seconds: float) -> Watch:
+        """Subscribe the calling event loop to the next listings.
+
+        Args:
+            poll_interval_seconds: How often this waiter would like a listing.
+
+        Returns:
+            The subscription; close it when done.
+        """
+        watch = Watch(self, poll_interval_seconds, asyncio.get_running_loop())
+        with self._lock:
+            self._watches.append(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
+                )
+                self._thread.start()
+            else:
+                self._poke()
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        """Remove a subscription.
+
+        Args:
+            watch: The subscription.
+        """
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+            self._poke()
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the poller loop just closed
+                loop.call_soon_threadsafe(wake.set)
+
+    @property
+    def waiting(self) -> int:
+        """How many waiters currently watch."""
+        with self._lock:
+            return len(self._watches)
+
+    def tick_seconds(self) -> float | None:
+        """The current tick: the shortest wanted interval, floored by the budget.
+
+        Returns:
+            Seconds between listings, or ``None`` when nobody watches.
+        """
+        with self._lock:
+            if not self._watches:
+                return None
+            wanted = min(watch.poll_interval_seconds for watch in self._watches)
+        budget = (
+            self.last_pages
+            * self.credentials.jobs_rate_period_seconds
+            / self.credentials.jobs_rate_limit
+        )
+        return max(wanted, budget)
+
+    # -- the poller thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        last_start = time.monotonic()
+        try:
+            async with self.credentials.get_client(
+                global_limit_name=self.global_limit_name
+            ) as client:
+                while True:
+                    interval = self.tick_seconds()
+                    if interval is None:
+                        return
+                    remaining = last_start + interval - time.monotonic()
+                    if remaining > 0:
+                        self._wake.clear()
+                        try:
+                            async with asyncio.timeout(remaining):
+                                await self._wake.wait()
+                        except TimeoutError:
+                            pass
+                        continue  # re-evaluate: a waiter may have joined or left
+                    last_start = time.monotonic()
+                    before = client.requests_made
+                    snapshot = await self._list(client)
+                    self.requests += client.requests_made - before
+                    self._deliver(snapshot)
+        finally:
+            with self._lock:
+                self._loop = None
+                self._wake = None
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                orphans = list(self._watches)
+            if orphans:  # joined while we were closing: start again for them
+                with self._lock:
+                    if self._thread is None:
+                        self._thread = threading.Thread(
+                            target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
+                        )
+                        self._thread.start()
+
+    async def _list(self, client: object) -> Snapshot:
+        from prefect_stitch.client import StitchClient
+
+        assert isinstance(client, StitchClient)
+        self.ticks += 1
+        try:
+            records = await client.list_extractions()
+        except StitchError as exc:
+            return Snapshot(self.ticks, (), datetime.now(UTC), client.last_page_count, exc)
+        except Exception as exc:  # never let the poller die silently
+            error = StitchTransportError(
+                status_code=None,
+                reason=f"unexpected error while listing extractions ({type(exc).__name__})",
+                method="GET",
+                path=f"/v4/{self.client_id}/extractions",
+            )
+            return Snapshot(self.ticks, (), datetime.now(UTC), 0, error)
+        self.last_pages = max(client.last_page_count, 1)
+        return Snapshot(self.ticks, tuple(records), datetime.now(UTC), client.last_page_count)
+
+    def _deliver(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            try:
+                watch.loop.call_soon_threadsafe(watch.queue.put_nowait, snapshot)
+            except RuntimeError:  # the waiter's loop is gone
+                self.unwatch(watch)
+
+
+_pollers: dict[tuple[str, int, str], AccountPoller] = {}
+_pollers_lock = threading.Lock()
+
+
+def poller_for(
+    credentials: StitchCredentials, client_id: int, *, global_limit_name: str | None = None
+) -> AccountPoller:
+    """The process-wide poller of one account (created on first use).
+
+    Args:
+        credentials: Credentials of the account.
+        client_id: The account id.
+        global_limit_name: A Prefect global concurrency limit shared across processes.
+
+    Returns:
+        The poller.
+
+    Example:
+        ```python
+        from prefect_stitch.poller import poller_for
+
+        def same(credentials) -> None:
+            assert poller_for(credentials, 116078) is poller_for(credentials, 116078)
+        ```
+    """
+    digest = hashlib.sha256(credentials.access_token.get_secret_value().encode()).hexdigest()
+    key = (credentials.base_url, client_id, digest)
+    with _pollers_lock:
+        poller = _pollers.get(key)
+        if poller is None:
+            poller = _pollers[key] = AccountPoller(
+                credentials, client_id, global_limit_name=global_limit_name
+            )
+        elif global_limit_name and not poller.global_limit_name:
+            poller.global_limit_name = global_limit_name
+        return poller

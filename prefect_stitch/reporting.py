@@ -1,0 +1,205 @@
+"""What a sync leaves behind for people and automations: Prefect events and artifacts.
+
+Events (for Prefect Automations, e.g. "notify on any Stitch failure for source 42"):
+
+| event | when |
+|---|---|
+| ``stitch.sync.started`` | a job was started, or we attached to a running one |
+| ``stitch.sync.succeeded`` | every phase exited 0 |
+| ``stitch.sync.failed`` | a phase exited non-zero |
+| ``stitch.sync.terminated`` | the job ended with null exit statuses |
+| ``stitch.sync.timed_out`` | the wait ran past ``max_wait_seconds`` |
+| ``stitch.sync.cancelled`` | the flow run was cancelled while waiting |
+
+Each event's resource is the source (``stitch.source.<id>``); the source and the
+account are also listed as related resources (roles ``stitch-source`` and
+``stitch-account``) next to the flow and task runs Prefect adds. The payload carries the
+job name, the exit statuses and descriptions, and the Stitch link; never the token.
+
+Reporting never fails a sync: a broken events or artifacts API is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect_stitch.models import StitchSyncResult, stitch_source_url
+
+__all__ = ["emit_sync_event", "sync_artifact_markdown", "write_sync_artifact"]
+
+_logger = logging.getLogger("prefect_stitch.reporting")
+
+EVENT_PREFIX = "stitch.sync"
+
+
+def emit_sync_event(
+    kind: str,
+    *,
+    source_id: int,
+    client_id: int | None,
+    job_name: str | None,
+    result: StitchSyncResult | None = None,
+    **payload: Any,
+) -> None:
+    """Emit one ``stitch.sync.<kind>`` Prefect event.
+
+    Args:
+        kind: ``started``, ``succeeded``, ``failed``, ``terminated``, ``timed_out`` or
+            ``cancelled``.
+        source_id: The Stitch source.
+        client_id: The Stitch account, if known.
+        job_name: The job's name, if known.
+        result: The job's result, whose statuses go into the payload.
+        **payload: More payload fields (JSON-serialisable).
+
+    Example:
+        ```python
+        from prefect_stitch.reporting import emit_sync_event
+
+        emit_sync_event("started", source_id=120643, client_id=116078, job_name="j")
+        ```
+    """
+    from prefect.events import emit_event
+
+    related: list[dict[str, str]] = [
+        {
+            "prefect.resource.id": f"stitch.source.{source_id}",
+            "prefect.resource.role": "stitch-source",
+            "prefect.resource.name": f"Stitch source {source_id}",
+        }
+    ]
+    if client_id is not None:
+        related.append(
+            {
+                "prefect.resource.id": f"stitch.account.{client_id}",
+                "prefect.resource.role": "stitch-account",
+            }
+        )
+    body: dict[str, Any] = {
+        "source_id": source_id,
+        "client_id": client_id,
+        "job_name": job_name,
+        "stitch_url": stitch_source_url(client_id, source_id),
+    }
+    if result is not None:
+        body.update(result.model_dump(mode="json"))
+    body.update(payload)
+    try:
+        emit_event(
+            event=f"{EVENT_PREFIX}.{kind}",
+            resource={
+                "prefect.resource.id": f"stitch.source.{source_id}",
+                "prefect.resource.name": f"Stitch source {source_id}",
+            },
+            related=related,
+            payload=body,
+        )
+    except Exception as exc:  # reporting must never fail the sync
+        _logger.warning("Could not emit the %s.%s event: %s", EVENT_PREFIX, kind, exc)
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def sync_artifact_markdown(
+    *,
+    source_id: int,
+    client_id: int | None,
+    headline: str,
+    result: StitchSyncResult | None = None,
+    job_name: str | None = None,
+    log_tail: str | None = None,
+) -> str:
+    """Render the markdown summary of one sync.
+
+    Args:
+        source_id: The Stitch source.
+        client_id: The Stitch account, if known.
+        headline: One line saying what happened.
+        result: The job's result (phases, statuses, times), when there is one.
+        job_name: The job's name when there is no result.
+        log_tail: The last lines of the extraction log.
+
+    Returns:
+        Markdown text.
+
+    Example:
+        ```python
+        from prefect_stitch.reporting import sync_artifact_markdown
+
+        print(sync_artifact_markdown(source_id=1, client_id=2, headline="Timed out"))
+        ```
+    """
+    url = stitch_source_url(client_id, source_id)
+    lines = [f"# Stitch sync of source {source_id}", "", headline, ""]
+    lines += ["| | |", "|---|---|"]
+    name = result.job_name if result is not None else job_name
+    lines.append(f"| Job | `{_cell(name or 'unknown')}` |")
+    if result is not None:
+        lines.append(f"| Status | {result.status} |")
+        lines.append(f"| Attached to a running job | {'yes' if result.attached else 'no'} |")
+        lines.append(f"| Started (Stitch) | {_cell(result.start_time)} |")
+        lines.append(f"| Completed (Stitch) | {_cell(result.completion_time)} |")
+        duration = result.duration_seconds
+        lines.append(f"| Duration | {'' if duration is None else f'{duration:.0f} s'} |")
+        lines.append(f"| Status polls | {result.polls} |")
+    lines.append(f"| Stitch | [source {source_id} in Stitch]({url}) |")
+    if result is not None:
+        lines += ["", "| Phase | Exit status | Description |", "|---|---|---|"]
+        for phase in ("discovery", "tap", "target"):
+            status = getattr(result, f"{phase}_exit_status")
+            description = getattr(result, f"{phase}_description")
+            lines.append(f"| {phase} | {_cell(status)} | {_cell(description)} |")
+    if log_tail:
+        lines += ["", "Last lines of the extraction log:", "", "```text", log_tail, "```"]
+    return "\n".join(lines) + "\n"
+
+
+async def write_sync_artifact(
+    *,
+    source_id: int,
+    client_id: int | None,
+    headline: str,
+    result: StitchSyncResult | None = None,
+    job_name: str | None = None,
+    log_tail: str | None = None,
+) -> None:
+    """Attach the markdown summary of a sync to the current run (key ``stitch-sync-<id>``).
+
+    Args:
+        source_id: The Stitch source.
+        client_id: The Stitch account, if known.
+        headline: One line saying what happened.
+        result: The job's result, when there is one.
+        job_name: The job's name when there is no result.
+        log_tail: The last lines of the extraction log.
+
+    Example:
+        ```python
+        from prefect_stitch.reporting import write_sync_artifact
+
+        async def report() -> None:
+            await write_sync_artifact(source_id=1, client_id=2, headline="Succeeded")
+        ```
+    """
+    from prefect.artifacts import acreate_markdown_artifact
+
+    markdown = sync_artifact_markdown(
+        source_id=source_id,
+        client_id=client_id,
+        headline=headline,
+        result=result,
+        job_name=job_name,
+        log_tail=log_tail,
+    )
+    try:
+        await acreate_markdown_artifact(
+            markdown=markdown,
+            key=f"stitch-sync-{source_id}",
+            description=f"Stitch sync of source {source_id}: {headline[:200]}",
+        )
+    except Exception as exc:  # reporting must never fail the sync
+        _logger.warning("Could not write the Stitch sync artifact: %s", exc)

@@ -1,0 +1,55 @@
+"""A local stand-in for Stitch's Connect API, for tests, demos and benchmarks.
+
+`StitchSimulator` is a real HTTP server on 127.0.0.1 that answers like the documented API:
+start/stop a replication job, the paginated extractions and loads lists, the logs redirect to a
+pre-signed URL on another origin, the sources endpoints, auth, and the "jobs" rate window.
+Outcomes (`Outcome`) decide how each job ends; faults (`Fault`) misbehave on demand; every
+request is recorded (`RecordedRequest`), token masked. It uses the standard library only.
+
+Example:
+    >>> import json, urllib.request
+    >>> from prefect_stitch.simulator import StitchSimulator, Outcome
+    >>> with StitchSimulator() as sim:
+    ...     _ = sim.add_source(1001, outcomes=[Outcome.failure("tap", exit_status=-9)])
+    ...     _ = sim.seed_completed(1001)
+    ...     request = urllib.request.Request(
+    ...         sim.base_url + "/v4/116078/extractions",
+    ...         headers={"Authorization": "Bearer sim-token"})
+    ...     page = json.load(urllib.request.urlopen(request))
+    >>> page["total"], page["data"][0]["tap_exit_status"]
+    (1, 0)
+"""
+
+from prefect_stitch.simulator._server import StitchSimulator
+from prefect_stitch.simulator._state import (
+    DELETED_SOURCE_MESSAGE,
+    ENDPOINTS,
+    EXTRACTION_NOT_FOUND_MESSAGE,
+    JOBS_ENDPOINTS,
+    LOG_BUCKET,
+    SERVER_ERROR_MESSAGE,
+    TERMINATED,
+    UNAUTHORIZED_MESSAGE,
+    Fault,
+    Outcome,
+    RecordedRequest,
+    SimulatorState,
+    iso,
+)
+
+__all__ = [
+    "DELETED_SOURCE_MESSAGE",
+    "ENDPOINTS",
+    "EXTRACTION_NOT_FOUND_MESSAGE",
+    "JOBS_ENDPOINTS",
+    "LOG_BUCKET",
+    "SERVER_ERROR_MESSAGE",
+    "TERMINATED",
+    "UNAUTHORIZED_MESSAGE",
+    "Fault",
+    "Outcome",
+    "RecordedRequest",
+    "SimulatorState",
+    "StitchSimulator",
+    "iso",
+]
