@@ -19,8 +19,6 @@ loop in a helper thread, which is cancelled when Prefect cancels the run: that i
 the wait learns of the cancellation and stops the Stitch job before the process ends.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import contextvars

@@ -1,0 +1,356 @@
+"""End to end: stitch_sync_flow against the simulator over real HTTP, with a real Prefect API."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ParameterTypeError
+
+from prefect_stitch import (
+    PhaseFailure,
+    StitchAuthError,
+    StitchJobAlreadyRunning,
+    StitchJobTerminated,
+    StitchNotFoundError,
+    StitchReplicationFailed,
+    StitchSyncResult,
+    StitchSyncTimeout,
+    run_stitch_sync,
+    stitch_sync_flow,
+)
+from prefect_stitch.simulator import UNAUTHORIZED_MESSAGE, Fault, Outcome, StitchSimulator
+from tests.conftest import make_credentials
+
+FAST = {"poll_interval_seconds": 0.1, "max_wait_seconds": 30.0}
+
+
+def run(sim: StitchSimulator, source_id: int, **kwargs: object) -> StitchSyncResult:
+    kwargs.setdefault("credentials", make_credentials(sim))
+    return stitch_sync_flow(source_id=source_id, **{**FAST, **kwargs})  # type: ignore[arg-type]
+
+
+def test_success_on_a_source_listed_on_page_two(sim: StitchSimulator) -> None:
+    sim.add_sources(range(1, 151), outcomes=[Outcome.success(duration_seconds=0.3)])
+    for source_id in range(1, 151):
+        sim.seed_completed(source_id)
+    result = run(sim, 140)
+    [job] = sim.jobs_started(140)
+    assert result.status == "succeeded"
+    assert result.job_name == job
+    assert result.source_id == 140
+    assert result.attached is False
+    assert (result.discovery_exit_status, result.tap_exit_status, result.target_exit_status) == (
+        0,
+        0,
+        0,
+    )
+    assert result.stitch_url == (
+        f"https://app.stitchdata.com/client/{sim.client_id}/pipeline/v2/sources/140/summary"
+    )
+    assert result.polls >= 1
+    assert result.start_time is not None and result.completion_time is not None
+    assert result.duration_seconds is not None and result.duration_seconds >= 0
+    pages = {r.query.get("page", "1") for r in sim.requests_for("extractions")}
+    assert pages == {"1", "2"}
+
+
+@pytest.mark.parametrize("phase", ["discovery", "tap", "target"])
+def test_each_failing_phase_fails_the_flow_with_phase_status_and_description(
+    sim: StitchSimulator, phase: str
+) -> None:
+    description = f"{phase} blew up: HTTP-error-code: 401"
+    sim.add_source(7, outcomes=[Outcome.failure(phase, 1, description, duration_seconds=0.2)])
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 7)
+    error = caught.value
+    assert type(error) is StitchReplicationFailed
+    assert error.failed_phases == [PhaseFailure(phase, 1, description)]
+    assert error.job_name == sim.jobs_started(7)[0]
+    assert f"{phase} exited with status 1: {description}" in str(error)
+    assert error.result is not None and error.result.status == "failed"
+    assert error.log_tail is not None and "Exit status is" in error.log_tail
+
+
+def test_negative_exit_code_fails(sim: StitchSimulator) -> None:
+    sim.add_source(8, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.2)])
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 8)
+    assert caught.value.failed_phases == [PhaseFailure("tap", -9, "Killed")]
+    assert "tap exited with status -9: Killed" in str(caught.value)
+
+
+def test_terminated_job_is_a_typed_failure_not_running(sim: StitchSimulator) -> None:
+    sim.add_source(9, outcomes=[Outcome.terminated(duration_seconds=0.2)])
+    with pytest.raises(StitchJobTerminated) as caught:
+        run(sim, 9)
+    assert isinstance(caught.value, StitchReplicationFailed)
+    assert "terminated" in str(caught.value)
+    assert caught.value.result is not None and caught.value.result.status == "terminated"
+
+
+def test_previous_job_still_listed_while_ours_runs_does_not_end_the_wait(
+    sim: StitchSimulator,
+) -> None:
+    sim.add_source(10, outcomes=[Outcome.failure("target", 1, "quota", duration_seconds=1.2)])
+    previous = sim.seed_completed(10, Outcome.success())  # a successful previous job
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 10)
+    assert caught.value.job_name != previous
+    assert caught.value.job_name == sim.jobs_started(10)[0]
+    assert caught.value.result is not None and caught.value.result.polls >= 3
+
+
+def test_failure_leaves_the_log_tail_bounded(sim: StitchSimulator) -> None:
+    sim.add_source(
+        11, outcomes=[Outcome.failure("tap", 1, "boom", duration_seconds=0.2)], log_lines=500
+    )
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 11)
+    tail = caught.value.log_tail or ""
+    assert 0 < len(tail.splitlines()) <= 20
+    assert "Exit status is" in tail.splitlines()[-1]
+    assert "[line 1/500]" not in str(caught.value)
+
+
+def test_no_logs_fetched_when_disabled(sim: StitchSimulator) -> None:
+    sim.add_source(12, outcomes=[Outcome.failure("tap", 1, "boom", duration_seconds=0.2)])
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 12, fetch_logs_on_failure=False)
+    assert caught.value.log_tail is None
+    assert sim.requests_for("logs") == []
+
+
+def test_already_running_attach_follows_that_job(sim: StitchSimulator) -> None:
+    sim.add_source(
+        20, outcomes=[Outcome.failure("tap", 2, "scheduled run failed", duration_seconds=1.0)]
+    )
+    sim.seed_completed(20, Outcome.success())
+    running = sim.start_job(20)  # Stitch's own scheduler started it
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 20, on_already_running="attach")
+    assert caught.value.job_name == running
+    assert caught.value.result is not None and caught.value.result.attached is True
+    assert sim.jobs_started(20) == []  # we started nothing
+
+
+def test_already_running_attach_success_reports_attached(sim: StitchSimulator) -> None:
+    sim.add_source(21, outcomes=[Outcome.success(duration_seconds=0.8)])
+    running = sim.start_job(21)
+    result = run(sim, 21)
+    assert (result.job_name, result.attached, result.status) == (running, True, "succeeded")
+
+
+def test_already_running_fail_raises_and_starts_nothing(sim: StitchSimulator) -> None:
+    sim.add_source(22, outcomes=[Outcome.success(duration_seconds=None)])
+    sim.start_job(22)
+    with pytest.raises(StitchJobAlreadyRunning) as caught:
+        run(sim, 22, on_already_running="fail")
+    assert caught.value.source_id == 22
+    assert sim.jobs_started(22) == []
+    assert len(sim.requests_for("trigger")) == 1
+    assert sim.requests_for("stop") == []
+
+
+def test_wait_then_start_waits_for_the_running_job_then_starts_ours(sim: StitchSimulator) -> None:
+    sim.add_source(
+        23,
+        outcomes=[
+            Outcome.failure("tap", 1, "the scheduler's job", duration_seconds=0.6),
+            Outcome.success(duration_seconds=0.3),
+        ],
+    )
+    foreign = sim.start_job(23)
+    result = run(sim, 23, on_already_running="wait_then_start")
+    [ours] = sim.jobs_started(23)
+    assert result.job_name == ours != foreign
+    assert result.status == "succeeded" and result.attached is False
+
+
+def test_retried_trigger_meeting_already_running_starts_exactly_one_job(
+    sim: StitchSimulator,
+) -> None:
+    sim.add_source(30, outcomes=[Outcome.success(duration_seconds=1.0)])
+    sim.inject("trigger", Fault.start_then_drop())  # Stitch starts it; we never hear back
+    result = run(sim, 30, on_already_running="fail")
+    jobs = [job for job in sim.jobs(30) if job["triggered_via"] == "api"]
+    assert len(jobs) == 1
+    assert len(sim.requests_for("trigger")) == 2
+    assert result.job_name == jobs[0]["job_name"]
+    assert result.status == "succeeded"
+
+
+def test_timeout_stops_the_job(sim: StitchSimulator) -> None:
+    sim.add_source(40, outcomes=[Outcome.success(duration_seconds=None)])  # runs until stopped
+    with pytest.raises(StitchSyncTimeout) as caught:
+        run(sim, 40, max_wait_seconds=1.0)
+    assert caught.value.stopped is True
+    assert len(sim.requests_for("stop")) == 1
+    assert sim.running_job(40) is None
+
+
+def test_timeout_can_leave_the_job_running(sim: StitchSimulator) -> None:
+    sim.add_source(41, outcomes=[Outcome.success(duration_seconds=None)])
+    with pytest.raises(StitchSyncTimeout) as caught:
+        run(sim, 41, max_wait_seconds=0.6, stop_on_timeout=False)
+    assert caught.value.stopped is False
+    assert sim.requests_for("stop") == []
+    assert sim.running_job(41) is not None
+
+
+def test_401_surfaces_stitchs_raw_message(sim: StitchSimulator) -> None:
+    sim.add_source(50)
+    with pytest.raises(StitchAuthError) as caught:
+        run(sim, 50, credentials=make_credentials(sim, access_token="ac_wrong"))
+    assert str(caught.value) == UNAUTHORIZED_MESSAGE
+    assert "ac_wrong" not in repr(caught.value)
+
+
+def test_404_surfaces_the_http_reason(sim: StitchSimulator) -> None:
+    sim.add_source(51)
+    sim.inject("trigger", Fault.status(404))
+    with pytest.raises(StitchNotFoundError) as caught:
+        run(sim, 51)
+    assert str(caught.value) == "Not Found"
+    assert caught.value.status_code == 404
+
+
+@pytest.mark.parametrize("bad", ["abc", 0, -5, True, 2**31, 1.5, None])
+def test_bad_source_id_is_rejected_before_any_request(sim: StitchSimulator, bad: object) -> None:
+    with pytest.raises(ParameterTypeError) as caught:
+        run(sim, bad)  # type: ignore[arg-type]
+    assert "source_id" in str(caught.value)
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [("poll_interval_seconds", 0), ("max_wait_seconds", -1), ("on_already_running", "maybe")],
+)
+def test_bad_knobs_are_rejected_before_any_request(
+    sim: StitchSimulator, parameter: str, value: object
+) -> None:
+    sim.add_source(52)
+    with pytest.raises(ParameterTypeError) as caught:
+        run(sim, 52, **{parameter: value})
+    assert parameter in str(caught.value)
+    assert sim.requests == []
+
+
+def test_failed_verdict_ends_the_flow_run_failed_with_the_message(sim: StitchSimulator) -> None:
+    sim.add_source(60, outcomes=[Outcome.failure("tap", 1, "disk full", duration_seconds=0.2)])
+    state = stitch_sync_flow(
+        source_id=60, credentials=make_credentials(sim), return_state=True, **FAST
+    )
+    assert state.is_failed()
+    assert "StitchReplicationFailed" in (state.message or "")
+    assert "tap exited with status 1: disk full" in (state.message or "")
+    with pytest.raises(StitchReplicationFailed):
+        state.result()
+
+
+def test_successful_run_is_completed_with_a_persisted_result(sim: StitchSimulator) -> None:
+    sim.add_source(61, outcomes=[Outcome.success(duration_seconds=0.2)])
+    state = stitch_sync_flow(
+        source_id=61, credentials=make_credentials(sim), return_state=True, **FAST
+    )
+    assert state.is_completed()
+    result = state.result()
+    assert isinstance(result, StitchSyncResult)
+    assert result.job_name == sim.jobs_started(61)[0]
+
+
+async def test_each_run_leaves_an_artifact(sim: StitchSimulator) -> None:
+    sim.add_source(62, outcomes=[Outcome.failure("target", 3, "bad column", duration_seconds=0.2)])
+    state = await asyncio.to_thread(
+        stitch_sync_flow,
+        source_id=62,
+        credentials=make_credentials(sim),
+        return_state=True,
+        **FAST,
+    )
+    async with get_client() as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stitch-sync-62"]))
+        )
+    assert state.is_failed()
+    assert artifacts, "no artifact with key stitch-sync-62"
+    markdown = str(artifacts[0].data)
+    assert "| target | 3 | bad column |" in markdown
+    assert "Exit status is" in markdown  # the log tail
+    assert "pipeline/v2/sources/62/summary" in markdown
+
+
+def test_subflow_of_a_sync_parent_can_catch_the_typed_failure(sim: StitchSimulator) -> None:
+    sim.add_source(70, outcomes=[Outcome.failure("discovery", 1, "schema", duration_seconds=0.2)])
+    sim.add_source(71, outcomes=[Outcome.success(duration_seconds=0.2)])
+    credentials = make_credentials(sim)
+
+    @flow
+    def parent() -> tuple[list[PhaseFailure], str | None]:
+        try:
+            stitch_sync_flow(source_id=70, credentials=credentials, **FAST)
+        except StitchReplicationFailed as exc:
+            failed = exc.failed_phases
+        ok = stitch_sync_flow(source_id=71, credentials=credentials, **FAST)
+        return failed, ok.job_name
+
+    failed, job_name = parent()
+    assert failed == [PhaseFailure("discovery", 1, "schema")]
+    assert job_name == sim.jobs_started(71)[0]
+
+
+def test_subflow_of_a_sync_parent_with_return_state(sim: StitchSimulator) -> None:
+    sim.add_source(72, outcomes=[Outcome.failure("tap", 1, "x", duration_seconds=0.2)])
+    credentials = make_credentials(sim)
+
+    @flow
+    def parent() -> bool:
+        state = stitch_sync_flow(source_id=72, credentials=credentials, return_state=True, **FAST)
+        return state.is_failed()
+
+    assert parent() is True
+
+
+def test_subflow_of_an_async_parent(sim: StitchSimulator) -> None:
+    sim.add_source(73, outcomes=[Outcome.success(duration_seconds=0.2)])
+    sim.add_source(74, outcomes=[Outcome.success(duration_seconds=0.2)])
+    sim.add_source(75, outcomes=[Outcome.failure("tap", 1, "x", duration_seconds=0.2)])
+    credentials = make_credentials(sim)
+
+    @flow
+    async def parent() -> tuple[str | None, str | None, str]:
+        plain = stitch_sync_flow(source_id=73, credentials=credentials, **FAST)
+        threaded = await asyncio.to_thread(
+            stitch_sync_flow, source_id=74, credentials=credentials, **FAST
+        )
+        try:
+            await run_stitch_sync(75, credentials, poll_interval_seconds=0.1)
+        except StitchReplicationFailed as exc:
+            caught = type(exc).__name__
+        return plain.job_name, threaded.job_name, caught
+
+    plain, threaded, caught = asyncio.run(parent())
+    assert plain == sim.jobs_started(73)[0]
+    assert threaded == sim.jobs_started(74)[0]
+    assert caught == "StitchReplicationFailed"
+
+
+def test_credentials_by_block_name(sim: StitchSimulator) -> None:
+    sim.add_source(80, outcomes=[Outcome.success(duration_seconds=0.2)])
+    make_credentials(sim).save("sim-test-block", overwrite=True)
+    result = run(sim, 80, credentials="sim-test-block")
+    assert result.status == "succeeded"
+
+
+def test_pause_stitch_schedule_pauses_the_source_first(sim: StitchSimulator) -> None:
+    sim.add_source(81, outcomes=[Outcome.success(duration_seconds=0.2)])
+    result = run(sim, 81, pause_stitch_schedule=True)
+    assert result.status == "succeeded"
+    [update] = sim.requests_for("update_source")
+    assert update.method == "PUT"
+    assert sim.source(81)["paused_at"] is not None
