@@ -30,7 +30,6 @@ import hashlib
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -697,14 +696,14 @@ class StitchClient:
             if next_path in seen_paths or pages >= _MAX_PAGES:
                 break
             seen_paths.add(next_path)
-            page = await self._call(
-                "GET",
-                next_path,
-                lambda r: self._model(Page, self._json(r)),
-                limiter=limiter,
-            )
+
+            def parse(response: httpx.Response) -> tuple[Page, list[M]]:
+                page = self._model(Page, self._json(response))
+                return page, [self._model(model, item) for item in page.data]
+
+            page, records = await self._call("GET", next_path, parse, limiter=limiter)
             pages += 1
-            items.extend(self._model(model, item) for item in page.data)
+            items.extend(records)
             next_path = self._relative(page.next_path) if page.data else None
         self.last_page_count = pages
         return items
@@ -795,6 +794,10 @@ class StitchClient:
         """
         if not job_name or "/" in job_name:
             raise StitchConfigurationError(f"invalid job name {job_name!r}", parameter="job_name")
+        if tail_lines is not None and tail_lines < 0:
+            raise StitchConfigurationError(
+                f"tail_lines must be >= 0, got {tail_lines}", parameter="tail_lines"
+            )
         client_id = await self.resolve_client_id()
         limiter = await self.jobs_limiter(client_id)
         path = f"/v4/{client_id}/extractions/{quote(job_name, safe='')}"
@@ -819,41 +822,14 @@ class StitchClient:
         return await self._download(target, tail_lines)
 
     async def _download(self, url: str, tail_lines: int | None) -> str:
-        assert self._downloads is not None
+        if self._downloads is None:
+            raise RuntimeError("use the client as `async with credentials.get_client() as client:`")
         parts = urlsplit(url)
+        # The pre-signed query carries a credential of its own: never show it.
         shown = f"{parts.scheme}://{parts.netloc}{parts.path} (pre-signed log URL)"
-
-        async def fetch() -> str:
-            async with self._downloads.stream("GET", url) as response:  # type: ignore[union-attr]
-                if response.status_code != 200:
-                    await response.aread()
-                    raise self._api_error(response, "GET", shown, 1)
-                if tail_lines is None:
-                    return (await response.aread()).decode("utf-8", errors="replace")
-                lines: deque[str] = deque(maxlen=tail_lines)
-                async for line in response.aiter_lines():
-                    lines.append(line)
-                return "\n".join(lines)
-
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await fetch()
-            except httpx.TransportError as exc:
-                failure: StitchAPIError = StitchTransportError(
-                    status_code=None,
-                    reason=_transport_reason(exc),
-                    method="GET",
-                    path=shown,
-                    attempts=attempt,
-                )
-            except StitchAPIError as exc:
-                failure = exc
-                failure.attempts = attempt
-            if attempt > self.credentials.max_retries or not is_transient(failure):
-                raise failure
-            await asyncio.sleep(self._backoff(attempt))
+        return await self._call(
+            "GET", url, lambda r: _tail(r.text, tail_lines), http=self._downloads, label=shown
+        )
 
 
 def _tail(text: str, lines: int | None) -> str:

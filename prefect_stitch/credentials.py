@@ -304,6 +304,14 @@ class StitchCredentials(CredentialsBlock):
             settings = StitchEnvSettings(**overrides)
         except ValidationError as exc:
             raise _env_error(exc) from None
+        try:
+            normalize_base_url(
+                settings.base_url, allow_insecure_http=bool(settings.allow_insecure_http)
+            )
+        except StitchConfigurationError as exc:
+            raise StitchConfigurationError(
+                f"STITCH_BASE_URL is invalid: {exc}", parameter="STITCH_BASE_URL"
+            ) from None
         values = settings.model_dump(exclude_none=True)
         try:
             return cls(**values)

@@ -580,7 +580,7 @@ async def wait_for_stitch_sync(
             else None
         )
     message = _failure_message(result, verdict, log_tail)
-    logger.error(message)
+    logger.error(message.splitlines()[0])
     kind = "terminated" if verdict.state is ExtractionState.TERMINATED else "failed"
     emit_sync_event(
         kind,
