@@ -18,14 +18,8 @@ Example:
 """
 
 import json
-import os
 import sys
 import time
-
-# The embedded Prefect API takes 20-30 s to create its database on a fresh machine,
-# longer than Prefect's default start-up timeout.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 HEALTHY_SOURCE = 120643
 FAILING_SOURCE = 120644
@@ -44,6 +38,24 @@ def main() -> int:
         raise SystemExit(main())
         ```
     """
+    from prefect.settings import (
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    # The embedded Prefect API takes 20-30 s to create its database on a fresh machine,
+    # longer than Prefect's default start-up timeout of 20 s.
+    with temporary_settings(
+        updates={
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180,
+            PREFECT_SERVER_ANALYTICS_ENABLED: False,
+        }
+    ):
+        return _run_demo()
+
+
+def _run_demo() -> int:
     from prefect_stitch import StitchCredentials, StitchReplicationFailed, stitch_sync_flow
     from prefect_stitch.simulator import Outcome, StitchSimulator
 
