@@ -36,7 +36,7 @@ def transform_fresh_data(result: StitchSyncResult) -> str:
     return summary
 
 
-@flow(name="stitch-sync-pipeline", flow_run_name="stitch-pipeline-{source_id}")
+@flow(name="stitch-sync-pipeline", flow_run_name="stitch-pipeline-{source_id}", persist_result=True)
 def stitch_then_downstream(
     source_id: SourceId,
     credentials: StitchCredentials | str = "stitch",
