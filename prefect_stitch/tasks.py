@@ -221,6 +221,9 @@ async def start_stitch_sync(
             requested_at = resume_since or _first_attempts.setdefault(context.task_run.id, now)
 
     async with credentials.get_client() as client:
+        # Learn the account first (cached after the first call): if Stitch cannot be read,
+        # nothing is started that nobody would watch.
+        client_id = await client.resolve_client_id(source_id)
         if retried:
             earlier = await _completed_since(client, source_id, requested_at)
             if earlier is not None:
@@ -260,11 +263,7 @@ async def start_stitch_sync(
                 seen_running_at=exc.seen_running_at or now,
             )
             emit_sync_event(
-                "started",
-                source_id=source_id,
-                client_id=credentials.client_id,
-                job_name=None,
-                attached=True,
+                "started", source_id=source_id, client_id=client_id, job_name=None, attached=True
             )
             return handle
         except StitchAPIError as exc:
@@ -273,11 +272,7 @@ async def start_stitch_sync(
             raise
     logger.info("Started Stitch replication job %s for source %s", job_name, source_id)
     emit_sync_event(
-        "started",
-        source_id=source_id,
-        client_id=credentials.client_id,
-        job_name=job_name,
-        attached=False,
+        "started", source_id=source_id, client_id=client_id, job_name=job_name, attached=False
     )
     return StitchSyncHandle(source_id=source_id, job_name=job_name, requested_at=requested_at)
 
