@@ -28,8 +28,21 @@ from prefect_stitch.errors import (
     StitchSyncTimeout,
     StitchTransportError,
 )
-from prefect_stitch.flows import run_stitch_sync, stitch_sync_flow
-from prefect_stitch.models import Extraction, Load, Source, StitchSyncHandle, StitchSyncResult
+from prefect_stitch.flows import (
+    run_stitch_sync,
+    run_stitch_sync_many,
+    stitch_sync_flow,
+    stitch_sync_many_flow,
+)
+from prefect_stitch.models import (
+    Extraction,
+    Load,
+    Source,
+    StitchSyncHandle,
+    StitchSyncManyResult,
+    StitchSyncResult,
+    SyncOutcome,
+)
 from prefect_stitch.tasks import (
     fetch_stitch_extraction_logs,
     pause_stitch_source,
@@ -61,15 +74,19 @@ __all__ = [
     "StitchReplicationFailed",
     "StitchSyncHandle",
     "StitchSyncManyFailed",
+    "StitchSyncManyResult",
     "StitchSyncResult",
     "StitchSyncTimeout",
     "StitchTransportError",
+    "SyncOutcome",
     "__version__",
     "fetch_stitch_extraction_logs",
     "pause_stitch_source",
     "run_stitch_sync",
+    "run_stitch_sync_many",
     "start_stitch_sync",
     "stitch_sync_flow",
+    "stitch_sync_many_flow",
     "stop_stitch_sync",
     "wait_for_stitch_sync",
 ]

@@ -33,7 +33,9 @@ __all__ = [
     "Source",
     "SourceId",
     "StitchSyncHandle",
+    "StitchSyncManyResult",
     "StitchSyncResult",
+    "SyncOutcome",
     "SyncStatus",
     "check_source_id",
     "stitch_source_url",
@@ -394,3 +396,74 @@ class StitchSyncResult(BaseModel):
             polls=polls,
             stitch_url=stitch_source_url(client, record.source_id),
         )
+
+
+class SyncOutcome(BaseModel):
+    """One source's outcome in a multi-source run: its result, or its error.
+
+    Example:
+        ```python
+        from prefect_stitch.models import SyncOutcome
+
+        outcome = SyncOutcome(source_id=1, status="failed", error_type="StitchReplicationFailed",
+                              message="tap exited with status -9: Killed")
+        print(outcome.ok)  # False
+        ```
+    """
+
+    source_id: int
+    status: Literal["succeeded", "failed", "terminated", "timed_out", "error", "cancelled"]
+    result: StitchSyncResult | None = None
+    error_type: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the source's job succeeded."""
+        return self.status == "succeeded"
+
+
+class StitchSyncManyResult(BaseModel):
+    """The outcome of every source of a `stitch_sync_many_flow` run, in input order.
+
+    Example:
+        ```python
+        from prefect_stitch import stitch_sync_many_flow
+
+        summary = stitch_sync_many_flow(source_ids=[120643, 120644], credentials="stitch")
+        print(summary.succeeded, [o.result.job_name for o in summary.outcomes if o.result])
+        ```
+    """
+
+    outcomes: list[SyncOutcome]
+    jobs_requests: int = Field(
+        default=0,
+        description=(
+            "Extraction-list requests (pages, retries included) this process's pollers made "
+            "during the run; runs in the same process share them."
+        ),
+    )
+
+    @property
+    def succeeded(self) -> int:
+        """How many sources succeeded."""
+        return sum(1 for outcome in self.outcomes if outcome.ok)
+
+    @property
+    def failed(self) -> list[SyncOutcome]:
+        """The outcomes that did not succeed."""
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+    def result_for(self, source_id: int) -> StitchSyncResult | None:
+        """The result of one source, if it succeeded or failed with a verdict.
+
+        Args:
+            source_id: The Stitch source id.
+
+        Returns:
+            Its result, or ``None``.
+        """
+        for outcome in self.outcomes:
+            if outcome.source_id == source_id:
+                return outcome.result
+        return None

@@ -245,6 +245,7 @@ class AccountPoller:
                             pass
                         continue  # re-evaluate: a waiter may have joined or left
                     last_start = time.monotonic()
+                    client.global_limit_name = self.global_limit_name
                     before = client.requests_made
                     snapshot = await self._list(client)
                     self.requests += client.requests_made - before
@@ -330,3 +331,29 @@ def poller_for(
         elif global_limit_name and not poller.global_limit_name:
             poller.global_limit_name = global_limit_name
         return poller
+
+
+def pollers_of(credentials: StitchCredentials) -> list[AccountPoller]:
+    """Every poller of this process that uses these credentials' host and token.
+
+    Args:
+        credentials: The credentials.
+
+    Returns:
+        The pollers (one per account).
+
+    Example:
+        ```python
+        from prefect_stitch.poller import pollers_of
+
+        def cost(credentials) -> int:
+            return sum(poller.requests for poller in pollers_of(credentials))
+        ```
+    """
+    digest = hashlib.sha256(credentials.access_token.get_secret_value().encode()).hexdigest()
+    with _pollers_lock:
+        return [
+            poller
+            for (base_url, _, token), poller in _pollers.items()
+            if base_url == credentials.base_url and token == digest
+        ]

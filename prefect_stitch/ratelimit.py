@@ -20,6 +20,7 @@ within the budget. Across processes, see the Prefect global concurrency limit in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -210,3 +211,113 @@ def limiter_for(base_url: str, client_id: int, limit: int, period: float) -> Sli
         else:
             limiter.tighten(limit, period)
         return limiter
+
+
+def account_limit_name(client_id: int) -> str:
+    """The conventional name of an account's Prefect global concurrency limit.
+
+    Args:
+        client_id: The Stitch client (account) id.
+
+    Returns:
+        ``stitch-jobs-<client_id>``.
+
+    Example:
+        ```python
+        from prefect_stitch.ratelimit import account_limit_name
+
+        print(account_limit_name(116078))  # stitch-jobs-116078
+        ```
+    """
+    return f"stitch-jobs-{client_id}"
+
+
+def global_limit_settings(limit: int, period: float) -> tuple[int, float]:
+    """Slot-decay settings of a global limit that keeps any ``period`` window within ``limit``.
+
+    A Prefect rate limit is a leaky bucket: ``capacity`` slots, refilled at
+    ``decay`` slots per second. In any window of ``period`` seconds it admits at most
+    ``capacity + decay * period`` requests, so half the budget is the burst and half
+    the refill.
+
+    Args:
+        limit: Requests allowed per period (Stitch: 30).
+        period: The window in seconds (Stitch: 600).
+
+    Returns:
+        ``(capacity, slot_decay_per_second)``; for Stitch's budget ``(15, 0.025)``.
+
+    Example:
+        ```python
+        from prefect_stitch.ratelimit import global_limit_settings
+
+        print(global_limit_settings(30, 600))  # (15, 0.025)
+        ```
+    """
+    capacity = max(limit // 2, 1)
+    return capacity, max(limit - capacity, 1) / period
+
+
+_known_limits: dict[str, tuple[bool, float]] = {}
+_KNOWN_LIMITS_TTL_SECONDS = 60.0
+
+
+async def resolve_global_limit(
+    client_id: int, requested: str | None, *, limit: int, period: float
+) -> str | None:
+    """Decide which Prefect global concurrency limit paces this account's jobs requests.
+
+    * ``requested`` given: use it, creating it (as a rate limit sized by
+      [`global_limit_settings`][prefect_stitch.ratelimit.global_limit_settings]) if it
+      does not exist yet;
+    * otherwise use ``stitch-jobs-<client_id>`` when it exists, or none.
+
+    Answers are cached for a minute per process.
+
+    Args:
+        client_id: The Stitch account.
+        requested: The limit name the user asked for, if any.
+        limit: The account's jobs budget (requests per period).
+        period: The period in seconds.
+
+    Returns:
+        The limit's name, or ``None`` when no global limit applies.
+
+    Example:
+        ```python
+        from prefect_stitch.ratelimit import resolve_global_limit
+
+        async def which() -> None:
+            print(await resolve_global_limit(116078, None, limit=30, period=600))
+        ```
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = requested or account_limit_name(client_id)
+    cached = _known_limits.get(name)
+    if cached is not None and time.monotonic() - cached[1] < _KNOWN_LIMITS_TTL_SECONDS:
+        return name if cached[0] else None
+    try:
+        async with get_client() as client:
+            try:
+                await client.read_global_concurrency_limit_by_name(name)
+                exists = True
+            except ObjectNotFound:
+                exists = False
+                if requested:
+                    capacity, decay = global_limit_settings(limit, period)
+                    with contextlib.suppress(ObjectAlreadyExists):  # created concurrently
+                        await client.create_global_concurrency_limit(
+                            GlobalConcurrencyLimitCreate(
+                                name=name, limit=capacity, slot_decay_per_second=decay
+                            )
+                        )
+                    exists = True
+    except Exception:
+        if requested:
+            raise
+        return None  # no Prefect API to ask: the in-process budget still holds
+    _known_limits[name] = (exists, time.monotonic())
+    return name if exists else None

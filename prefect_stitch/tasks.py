@@ -45,6 +45,7 @@ from prefect_stitch.models import (
     stitch_source_url,
 )
 from prefect_stitch.poller import poller_for
+from prefect_stitch.ratelimit import resolve_global_limit
 from prefect_stitch.reporting import emit_sync_event, write_sync_artifact
 from prefect_stitch.verdict import (
     DEFAULT_CLOCK_SKEW,
@@ -337,6 +338,7 @@ async def _watch_until_final(
     poll_interval_seconds: float,
     deadline: float,
     max_poll_failures: int,
+    global_limit_name: str | None,
 ) -> tuple[Extraction, Verdict, int]:
     """Receive the account's listings until the job's record is final.
 
@@ -344,7 +346,8 @@ async def _watch_until_final(
     (or fail for a non-transient reason).
     """
     logger = _logger()
-    watch = poller_for(credentials, client_id).watch(poll_interval_seconds)
+    poller = poller_for(credentials, client_id, global_limit_name=global_limit_name)
+    watch = poller.watch(poll_interval_seconds)
     polls = 0
     failures = 0
     try:
@@ -413,6 +416,7 @@ async def wait_for_stitch_sync(
     fetch_logs_on_failure: bool = True,
     log_tail_lines: int = DEFAULT_LOG_TAIL_LINES,
     max_poll_failures: int = 5,
+    global_rate_limit: str | None = None,
 ) -> StitchSyncResult:
     """Wait until a Stitch replication job ends; return its result or raise its failure.
 
@@ -439,6 +443,9 @@ async def wait_for_stitch_sync(
         fetch_logs_on_failure: Put the tail of the extraction log into the error.
         log_tail_lines: How many log lines to keep.
         max_poll_failures: Consecutive failed polls tolerated before giving up.
+        global_rate_limit: A Prefect global concurrency limit (a rate limit with slot
+            decay) that paces the account's jobs requests across processes; created if
+            missing. By default ``stitch-jobs-<client_id>`` is used when it exists.
 
     Returns:
         The job's result, when every phase exited 0.
@@ -473,6 +480,12 @@ async def wait_for_stitch_sync(
 
     async with credentials.get_client() as client:
         client_id = await client.resolve_client_id(source_id)
+        client.global_limit_name = await resolve_global_limit(
+            client_id,
+            global_rate_limit,
+            limit=credentials.jobs_rate_limit,
+            period=credentials.jobs_rate_period_seconds,
+        )
         url = stitch_source_url(client_id, source_id)
         shown = handle.job_name or "(the running job)"
         logger.info(
@@ -491,6 +504,7 @@ async def wait_for_stitch_sync(
                 poll_interval_seconds=poll_interval_seconds,
                 deadline=deadline,
                 max_poll_failures=max_poll_failures,
+                global_limit_name=client.global_limit_name,
             )
         except TimeoutError:
             stopped = await _stop_quietly(client, source_id) if stop_on_timeout else False

@@ -151,6 +151,9 @@ def _fault_response(fault: Fault, endpoint: str) -> _Response:
 class _Listener(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 refuses bursts of concurrent clients (hundreds
+    # of syncs triggering at once); Stitch's front end does not.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], sim: StitchSimulator, role: Role) -> None:
         self.sim = sim
