@@ -177,7 +177,7 @@ def _two_runs(sim: StitchSimulator, tmp_path: Path, limit_name: str) -> None:
     script.write_text(RUNNER)
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     runs = [
-        subprocess.Popen(  # noqa: S603
+        subprocess.Popen(
             [
                 sys.executable,
                 str(script),
