@@ -1,4 +1,7 @@
-"""Deployable entrypoint: sync one Stitch source (``prefect.yaml`` deployment ``stitch-sync``).
+"""Deployable entrypoints: sync one Stitch source, or many sources of one account.
+
+Used by ``prefect.yaml`` (deployments ``stitch-sync/sync-source`` and
+``stitch-sync-many/sync-sources``).
 
 Thin on purpose: the flow lives in the package, so a deployment always runs the installed,
 tested code.
@@ -9,9 +12,9 @@ Example:
     ```
 """
 
-from prefect_stitch.flows import stitch_sync_flow
+from prefect_stitch.flows import stitch_sync_flow, stitch_sync_many_flow
 
-__all__ = ["stitch_sync_flow"]
+__all__ = ["stitch_sync_flow", "stitch_sync_many_flow"]
 
 if __name__ == "__main__":
     # Serve it without a work pool: `python flows/stitch_sync.py`

@@ -179,6 +179,11 @@ async def test_deployments_run_from_the_api_and_report_truthfully(
         assert "source_id" not in deployment.parameters
         pipeline = await client.read_deployment_by_name("stitch-sync-pipeline/sync-then-transform")
         assert "source_id" in pipeline.parameter_openapi_schema["required"]
+        many = await client.read_deployment_by_name("stitch-sync-many/sync-sources")
+        many_schema = many.parameter_openapi_schema
+        assert "source_ids" in many_schema["required"]
+        assert many_schema["properties"]["source_ids"]["type"] == "array"
+        assert many_schema["properties"]["source_ids"]["items"]["type"] == "integer"
 
     # 1. a healthy source: Completed, with the right result
     ok = await _run("stitch-sync/sync-source", {"source_id": 101, **fast})
