@@ -27,6 +27,7 @@ from prefect_stitch.errors import (
     StitchSyncManyFailed,
     StitchSyncTimeout,
     StitchTransportError,
+    StitchVerdictUnavailable,
 )
 from prefect_stitch.flows import (
     run_stitch_sync,
@@ -78,6 +79,7 @@ __all__ = [
     "StitchSyncResult",
     "StitchSyncTimeout",
     "StitchTransportError",
+    "StitchVerdictUnavailable",
     "SyncOutcome",
     "__version__",
     "fetch_stitch_extraction_logs",

@@ -15,6 +15,7 @@ StitchError
 ├── StitchReplicationFailed       a phase of the replication job exited non-zero
 │   └── StitchJobTerminated       the job ended with null exit statuses (stopped/terminated)
 ├── StitchSyncTimeout             the wait ran past max_wait_seconds
+├── StitchVerdictUnavailable      the job ended but its record and log are gone
 └── StitchSyncManyFailed          some syncs of a multi-source run failed
 ```
 
@@ -46,6 +47,7 @@ __all__ = [
     "StitchSyncManyFailed",
     "StitchSyncTimeout",
     "StitchTransportError",
+    "StitchVerdictUnavailable",
 ]
 
 
@@ -418,6 +420,38 @@ class StitchSyncTimeout(StitchError):
         self.job_name = job_name
         self.max_wait_seconds = max_wait_seconds
         self.stopped = stopped
+
+
+class StitchVerdictUnavailable(StitchError):
+    """The job ended, but Stitch no longer says how.
+
+    Stitch lists one record per source: a later job of the source replaced ours before
+    a poll could read it, and the job's log (which ends with its exit statuses) could not
+    be read either. Pausing Stitch's own schedule of the source avoids this.
+
+    Attributes:
+        source_id: The Stitch source.
+        job_name: Our job's name.
+        superseded_by: The later job's name.
+
+    Example:
+        ```python
+        from prefect_stitch import StitchVerdictUnavailable
+
+        try:
+            ...
+        except StitchVerdictUnavailable as exc:
+            print(f"{exc.job_name} was replaced by {exc.superseded_by}")
+        ```
+    """
+
+    def __init__(
+        self, message: str, *, source_id: int, job_name: str | None, superseded_by: str
+    ) -> None:
+        super().__init__(message)
+        self.source_id = source_id
+        self.job_name = job_name
+        self.superseded_by = superseded_by
 
 
 class StitchSyncManyFailed(StitchError):

@@ -36,6 +36,7 @@ from prefect_stitch.errors import (
     StitchJobTerminated,
     StitchReplicationFailed,
     StitchSyncTimeout,
+    StitchVerdictUnavailable,
 )
 from prefect_stitch.models import (
     Extraction,
@@ -51,7 +52,9 @@ from prefect_stitch.verdict import (
     DEFAULT_CLOCK_SKEW,
     ExtractionState,
     Verdict,
+    exit_statuses_from_log,
     find_job_record,
+    find_superseding_record,
     judge_extraction,
 )
 
@@ -339,11 +342,13 @@ async def _watch_until_final(
     deadline: float,
     max_poll_failures: int,
     global_limit_name: str | None,
-) -> tuple[Extraction, Verdict, int]:
+) -> tuple[Extraction, int, bool]:
     """Receive the account's listings until the job's record is final.
 
-    Raises TimeoutError at the deadline, the listing's error when polls keep failing
-    (or fail for a non-transient reason).
+    Returns the record, the number of polls, and whether the record is a *later* job
+    that replaced ours in the listing (ours had ended by then). Raises TimeoutError at
+    the deadline, the listing's error when polls keep failing (or fail for a
+    non-transient reason).
     """
     logger = _logger()
     poller = poller_for(credentials, client_id, global_limit_name=global_limit_name)
@@ -378,9 +383,48 @@ async def _watch_until_final(
                 "job not listed yet" if record is None else f"{record.job_name}: {verdict.state}",
             )
             if record is not None and verdict.state.is_final:
-                return record, verdict, polls
+                return record, polls, False
+            if record is None:
+                later = find_superseding_record(handle, list(snapshot.records))
+                if later is not None:
+                    return later, polls, True
     finally:
         watch.close()
+
+
+async def _record_from_log(
+    client: StitchClient, handle: StitchSyncHandle, later: Extraction, client_id: int, lines: int
+) -> tuple[Extraction, str | None]:
+    """Rebuild the record of a job whose listing entry a later job replaced, from its log."""
+    job_name = handle.job_name or ""
+    _logger().warning(
+        "Stitch job %s of source %s ended, but the later job %s replaced its record before a "
+        "poll read it; reading its exit statuses from its log",
+        job_name,
+        handle.source_id,
+        later.job_name,
+    )
+    tail = await _fetch_tail(client, job_name, max(lines, 50))
+    statuses = exit_statuses_from_log(tail) if tail else None
+    record = Extraction(
+        job_name=job_name,
+        source_id=handle.source_id,
+        stitch_client_id=client_id,
+        discovery_exit_status=(statuses or {}).get("discovery"),
+        tap_exit_status=(statuses or {}).get("tap"),
+        target_exit_status=(statuses or {}).get("target"),
+    )
+    if statuses is None or not judge_extraction(record).state.is_final:
+        raise StitchVerdictUnavailable(
+            f"Stitch job {job_name} of source {handle.source_id} ended, but the later job "
+            f"{later.job_name} replaced its record before it could be read and its log does "
+            "not say how it ended. Pause Stitch's own schedule of the source "
+            "(pause_stitch_schedule=True) so only orchestrated jobs run.",
+            source_id=handle.source_id,
+            job_name=job_name,
+            superseded_by=later.job_name,
+        )
+    return record, _bounded_tail(tail or "", lines)
 
 
 def _failure_message(result: StitchSyncResult, verdict: Verdict, log_tail: str | None) -> str:
@@ -497,7 +541,7 @@ async def wait_for_stitch_sync(
             url,
         )
         try:
-            record, verdict, polls = await _watch_until_final(
+            record, polls, superseded = await _watch_until_final(
                 credentials,
                 client_id,
                 handle,
@@ -553,6 +597,12 @@ async def wait_for_stitch_sync(
             )
             raise
 
+        log_tail: str | None = None
+        if superseded:
+            record, log_tail = await _record_from_log(
+                client, handle, record, client_id, log_tail_lines
+            )
+        verdict = judge_extraction(record)
         result = StitchSyncResult.from_extraction(
             record,
             status=verdict.state.value,  # type: ignore[arg-type]
@@ -583,11 +633,8 @@ async def wait_for_stitch_sync(
             )
             return result
 
-        log_tail = (
-            await _fetch_tail(client, result.job_name or "", log_tail_lines)
-            if fetch_logs_on_failure and result.job_name
-            else None
-        )
+        if log_tail is None and fetch_logs_on_failure and result.job_name:
+            log_tail = await _fetch_tail(client, result.job_name, log_tail_lines)
     message = _failure_message(result, verdict, log_tail)
     logger.error(message.splitlines()[0])
     kind = "terminated" if verdict.state is ExtractionState.TERMINATED else "failed"

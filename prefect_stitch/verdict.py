@@ -22,6 +22,7 @@ we match the source's first record that completed after we saw the job running.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +34,9 @@ __all__ = [
     "PHASES",
     "ExtractionState",
     "Verdict",
+    "exit_statuses_from_log",
     "find_job_record",
+    "find_superseding_record",
     "judge_extraction",
     "record_matches",
 ]
@@ -236,3 +239,90 @@ def find_job_record(
 
 def _floor_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
+
+
+def find_superseding_record(
+    handle: StitchSyncHandle,
+    records: list[Extraction],
+    *,
+    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> Extraction | None:
+    """A record of a *later* job of the source that replaced ours in the listing.
+
+    Stitch lists one record per source. If our job completes and another job of the
+    source (Stitch's own schedule, a colleague) starts and completes before the next
+    poll, our record is gone. A record whose job started after our trigger and is not
+    ours proves it: Stitch runs one job per source at a time, so ours had ended.
+
+    Args:
+        handle: What the trigger learnt (only a known job name can be superseded).
+        records: Every record of one listing.
+        clock_skew: Tolerance between our clock and Stitch's.
+
+    Returns:
+        The later job's record, or ``None``.
+
+    Example:
+        ```python
+        from datetime import UTC, datetime, timedelta
+        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.verdict import find_superseding_record
+
+        now = datetime.now(UTC)
+        handle = StitchSyncHandle(source_id=1, job_name="ours", requested_at=now)
+        later = Extraction(job_name="later", source_id=1, start_time=now + timedelta(minutes=1))
+        assert find_superseding_record(handle, [later]) is later
+        ```
+    """
+    if handle.job_name is None:
+        return None
+    threshold = _floor_second(handle.requested_at) + clock_skew
+    for record in records:
+        if (
+            record.source_id == handle.source_id
+            and record.job_name != handle.job_name
+            and record.start_time is not None
+            and record.start_time >= threshold
+        ):
+            return record
+    return None
+
+
+_EXIT_LINE = re.compile(r"Exit status is:(?P<rest>[^\n]*)")
+_PHASE_STATUS = re.compile(
+    r"\b(?P<phase>discovery|tap|target)\b[^.]*?"
+    r"(?:(?P<ok>succeeded)|failed with (?:exit )?(?:code|status)\s*(?P<code>-?\d+))",
+    re.IGNORECASE,
+)
+
+
+def exit_statuses_from_log(text: str) -> dict[str, int] | None:
+    """Read the exit statuses from the ``Exit status is: ...`` line of an extraction log.
+
+    Stitch ends each extraction log with a line such as ``main - INFO Exit status is:
+    Discovery succeeded. Tap failed with code -9. Target succeeded.``. It is the only
+    account of a job whose record was replaced in the listing by a later job.
+
+    Args:
+        text: The log (or its tail).
+
+    Returns:
+        The exit status of each phase the line names (0 for "succeeded"), or ``None``
+        when the log has no such line.
+
+    Example:
+        ```python
+        from prefect_stitch.verdict import exit_statuses_from_log
+
+        line = "main - INFO Exit status is: Discovery succeeded. Tap failed with code -9."
+        print(exit_statuses_from_log(line))  # {'discovery': 0, 'tap': -9}
+        ```
+    """
+    lines = list(_EXIT_LINE.finditer(text))
+    if not lines:
+        return None
+    statuses: dict[str, int] = {}
+    for match in _PHASE_STATUS.finditer(lines[-1].group("rest")):
+        phase = match.group("phase").lower()
+        statuses[phase] = 0 if match.group("ok") else int(match.group("code"))
+    return statuses or None

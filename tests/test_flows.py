@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 from prefect import flow
@@ -354,3 +356,54 @@ def test_pause_stitch_schedule_pauses_the_source_first(sim: StitchSimulator) -> 
     [update] = sim.requests_for("update_source")
     assert update.method == "PUT"
     assert sim.source(81)["paused_at"] is not None
+
+
+def _start_a_later_job_when_ours_ends(sim: StitchSimulator, source_id: int) -> threading.Thread:
+    """Play Stitch's scheduler: right after our job ends, run another one to completion."""
+
+    def scheduler() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            jobs = sim.jobs(source_id)
+            if jobs and all(job["completed_at"] for job in jobs):
+                sim.start_job(source_id)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=scheduler, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_our_record_replaced_by_a_later_job_is_judged_from_its_log(sim: StitchSimulator) -> None:
+    sim.add_source(
+        90,
+        outcomes=[
+            Outcome.failure("tap", -9, "Killed", duration_seconds=1.2),  # ours
+            Outcome.success(duration_seconds=0.2),  # the scheduler's, right after
+        ],
+    )
+    scheduler = _start_a_later_job_when_ours_ends(sim, 90)
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 90, poll_interval_seconds=2.5)
+    scheduler.join(5)
+    [ours] = sim.jobs_started(90)
+    assert caught.value.job_name == ours
+    assert caught.value.failed_phases == [PhaseFailure("tap", -9, None)]
+    listed = [j["job_name"] for j in sim.jobs(90) if j["triggered_via"] == "scheduler"]
+    assert listed and listed[0] != ours
+
+
+def test_replaced_record_of_a_successful_job_is_a_success(sim: StitchSimulator) -> None:
+    sim.add_source(
+        91,
+        outcomes=[
+            Outcome.success(duration_seconds=1.2),
+            Outcome.failure("target", 1, "the later job failed", duration_seconds=0.2),
+        ],
+    )
+    scheduler = _start_a_later_job_when_ours_ends(sim, 91)
+    result = run(sim, 91, poll_interval_seconds=2.5)
+    scheduler.join(5)
+    assert result.status == "succeeded"
+    assert result.job_name == sim.jobs_started(91)[0]

@@ -172,3 +172,40 @@ def test_duplicate_records_from_shifting_pages_match_once():
     ours = handle(job_name="j")
     rec = record(0, 0, 0, job_name="j")
     assert find_job_record(ours, [rec, rec]) is rec
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        (
+            "2017-11-17 16:44:41,159Z main - INFO Exit status is: Discovery succeeded. "
+            "Tap failed with code -9. Target succeeded.",
+            {"discovery": 0, "tap": -9, "target": 0},
+        ),
+        (
+            "x\nmain - INFO Exit status is: Discovery failed with code 1.\n",
+            {"discovery": 1},
+        ),
+        (
+            "Exit status is: Discovery succeeded. Tap succeeded. Target succeeded.",
+            {"discovery": 0, "tap": 0, "target": 0},
+        ),
+        ("tap - INFO replicated 14 records", None),
+        ("Exit status is: something unexpected", None),
+    ],
+)
+def test_exit_statuses_from_log(log, expected):
+    from prefect_stitch.verdict import exit_statuses_from_log
+
+    assert exit_statuses_from_log(log) == expected
+
+
+def test_a_later_job_proves_ours_was_superseded_but_the_previous_one_does_not():
+    from prefect_stitch.verdict import find_superseding_record
+
+    ours = handle(job_name="ours", requested_at=T0)
+    previous = record(job_name="previous", start=T0 - timedelta(hours=1))
+    later = record(job_name="later", start=T0 + timedelta(minutes=3))
+    assert find_superseding_record(ours, [previous]) is None
+    assert find_superseding_record(ours, [previous, later]) is later
+    assert find_superseding_record(handle(attached=True, seen_running_at=T0), [later]) is None
