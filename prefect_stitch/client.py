@@ -29,6 +29,7 @@ import email.utils
 import hashlib
 import logging
 import random
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -70,6 +71,22 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0+unknown"
 
 _module_logger = logging.getLogger("prefect_stitch.client")
+
+_PRESIGNED_QUERY = re.compile(r"\?[^\s\"']*(?:x-amz-|signature=)[^\s\"']*", re.IGNORECASE)
+
+
+class _RedactPresignedQueries(logging.Filter):
+    """Keep pre-signed log URLs' credentials out of httpx's request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _PRESIGNED_QUERY.search(message):
+            record.msg = _PRESIGNED_QUERY.sub("?<pre-signed query redacted>", message)
+            record.args = ()
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactPresignedQueries())
 
 _client_id_cache: dict[tuple[str, str], int] = {}
 _client_id_lock = threading.Lock()
