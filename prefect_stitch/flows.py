@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
+from prefect.context import AsyncClientContext, FlowRunContext
 from pydantic import Field
 
 from prefect_stitch.credentials import StitchCredentials
@@ -263,7 +263,10 @@ def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         outcome["loop"] = asyncio.get_running_loop()
         outcome["task"] = asyncio.current_task()
         started.set()
-        return await make_coroutine()
+        # One Prefect API client for every task run of this loop (without it, each task
+        # run would build its own: a connection pool and a TLS context apiece).
+        async with AsyncClientContext.get_or_create():
+            return await make_coroutine()
 
     def target() -> None:
         try:
@@ -485,6 +488,7 @@ async def run_stitch_sync_many(
             stop_on_timeout=stop_on_timeout,
             fetch_logs_on_failure=fetch_logs_on_failure,
             global_rate_limit=global_rate_limit,
+            write_artifact=False,  # one summary table instead of an artifact per source
         )
         return result
 

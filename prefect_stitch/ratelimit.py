@@ -20,6 +20,7 @@ within the budget. Across processes, see the Prefect global concurrency limit in
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 import time
@@ -259,6 +260,8 @@ def global_limit_settings(limit: int, period: float) -> tuple[int, float]:
 
 
 _known_limits: dict[str, tuple[bool, float]] = {}
+_pending_lookups: dict[str, concurrent.futures.Future[bool]] = {}
+_known_limits_lock = threading.Lock()
 _KNOWN_LIMITS_TTL_SECONDS = 60.0
 
 
@@ -291,14 +294,38 @@ async def resolve_global_limit(
             print(await resolve_global_limit(116078, None, limit=30, period=600))
         ```
     """
+    name = requested or account_limit_name(client_id)
+    with _known_limits_lock:
+        cached = _known_limits.get(name)
+        if cached is not None and time.monotonic() - cached[1] < _KNOWN_LIMITS_TTL_SECONDS:
+            return name if cached[0] else None
+        pending = _pending_lookups.get(name)
+        owner = pending is None
+        if pending is None:  # one lookup at a time per name, shared by every waiter
+            pending = _pending_lookups[name] = concurrent.futures.Future()
+    if not owner:
+        return name if await asyncio.wrap_future(pending) else None
+    try:
+        exists = await _look_up_global_limit(name, requested, limit=limit, period=period)
+    except BaseException as exc:
+        pending.set_exception(exc)
+        with _known_limits_lock:
+            _pending_lookups.pop(name, None)
+        raise
+    with _known_limits_lock:
+        _known_limits[name] = (exists, time.monotonic())
+        _pending_lookups.pop(name, None)
+    pending.set_result(exists)
+    return name if exists else None
+
+
+async def _look_up_global_limit(
+    name: str, requested: str | None, *, limit: int, period: float
+) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    name = requested or account_limit_name(client_id)
-    cached = _known_limits.get(name)
-    if cached is not None and time.monotonic() - cached[1] < _KNOWN_LIMITS_TTL_SECONDS:
-        return name if cached[0] else None
     try:
         async with get_client() as client:
             try:
@@ -318,6 +345,5 @@ async def resolve_global_limit(
     except Exception:
         if requested:
             raise
-        return None  # no Prefect API to ask: the in-process budget still holds
-    _known_limits[name] = (exists, time.monotonic())
-    return name if exists else None
+        return False  # no Prefect API to ask: the in-process budget still holds
+    return exists

@@ -427,6 +427,11 @@ async def _record_from_log(
     return record, _bounded_tail(tail or "", lines)
 
 
+async def _report_artifact(enabled: bool, **kwargs: Any) -> None:
+    if enabled:
+        await write_sync_artifact(**kwargs)
+
+
 def _failure_message(result: StitchSyncResult, verdict: Verdict, log_tail: str | None) -> str:
     job = f"Stitch replication job {result.job_name} for source {result.source_id}"
     if verdict.state is ExtractionState.TERMINATED:
@@ -461,6 +466,7 @@ async def wait_for_stitch_sync(
     log_tail_lines: int = DEFAULT_LOG_TAIL_LINES,
     max_poll_failures: int = 5,
     global_rate_limit: str | None = None,
+    write_artifact: bool = True,
 ) -> StitchSyncResult:
     """Wait until a Stitch replication job ends; return its result or raise its failure.
 
@@ -490,6 +496,8 @@ async def wait_for_stitch_sync(
         global_rate_limit: A Prefect global concurrency limit (a rate limit with slot
             decay) that paces the account's jobs requests across processes; created if
             missing. By default ``stitch-jobs-<client_id>`` is used when it exists.
+        write_artifact: Leave a markdown artifact (``stitch-sync-<source_id>``) on the
+            run. A run that syncs many sources writes one summary table instead.
 
     Returns:
         The job's result, when every phase exited 0.
@@ -567,7 +575,8 @@ async def wait_for_stitch_sync(
                 stopped=stopped,
                 max_wait_seconds=max_wait_seconds,
             )
-            await write_sync_artifact(
+            await _report_artifact(
+                write_artifact,
                 source_id=source_id,
                 client_id=client_id,
                 headline=f"Timed out: {message}",
@@ -625,7 +634,8 @@ async def wait_for_stitch_sync(
                 job_name=result.job_name,
                 result=result,
             )
-            await write_sync_artifact(
+            await _report_artifact(
+                write_artifact,
                 source_id=source_id,
                 client_id=client_id,
                 headline=f"Succeeded: every phase of {result.job_name} exited 0.",
@@ -649,7 +659,8 @@ async def wait_for_stitch_sync(
             for f in verdict.failed_phases
         ],
     )
-    await write_sync_artifact(
+    await _report_artifact(
+        write_artifact,
         source_id=source_id,
         client_id=client_id,
         headline=message.splitlines()[0],

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Cancelling, StateType
 
@@ -231,10 +232,16 @@ async def test_pipeline_runs_downstream_only_after_a_successful_sync(
     assert bad.state.type == StateType.FAILED
     assert "target exited with status 1: quota" in bad.state.message
     async with get_client() as client:
-        task_runs = await client.read_task_runs()
-        downstream = [
-            t for t in task_runs if t.flow_run_id == bad.id and t.name.startswith("Downstream")
-        ]
+
+        async def recorded():  # type: ignore[no-untyped-def]
+            # task runs reach the API through events; wait until the sync's are there
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))
+            )
+            return runs if any(t.name.startswith("wait-for-stitch") for t in runs) else None
+
+        task_runs = await until(recorded, 30, "the pipeline's task runs")
+        downstream = [t for t in task_runs if t.name.startswith("Downstream")]
     assert downstream == []
 
 

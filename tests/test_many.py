@@ -26,6 +26,7 @@ from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.ratelimit import account_limit_name, global_limit_settings
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
+from tests.helpers import until
 
 FAST = {"poll_interval_seconds": 0.1, "max_wait_seconds": 60.0}
 
@@ -82,7 +83,15 @@ async def test_each_source_has_its_own_task_runs(sim: StitchSimulator) -> None:
                 id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
             )
         )
-        task_runs = [t for t in await client.read_task_runs() if t.flow_run_id == run.id]
+
+        async def all_recorded():  # type: ignore[no-untyped-def]
+            # Task runs reach the API through events: give the server a moment.
+            task_runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            )
+            return task_runs if len(task_runs) >= 2 * len(ids) else None
+
+        task_runs = await until(all_recorded, 30, "the task runs to be recorded")
     names = sorted(t.name for t in task_runs)
     for i in ids:
         assert f"start-stitch-sync-{i}" in names
