@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.states import Cancelling, StateType
 
@@ -232,17 +232,12 @@ async def test_pipeline_runs_downstream_only_after_a_successful_sync(
     assert bad.state.type == StateType.FAILED
     assert "target exited with status 1: quota" in bad.state.message
     async with get_client() as client:
-
-        async def recorded():  # type: ignore[no-untyped-def]
-            # task runs reach the API through events; wait until the sync's are there
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))
-            )
-            return runs if any(t.name.startswith("wait-for-stitch") for t in runs) else None
-
-        task_runs = await until(recorded, 30, "the pipeline's task runs")
-        downstream = [t for t in task_runs if t.name.startswith("Downstream")]
-    assert downstream == []
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stitch-downstream"]))
+        )
+    runs_with_downstream = {a.flow_run_id for a in artifacts}
+    assert ok.id in runs_with_downstream  # the downstream step ran after the good sync
+    assert bad.id not in runs_with_downstream  # and never after the failed one
 
 
 async def test_cancelling_a_deployment_run_stops_the_stitch_job(
