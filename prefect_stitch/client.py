@@ -28,6 +28,7 @@ import asyncio
 import email.utils
 import hashlib
 import logging
+import math
 import random
 import re
 import ssl
@@ -194,6 +195,8 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = (moment - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):  # "nan" and "inf" parse as floats
+        return None
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
 
 
@@ -845,24 +848,30 @@ class StitchClient:
         limiter = await self.jobs_limiter(client_id)
         path = f"/v4/{client_id}/extractions/{quote(job_name, safe='')}"
 
-        def location(response: httpx.Response) -> str | None:
+        def redirect_or_log(response: httpx.Response) -> tuple[str, str]:
+            """Tell the documented 302 ("url") from a log a proxy already followed ("log").
+
+            A JSON body is not a log: it is retried as a garbled answer.
+            """
             if response.status_code == 200:
-                return None
+                content_type = response.headers.get("content-type", "")
+                text = response.text
+                if "json" in content_type or text.lstrip().startswith(("{", "[")):
+                    raise StitchTransportError(
+                        status_code=200, reason="unexpected response shape (expected a redirect)"
+                    )
+                return "log", _tail(text, tail_lines)
             target = response.headers.get("location")
             if not target:
                 raise StitchTransportError(
                     status_code=response.status_code, reason="redirect without a Location"
                 )
-            return str(response.url.join(target))
+            return "url", str(response.url.join(target))
 
-        target = await self._call(
-            "GET", path, location, limiter=limiter, ok_statuses=(200, 301, 302, 303, 307)
+        kind, value = await self._call(
+            "GET", path, redirect_or_log, limiter=limiter, ok_statuses=(200, 301, 302, 303, 307)
         )
-        if target is None:  # answered in place (e.g. behind a proxy that followed it)
-            return await self._call(
-                "GET", path, lambda r: _tail(r.text, tail_lines), limiter=limiter
-            )
-        return await self._download(target, tail_lines)
+        return value if kind == "log" else await self._download(value, tail_lines)
 
     async def _download(self, url: str, tail_lines: int | None) -> str:
         downloads = self._download_client()

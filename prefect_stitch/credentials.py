@@ -13,8 +13,8 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -83,13 +83,18 @@ def normalize_base_url(value: str, *, allow_insecure_http: bool) -> str:
     try:
         parts = urlsplit(text)
         port = parts.port  # raises ValueError on a malformed port
-    except ValueError as exc:
+    except ValueError:
+        # Never echo the value: a token pasted into the wrong field must not be logged.
         raise StitchConfigurationError(
-            f"base_url {text!r} is not a valid URL: {exc}", parameter="base_url"
-        ) from exc
+            "base_url is not a valid URL (its port is malformed)", parameter="base_url"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
+        found = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        if parts.scheme in ("http", "https"):
+            found = "no host"
         raise StitchConfigurationError(
-            f"base_url {text!r} must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r}",
+            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL!r} "
+            f"(found {found})",
             parameter="base_url",
         )
     if parts.query or parts.fragment or parts.username or parts.password:
@@ -174,6 +179,14 @@ class StitchCredentials(CredentialsBlock):
             "When empty it is read from the first source synced and cached."
         ),
     )
+    # Declared before base_url, whose validator reads it.
+    allow_insecure_http: bool = Field(
+        default=False,
+        description=(
+            "Accept a plain http:// base URL for a host other than this machine. "
+            "Leave off unless you run a local proxy you trust."
+        ),
+    )
     base_url: str = Field(
         default=DEFAULT_BASE_URL,
         title="API base URL",
@@ -219,13 +232,6 @@ class StitchCredentials(CredentialsBlock):
         gt=0,
         description="The period of jobs_rate_limit, in seconds. Stitch's is 600 (10 minutes).",
     )
-    allow_insecure_http: bool = Field(
-        default=False,
-        description=(
-            "Accept a plain http:// base URL for a host other than this machine. "
-            "Leave off unless you run a local proxy you trust."
-        ),
-    )
 
     @field_validator("access_token")
     @classmethod
@@ -234,17 +240,17 @@ class StitchCredentials(CredentialsBlock):
             raise ValueError("access_token is empty: paste the Stitch API access token")
         return value
 
-    @model_validator(mode="after")
-    def _check_base_url(self) -> StitchCredentials:
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str, info: ValidationInfo) -> str:
+        # A field validator, not a model one: an error must never carry the whole input,
+        # which holds the token.
         try:
-            normalized = normalize_base_url(
-                self.base_url, allow_insecure_http=self.allow_insecure_http
+            return normalize_base_url(
+                value, allow_insecure_http=bool(info.data.get("allow_insecure_http"))
             )
         except StitchConfigurationError as exc:
             raise ValueError(str(exc)) from None
-        if normalized != self.base_url:
-            object.__setattr__(self, "base_url", normalized)
-        return self
 
     def get_client(self, *args: Any, **kwargs: Any) -> StitchClient:
         """Build an async client for the Connect API from these credentials.

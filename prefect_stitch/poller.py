@@ -249,6 +249,9 @@ class AccountPoller:
                     before = client.requests_made
                     snapshot = await self._list(client)
                     self.requests += client.requests_made - before
+                    retry_after = getattr(snapshot.error, "retry_after", None)
+                    if retry_after:  # Stitch asked us to come back later: the next tick waits
+                        last_start = max(last_start, time.monotonic() + retry_after - interval)
                     self._deliver(snapshot)
         finally:
             with self._lock:
