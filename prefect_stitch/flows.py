@@ -226,7 +226,8 @@ def _resume_since() -> datetime | None:
     if context is None or context.flow_run is None or context.flow_run.run_count <= 1:
         return None
     started = context.flow_run.start_time
-    return started.astimezone(UTC) if started is not None else None
+    # Prefect gives a pendulum DateTime: keep a plain datetime.
+    return datetime.fromtimestamp(started.timestamp(), UTC) if started is not None else None
 
 
 def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
