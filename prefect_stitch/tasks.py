@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -79,8 +80,11 @@ _LOG_FETCH_TIMEOUT_SECONDS = 60.0
 _TRIGGER_RETRIES = 4
 _MAX_RETRY_AFTER_SLEEP = 120.0
 
-_first_attempts: dict[UUID, datetime] = {}
+# When each trigger task run first tried (its retries run in the same process). Bounded:
+# only the latest entries can still be retried.
+_first_attempts: OrderedDict[UUID, datetime] = OrderedDict()
 _first_attempts_lock = threading.Lock()
+_MAX_REMEMBERED_TRIGGERS = 10_000
 
 
 def _logger() -> LoggingAdapter | Any:
@@ -223,6 +227,8 @@ async def start_stitch_sync(
     if context is not None:
         with _first_attempts_lock:
             requested_at = resume_since or _first_attempts.setdefault(context.task_run.id, now)
+            while len(_first_attempts) > _MAX_REMEMBERED_TRIGGERS:
+                _first_attempts.popitem(last=False)
 
     async with credentials.get_client() as client:
         # Learn the account first (cached after the first call): if Stitch cannot be read,
