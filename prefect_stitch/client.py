@@ -585,7 +585,7 @@ class StitchClient:
             ```
         """
         seen_at = datetime.now(UTC)
-        path = f"/v4/sources/{_check_id(source_id)}/sync"
+        path = f"/v4/sources/{check_source_id(source_id)}/sync"
 
         def parse(response: httpx.Response) -> str:
             body = self._json(response)
@@ -632,7 +632,7 @@ class StitchClient:
                 print(await client.stop_replication_job(120643))
             ```
         """
-        path = f"/v4/sources/{_check_id(source_id)}/sync"
+        path = f"/v4/sources/{check_source_id(source_id)}/sync"
         try:
             return await self._call("DELETE", path, lambda response: True)
         except StitchNotFoundError:
@@ -656,7 +656,7 @@ class StitchClient:
                 print(source.display_name, source.is_paused)
             ```
         """
-        path = f"/v4/sources/{_check_id(source_id)}"
+        path = f"/v4/sources/{check_source_id(source_id)}"
         return await self._call("GET", path, lambda r: self._model(Source, self._json(r)))
 
     async def list_sources(self) -> list[Source]:
@@ -725,7 +725,7 @@ class StitchClient:
         return await self._update_source(source_id, {"paused_at": None})
 
     async def _update_source(self, source_id: int, body: dict[str, Any]) -> Source:
-        path = f"/v4/sources/{_check_id(source_id)}"
+        path = f"/v4/sources/{check_source_id(source_id)}"
         return await self._call(
             "PUT", path, lambda r: self._model(Source, self._json(r)), json=body
         )
@@ -887,7 +887,3 @@ def _tail(text: str, lines: int | None) -> str:
     if lines is None:
         return text
     return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
-
-
-def _check_id(value: int) -> int:
-    return check_source_id(value)

@@ -195,12 +195,6 @@ class AccountPoller:
             with contextlib.suppress(RuntimeError):  # the poller loop just closed
                 loop.call_soon_threadsafe(wake.set)
 
-    @property
-    def waiting(self) -> int:
-        """How many waiters currently watch."""
-        with self._lock:
-            return len(self._watches)
-
     def tick_seconds(self) -> float | None:
         """The current tick: the shortest wanted interval, floored by the budget.
 

@@ -140,16 +140,27 @@ def _check_credentials(credentials: object) -> StitchCredentials:
     return credentials
 
 
-def _task_run_context() -> TaskRunContext | None:
-    return TaskRunContext.get()
+_RETRY_CHECK_INTERVAL_SECONDS = 1.0
 
 
 async def _completed_since(
-    client: StitchClient, source_id: int, since: datetime
+    credentials: StitchCredentials, client_id: int, source_id: int, since: datetime
 ) -> Extraction | None:
-    """A completed record of the source that started at or after ``since``."""
+    """A completed record of the source that started at or after ``since``.
+
+    Read from the account's shared poller, not with a listing of its own: when many
+    triggers are retried at once (a Stitch outage during a burst of triggers), they all
+    share the next tick instead of each spending a whole listing of the rate budget.
+    """
+    watch = poller_for(credentials, client_id).watch(_RETRY_CHECK_INTERVAL_SECONDS)
+    try:
+        snapshot = await watch.next_snapshot()
+    finally:
+        watch.close()
+    if snapshot.error is not None:
+        raise snapshot.error  # transient faults: Prefect retries the trigger task
     handle = StitchSyncHandle(source_id=source_id, requested_at=since)
-    return find_job_record(handle, await client.list_extractions())
+    return find_job_record(handle, list(snapshot.records))
 
 
 @task(
@@ -220,7 +231,7 @@ async def start_stitch_sync(
             parameter="on_already_running",
         )
     logger = _logger()
-    context = _task_run_context()
+    context = TaskRunContext.get()
     now = datetime.now(UTC)
     retried = bool(context and context.task_run.run_count > 1) or resume_since is not None
     requested_at = resume_since or now
@@ -235,7 +246,7 @@ async def start_stitch_sync(
         # nothing is started that nobody would watch.
         client_id = await client.resolve_client_id(source_id)
         if retried:
-            earlier = await _completed_since(client, source_id, requested_at)
+            earlier = await _completed_since(credentials, client_id, source_id, requested_at)
             if earlier is not None:
                 logger.info(
                     "An earlier attempt already started job %s for source %s and it has "

@@ -12,7 +12,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -27,6 +26,7 @@ from prefect.states import Cancelling, StateType
 
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
+from tests.helpers import until
 
 SERVE = """
 from prefect_stitch import stitch_sync_flow
@@ -34,16 +34,6 @@ from prefect_stitch import stitch_sync_flow
 if __name__ == "__main__":
     stitch_sync_flow.serve(name="cancel-test", limit=2, print_starting_message=False)
 """
-
-
-async def _until(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 async def test_cancelling_a_served_run_stops_the_stitch_job(
@@ -75,7 +65,7 @@ async def test_cancelling_a_served_run_stops_the_stitch_job(
                 except Exception:
                     return None
 
-            found = await _until(deployment, 60, "the served deployment")
+            found = await until(deployment, 60, "the served deployment")
             run = await client.create_flow_run_from_deployment(
                 found.id,
                 parameters={
@@ -88,7 +78,7 @@ async def test_cancelling_a_served_run_stops_the_stitch_job(
             async def job_running():  # type: ignore[no-untyped-def]
                 return sim.running_job(90) is not None
 
-            await _until(job_running, 90, "the Stitch job to start")
+            await until(job_running, 90, "the Stitch job to start")
             await asyncio.sleep(1.0)  # let the wait task start polling
             await client.set_flow_run_state(run.id, Cancelling(), force=True)
 
@@ -96,7 +86,7 @@ async def test_cancelling_a_served_run_stops_the_stitch_job(
                 current = await client.read_flow_run(run.id)
                 return current.state is not None and current.state.type == StateType.CANCELLED
 
-            await _until(cancelled, 90, "the flow run to end Cancelled")
+            await until(cancelled, 90, "the flow run to end Cancelled")
             assert len(sim.requests_for("stop")) >= 1
             assert sim.running_job(90) is None
             [job] = sim.jobs(90)
@@ -108,7 +98,7 @@ async def test_cancelling_a_served_run_stops_the_stitch_job(
                 )
                 return [log.message for log in logs if "stopped the Stitch job" in log.message]
 
-            [message] = await _until(stop_logged, 30, "the log line about the stop")
+            [message] = await until(stop_logged, 30, "the log line about the stop")
             assert "cancelled" in message
             runs = await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))

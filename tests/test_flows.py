@@ -174,7 +174,8 @@ def test_wait_then_start_waits_for_the_running_job_then_starts_ours(sim: StitchS
 def test_retried_trigger_meeting_already_running_starts_exactly_one_job(
     sim: StitchSimulator,
 ) -> None:
-    sim.add_source(30, outcomes=[Outcome.success(duration_seconds=1.0)])
+    # long enough to still run when the retry looks at the shared listing (~1 s later)
+    sim.add_source(30, outcomes=[Outcome.success(duration_seconds=3.0)])
     sim.inject("trigger", Fault.start_then_drop())  # Stitch starts it; we never hear back
     result = run(sim, 30, on_already_running="fail")
     jobs = [job for job in sim.jobs(30) if job["triggered_via"] == "api"]
@@ -407,3 +408,16 @@ def test_replaced_record_of_a_successful_job_is_a_success(sim: StitchSimulator) 
     scheduler.join(5)
     assert result.status == "succeeded"
     assert result.job_name == sim.jobs_started(91)[0]
+
+
+def test_retried_trigger_finds_the_job_its_first_attempt_started_and_finished(
+    sim: StitchSimulator,
+) -> None:
+    """The lost attempt's job ended before the retry: report it, start nothing."""
+    sim.add_source(31, outcomes=[Outcome.failure("tap", 1, "first", duration_seconds=0.1)])
+    sim.inject("trigger", Fault.start_then_drop())
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run(sim, 31)
+    [job] = [job for job in sim.jobs(31) if job["triggered_via"] == "api"]
+    assert caught.value.job_name == job["job_name"]
+    assert len(sim.requests_for("trigger")) == 1  # no second trigger was needed
