@@ -25,6 +25,7 @@ What it takes care of:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import logging
@@ -33,7 +34,7 @@ import random
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
@@ -54,10 +55,19 @@ from prefect_stitch.errors import (
     StitchNotFoundError,
     StitchTransportError,
 )
-from prefect_stitch.models import Extraction, Load, Page, Source, check_source_id
+from prefect_stitch.logscan import DEFAULT_MAX_LINE_CHARS, LogScan
+from prefect_stitch.models import (
+    Extraction,
+    Listing,
+    Load,
+    Page,
+    Source,
+    TriggerAnswer,
+    check_source_id,
+)
 from prefect_stitch.ratelimit import SlidingWindowLimiter, limiter_for
 
-__all__ = ["StitchClient", "is_transient"]
+__all__ = ["StitchClient", "is_transient", "stitch_time_of"]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -200,6 +210,43 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
 
 
+def stitch_time_of(response: httpx.Response) -> datetime | None:
+    """Stitch's clock when it answered: the response's ``Date`` header, parsed.
+
+    Stitch's record times come from Stitch's clock, which need not agree with this
+    machine's; its ``Date`` header is the one reading of that clock we can compare them
+    with.
+
+    Args:
+        response: A response from Stitch.
+
+    Returns:
+        The moment (UTC, whole seconds), or ``None`` when the header is missing or bad.
+
+    Example:
+        ```python
+        import httpx
+        from prefect_stitch.client import stitch_time_of
+
+        response = httpx.Response(200, headers={"Date": "Sun, 29 Nov 2026 12:00:00 GMT"})
+        print(stitch_time_of(response))  # 2026-11-29 12:00:00+00:00
+        ```
+    """
+    value = response.headers.get("date")
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 def _transport_reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
         return "connect timeout"
@@ -260,6 +307,8 @@ class StitchClient:
         self._closed = False
         self.last_page_count = 0
         """Pages read by the latest paginated listing (the jobs-API cost of one poll)."""
+        self.last_listing_time: datetime | None = None
+        """Stitch's clock (``Date``) at the first page of the latest listing."""
         self.requests_made = 0
         """Requests sent by this client, retries included."""
 
@@ -425,6 +474,7 @@ class StitchClient:
                     method=method,
                     path=shown,
                     attempts=attempt,
+                    request_sent=not isinstance(exc, _NOT_SENT),
                 )
             else:
                 if response.status_code in ok_statuses:
@@ -584,10 +634,37 @@ class StitchClient:
                 return await client.start_replication_job(120643)
             ```
         """
+        return (await self.trigger_replication_job(source_id)).job_name
+
+    async def trigger_replication_job(self, source_id: int) -> TriggerAnswer:
+        """Like `start_replication_job`, with Stitch's clock at the time of its answer.
+
+        Stitch's ``Date`` header on the answer lets a waiter order other jobs' records
+        against ours with Stitch's own clock. ``StitchJobAlreadyRunning`` carries it too
+        (``stitch_time``).
+
+        Args:
+            source_id: The Stitch source id.
+
+        Returns:
+            The job's name and Stitch's time of the answer.
+
+        Raises:
+            StitchJobAlreadyRunning: Stitch answered 200 with ``already_running``.
+            StitchInvalidSourceError: The source is unknown or deleted (400).
+            StitchAPIError: Any other error.
+
+        Example:
+            ```python
+            async def trigger(client) -> None:
+                answer = await client.trigger_replication_job(120643)
+                print(answer.job_name, answer.stitch_time)
+            ```
+        """
         seen_at = datetime.now(UTC)
         path = f"/v4/sources/{check_source_id(source_id)}/sync"
 
-        def parse(response: httpx.Response) -> str:
+        def parse(response: httpx.Response) -> TriggerAnswer:
             body = self._json(response)
             if isinstance(body, dict) and isinstance(body.get("error"), dict):
                 error_type, message = _error_fields(response)
@@ -598,6 +675,7 @@ class StitchClient:
                         source_id=source_id,
                         stitch_message=message,
                         seen_running_at=seen_at,
+                        stitch_time=stitch_time_of(response),
                     )
                 raise StitchAPIError(
                     status_code=response.status_code,
@@ -607,8 +685,12 @@ class StitchClient:
                     method="POST",
                     path=path,
                 )
-            if isinstance(body, dict) and isinstance(body.get("job_name"), str):
-                return str(body["job_name"])
+            if (
+                isinstance(body, dict)
+                and isinstance(body.get("job_name"), str)
+                and body["job_name"]
+            ):
+                return TriggerAnswer(str(body["job_name"]), stitch_time_of(response))
             raise StitchTransportError(
                 status_code=response.status_code, reason="unexpected response shape (no job_name)"
             )
@@ -738,16 +820,20 @@ class StitchClient:
         seen_paths: set[str] = set()
         next_path: str | None = path
         pages = 0
+        self.last_listing_time = None
         while next_path is not None:
             if next_path in seen_paths or pages >= _MAX_PAGES:
                 break
             seen_paths.add(next_path)
 
-            def parse(response: httpx.Response) -> tuple[Page, list[M]]:
+            def parse(response: httpx.Response) -> tuple[Page, list[M], datetime | None]:
                 page = self._model(Page, self._json(response))
-                return page, [self._model(model, item) for item in page.data]
+                records = [self._model(model, item) for item in page.data]
+                return page, records, stitch_time_of(response)
 
-            page, records = await self._call("GET", next_path, parse, limiter=limiter)
+            page, records, stitch_time = await self._call("GET", next_path, parse, limiter=limiter)
+            if pages == 0:
+                self.last_listing_time = stitch_time
             pages += 1
             items.extend(records)
             next_path = self._relative(page.next_path) if page.data else None
@@ -801,6 +887,22 @@ class StitchClient:
             unique.setdefault(record.job_name, record)
         return list(unique.values())
 
+    async def read_extractions(self) -> Listing:
+        """Like `list_extractions`, with the pages read and Stitch's clock at the first page.
+
+        Returns:
+            The listing.
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                listing = await client.read_extractions()
+                print(len(listing.records), listing.pages, listing.stitch_time)
+            ```
+        """
+        records = await self.list_extractions()
+        return Listing(tuple(records), self.last_page_count, self.last_listing_time)
+
     async def list_loads(self) -> list[Load]:
         """List the last load of every stream: every page of ``GET /v4/{client_id}/loads``.
 
@@ -818,16 +920,18 @@ class StitchClient:
         return await self._list_pages(f"/v4/{client_id}/loads", Load)
 
     async def get_extraction_logs(self, job_name: str, *, tail_lines: int | None = None) -> str:
-        """Download a job's extraction log.
+        """Download a job's extraction log (or its last lines).
 
         ``GET /v4/{client_id}/extractions/{job_name}`` answers 302 to a pre-signed URL,
         which is fetched **without** the ``Authorization`` header (the storage service
-        rejects a request that carries two credentials).
+        rejects a request that carries two credentials). The download is streamed line
+        by line (see `scan_extraction_log`): with ``tail_lines`` set, only that many
+        lines are ever held in memory, however large the log.
 
         Args:
             job_name: The replication job's name.
-            tail_lines: Keep only the last lines (the log is streamed, so a large log
-                never sits whole in memory).
+            tail_lines: Keep only the last lines; ``None`` returns the whole log (which
+                is then held in memory: Stitch logs can be hundreds of MB).
 
         Returns:
             The log text.
@@ -836,6 +940,48 @@ class StitchClient:
             ```python
             async def show(client) -> None:
                 print(await client.get_extraction_logs("116078.120643.sync.c12f", tail_lines=20))
+            ```
+        """
+        if tail_lines is not None and tail_lines < 0:
+            raise StitchConfigurationError(
+                f"tail_lines must be >= 0, got {tail_lines}", parameter="tail_lines"
+            )
+        scan = await self.scan_extraction_log(
+            job_name, tail_lines=tail_lines, max_line_chars=_UNBOUNDED_LINE
+        )
+        return scan.tail
+
+    async def scan_extraction_log(
+        self,
+        job_name: str,
+        *,
+        tail_lines: int | None = 50,
+        max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    ) -> LogScan:
+        """Stream a job's extraction log through a [`LogScan`][prefect_stitch.logscan.LogScan].
+
+        The log is read in chunks and split into lines as it arrives; the scan keeps the
+        last ``tail_lines`` lines (each cut to ``max_line_chars``), the job's exit
+        statuses and the streams that received rows. A download that breaks midway is
+        retried from the start like any transient fault.
+
+        Args:
+            job_name: The replication job's name.
+            tail_lines: Lines to keep (``None``: all).
+            max_line_chars: Characters kept of each line.
+
+        Returns:
+            The scan of the whole log.
+
+        Raises:
+            StitchNotFoundError: Stitch has no such job (404).
+            StitchAPIError: The log could not be read.
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                scan = await client.scan_extraction_log("116078.120643.sync.c12f")
+                print(scan.exit_statuses, scan.streams_with_rows, scan.tail)
             ```
         """
         if not job_name or "/" in job_name:
@@ -848,19 +994,20 @@ class StitchClient:
         limiter = await self.jobs_limiter(client_id)
         path = f"/v4/{client_id}/extractions/{quote(job_name, safe='')}"
 
-        def redirect_or_log(response: httpx.Response) -> tuple[str, str]:
+        def new_scan() -> LogScan:
+            return LogScan(tail_lines=tail_lines, max_line_chars=max_line_chars)
+
+        async def redirect_or_log(response: httpx.Response) -> tuple[str, LogScan | str]:
             """Tell the documented 302 ("url") from a log a proxy already followed ("log").
 
             A JSON body is not a log: it is retried as a garbled answer.
             """
             if response.status_code == 200:
-                content_type = response.headers.get("content-type", "")
-                text = response.text
-                if "json" in content_type or text.lstrip().startswith(("{", "[")):
+                if "json" in response.headers.get("content-type", ""):
                     raise StitchTransportError(
                         status_code=200, reason="unexpected response shape (expected a redirect)"
                     )
-                return "log", _tail(text, tail_lines)
+                return "log", await _scan_lines(response, new_scan(), json_guard=True)
             target = response.headers.get("location")
             if not target:
                 raise StitchTransportError(
@@ -868,22 +1015,143 @@ class StitchClient:
                 )
             return "url", str(response.url.join(target))
 
-        kind, value = await self._call(
+        _kind, value = await self._stream_call(
             "GET", path, redirect_or_log, limiter=limiter, ok_statuses=(200, 301, 302, 303, 307)
         )
-        return value if kind == "log" else await self._download(value, tail_lines)
-
-    async def _download(self, url: str, tail_lines: int | None) -> str:
-        downloads = self._download_client()
-        parts = urlsplit(url)
+        if isinstance(value, LogScan):
+            return value
+        parts = urlsplit(value)
         # The pre-signed query carries a credential of its own: never show it.
         shown = f"{parts.scheme}://{parts.netloc}{parts.path} (pre-signed log URL)"
-        return await self._call(
-            "GET", url, lambda r: _tail(r.text, tail_lines), http=downloads, label=shown
+
+        async def download(response: httpx.Response) -> LogScan:
+            return await _scan_lines(response, new_scan())
+
+        return await self._stream_call(
+            "GET", value, download, http=self._download_client(), label=shown
         )
 
+    async def _stream_call(
+        self,
+        method: str,
+        url: str,
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        *,
+        limiter: SlidingWindowLimiter | None = None,
+        http: httpx.AsyncClient | None = None,
+        label: str | None = None,
+        ok_statuses: tuple[int, ...] = (200,),
+    ) -> T:
+        """Like `_call`, for a response whose body is consumed as it streams in."""
+        client = http or self._api
+        shown = label or url
+        max_attempts = 1 + self.credentials.max_retries
+        attempt = 0
+        while True:
+            attempt += 1
+            failure: StitchAPIError
+            delay: float | None = None
+            try:
+                async with self._open_stream(client, method, url, limiter=limiter) as response:
+                    if response.status_code in ok_statuses:
+                        try:
+                            return await handle(response)
+                        except StitchTransportError as exc:
+                            failure = StitchTransportError(
+                                status_code=response.status_code,
+                                reason=exc.reason,
+                                method=method,
+                                path=shown,
+                                attempts=attempt,
+                            )
+                    else:
+                        await response.aread()
+                        failure = self._api_error(response, method, shown, attempt)
+                        delay = failure.retry_after
+            except httpx.TransportError as exc:
+                failure = StitchTransportError(
+                    status_code=None,
+                    reason=_transport_reason(exc),
+                    method=method,
+                    path=shown,
+                    attempts=attempt,
+                    request_sent=not isinstance(exc, _NOT_SENT),
+                )
+            if attempt >= max_attempts or not is_transient(failure):
+                raise failure
+            wait = delay if delay is not None else self._backoff(attempt)
+            self._logger().warning(
+                "Stitch %s %s failed (%s); retry %d/%d in %.1f s",
+                method,
+                shown,
+                failure.reason
+                if failure.status_code is None
+                else f"HTTP {failure.status_code} {failure.reason}",
+                attempt,
+                max_attempts - 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
 
-def _tail(text: str, lines: int | None) -> str:
-    if lines is None:
-        return text
-    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+    @contextlib.asynccontextmanager
+    async def _open_stream(
+        self,
+        http: httpx.AsyncClient,
+        method: str,
+        url: str,
+        *,
+        limiter: SlidingWindowLimiter | None,
+    ) -> AsyncIterator[httpx.Response]:
+        self.requests_made += 1
+        request = http.build_request(method, url)
+        if limiter is None:
+            response = await http.send(request, stream=True)
+        else:
+            if self.global_limit_name:
+                from prefect.concurrency.asyncio import rate_limit
+
+                await rate_limit(self.global_limit_name, occupy=1)
+            async with limiter.slot():
+                response = await http.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+_UNBOUNDED_LINE = 10_000_000
+"""``get_extraction_logs`` returns lines whole (up to this many characters each)."""
+
+
+async def _scan_lines(
+    response: httpx.Response, scan: LogScan, *, json_guard: bool = False
+) -> LogScan:
+    """Feed a streamed body to ``scan`` line by line, never holding more than one line.
+
+    A line longer than the scan keeps is cut while it streams in, so even a body without
+    line breaks uses bounded memory.
+    """
+    cap = scan.max_line_chars * 4 + 4  # bytes: a UTF-8 character is at most 4
+    pending = bytearray()
+    first = True
+    async for chunk in response.aiter_bytes():
+        if first and json_guard and chunk.lstrip()[:1] in (b"{", b"["):
+            raise StitchTransportError(
+                status_code=200, reason="unexpected response shape (expected a redirect)"
+            )
+        first = False
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            room = cap - len(pending)
+            if room > 0:
+                pending += piece[:room]
+            if end < 0:
+                break
+            scan.feed(pending.decode("utf-8", "replace"))
+            pending.clear()
+            start = end + 1
+    if pending:
+        scan.feed(pending.decode("utf-8", "replace"))
+    return scan

@@ -124,6 +124,8 @@ class StitchAPIError(StitchError):
         path: The path of the failed call (never the token, never a pre-signed query).
         attempts: How many attempts were made before giving up.
         retry_after: Seconds Stitch asked us to wait (``Retry-After``), if it did.
+        request_sent: False only when the request provably never reached Stitch (the
+            connection could not be opened); a trigger that failed so started nothing.
 
     Example:
         ```python
@@ -151,8 +153,10 @@ class StitchAPIError(StitchError):
         path: str = "",
         attempts: int = 1,
         retry_after: float | None = None,
+        request_sent: bool = True,
     ) -> None:
         self.status_code = status_code
+        self.request_sent = request_sent
         self.retry_after = retry_after
         self.reason = reason
         self.error_type = error_type
@@ -270,6 +274,8 @@ class StitchJobAlreadyRunning(StitchError):
         source_id: The source that already has a job running.
         stitch_message: Stitch's own message.
         seen_running_at: When we learnt that a job was running (UTC, our clock).
+        stitch_time: Stitch's clock when it said so (its ``Date`` header), if sent.
+        job_name: The running job's name, when it became known (after it ended).
 
     Example:
         ```python
@@ -289,11 +295,15 @@ class StitchJobAlreadyRunning(StitchError):
         source_id: int,
         stitch_message: str | None = None,
         seen_running_at: Any = None,
+        stitch_time: Any = None,
+        job_name: str | None = None,
     ) -> None:
         super().__init__(message)
         self.source_id = source_id
         self.stitch_message = stitch_message
         self.seen_running_at = seen_running_at
+        self.stitch_time = stitch_time
+        self.job_name = job_name
 
 
 @dataclass(frozen=True)
@@ -333,6 +343,8 @@ class StitchReplicationFailed(StitchError):
         result: The [`StitchSyncResult`][prefect_stitch.models.StitchSyncResult] of the
             job (statuses, times, link), when available.
         log_tail: The last lines of the extraction log, when they could be fetched.
+        attempts: Every job the sync ran or followed (one per replication retry), as
+            [`SyncAttempt`][prefect_stitch.models.SyncAttempt] records; the last failed.
 
     Example:
         ```python
@@ -359,6 +371,7 @@ class StitchReplicationFailed(StitchError):
         failed_phases: Sequence[PhaseFailure] = (),
         result: Any = None,
         log_tail: str | None = None,
+        attempts: Sequence[Any] = (),
     ) -> None:
         super().__init__(message)
         self.source_id = source_id
@@ -366,13 +379,15 @@ class StitchReplicationFailed(StitchError):
         self.failed_phases = list(failed_phases)
         self.result = result
         self.log_tail = log_tail
+        self.attempts = list(attempts)
 
 
 class StitchJobTerminated(StitchReplicationFailed):
     """The job ended without exit statuses: Stitch (or someone) terminated it.
 
-    Stitch lists such jobs with all three exit statuses null, descriptions
-    ``"Terminated"`` and a completion time. It is a failure: no data was fully extracted.
+    Stitch lists such jobs with a completion time and no non-zero exit status but not
+    every phase 0 (the descriptions may say ``"Terminated"``, or be null). It is a
+    failure: no data was fully extracted.
 
     Example:
         ```python
@@ -393,7 +408,9 @@ class StitchSyncTimeout(StitchError):
         source_id: The Stitch source.
         job_name: The job's name, when known.
         max_wait_seconds: The limit that was exceeded.
-        stopped: Whether the Stitch job was stopped as a consequence.
+        stopped: Whether Stitch accepted a request to stop the job (the job ends
+            asynchronously; Stitch still loads what was extracted).
+        attempts: The jobs that ended before this one (replication retries).
 
     Example:
         ```python
@@ -414,12 +431,14 @@ class StitchSyncTimeout(StitchError):
         job_name: str | None,
         max_wait_seconds: float,
         stopped: bool,
+        attempts: Sequence[Any] = (),
     ) -> None:
         super().__init__(message)
         self.source_id = source_id
         self.job_name = job_name
         self.max_wait_seconds = max_wait_seconds
         self.stopped = stopped
+        self.attempts = list(attempts)
 
 
 class StitchVerdictUnavailable(StitchError):

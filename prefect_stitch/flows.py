@@ -10,8 +10,14 @@ The whole story of a sync:
    every phase 0 returns a :class:`~prefect_stitch.models.StitchSyncResult`; anything
    else raises a typed error naming each failed phase, its exit status, Stitch's
    description and the tail of the extraction log;
-5. on timeout, stop the job and raise :class:`~prefect_stitch.errors.StitchSyncTimeout`;
-   on cancellation of the flow run, stop the job and say so in the log.
+5. on timeout, ask Stitch to stop the job and raise
+   :class:`~prefect_stitch.errors.StitchSyncTimeout`; on cancellation of the flow run,
+   ask Stitch to stop the job and say so in the log;
+6. with ``replication_retries``, start a failed or terminated job again (every job is
+   listed in the result's ``attempts``). A Prefect retry of the flow run starts a new
+   job after a judged failure, and follows the job it started after a crash.
+
+``max_wait_seconds`` bounds all of it, wall clock.
 
 The flow is synchronous so that it can be called as it is from a script, from a sync
 parent flow and from an async parent flow. Its body runs the async tasks on an event
@@ -19,14 +25,20 @@ loop in a helper thread, which is cancelled when Prefect cancels the run: that i
 the wait learns of the cancellation and stops the Stitch job before the process ends.
 """
 
+# No ``from __future__ import annotations`` here: Prefect builds the flows' parameter
+# models from their annotations at run time, and string annotations of the ``Annotated``
+# aliases below would leave a deployment run's parameter model undefined.
+
 import asyncio
 import contextlib
 import contextvars
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.context import AsyncClientContext, FlowRunContext
@@ -35,6 +47,7 @@ from pydantic import Field
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
     StitchConfigurationError,
+    StitchJobAlreadyRunning,
     StitchJobTerminated,
     StitchReplicationFailed,
     StitchSyncManyFailed,
@@ -42,8 +55,10 @@ from prefect_stitch.errors import (
 )
 from prefect_stitch.models import (
     SourceId,
+    StitchSyncHandle,
     StitchSyncManyResult,
     StitchSyncResult,
+    SyncAttempt,
     SyncOutcome,
     check_source_id,
 )
@@ -57,11 +72,13 @@ from prefect_stitch.tasks import (
 )
 
 __all__ = [
+    "SyncOptions",
     "load_credentials",
     "run_stitch_sync",
     "run_stitch_sync_many",
     "stitch_sync_flow",
     "stitch_sync_many_flow",
+    "sync_source",
 ]
 
 T = TypeVar("T")
@@ -85,7 +102,26 @@ MaxWait = Annotated[
     Field(
         gt=0,
         title="Maximum wait (seconds)",
-        description="Wall-clock limit of the wait, polls and retries included.",
+        description="Wall-clock limit of the whole sync: trigger, retries, wait and "
+        "replication retries included.",
+    ),
+]
+ReplicationRetries = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=100,
+        title="Replication retries",
+        description="Start the Stitch job again this many times when it fails or is "
+        "terminated (never after a timeout or an API error).",
+    ),
+]
+ReplicationRetryDelay = Annotated[
+    float,
+    Field(
+        ge=0,
+        title="Replication retry delay (seconds)",
+        description="Seconds between a failed Stitch job and its re-run.",
     ),
 ]
 
@@ -131,6 +167,236 @@ async def load_credentials(credentials: StitchCredentials | str) -> StitchCreden
     )
 
 
+@dataclass(frozen=True)
+class SyncOptions:
+    """The knobs of one source's sync, shared by the single- and many-source flows.
+
+    Example:
+        ```python
+        from prefect_stitch.flows import SyncOptions
+
+        print(SyncOptions(replication_retries=1).replication_retry_delay_seconds)  # 60.0
+        ```
+    """
+
+    poll_interval_seconds: float = 30.0
+    max_wait_seconds: float = 6 * 3600.0
+    on_already_running: AlreadyRunningPolicy = "attach"
+    stop_on_timeout: bool = True
+    fetch_logs_on_failure: bool = True
+    log_tail_lines: int = DEFAULT_LOG_TAIL_LINES
+    replication_retries: int = 0
+    replication_retry_delay_seconds: float = 60.0
+    global_rate_limit: str | None = None
+    write_artifact: bool = True
+
+    def check(self) -> "SyncOptions":
+        """Refuse bad knobs before any request.
+
+        Returns:
+            The options.
+
+        Raises:
+            StitchConfigurationError: A knob is out of range.
+        """
+        for name in ("poll_interval_seconds", "max_wait_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise StitchConfigurationError(
+                    f"{name} must be a positive number of seconds, got {value!r}", parameter=name
+                )
+        retries = self.replication_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
+            raise StitchConfigurationError(
+                f"replication_retries must be an integer from 0 to 100, got {retries!r}",
+                parameter="replication_retries",
+            )
+        delay = self.replication_retry_delay_seconds
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+            raise StitchConfigurationError(
+                f"replication_retry_delay_seconds must be >= 0, got {delay!r}",
+                parameter="replication_retry_delay_seconds",
+            )
+        if self.on_already_running not in ("attach", "fail", "wait_then_start"):
+            raise StitchConfigurationError(
+                "on_already_running must be 'attach', 'fail' or 'wait_then_start', "
+                f"got {self.on_already_running!r}",
+                parameter="on_already_running",
+            )
+        return self
+
+
+@dataclass
+class _SourceMemory:
+    """What a flow run remembers of one source's sync across its own (Prefect) retries."""
+
+    pending: StitchSyncHandle | None = None  # a job followed whose verdict was not seen
+    attempts: list[SyncAttempt] = field(default_factory=list)
+
+
+_flow_memory: OrderedDict[tuple[UUID, int], _SourceMemory] = OrderedDict()
+_flow_memory_lock = threading.Lock()
+_MAX_REMEMBERED_SOURCES = 10_000
+
+
+def _source_memory(source_id: int) -> _SourceMemory:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return _SourceMemory()
+    key = (context.flow_run.id, source_id)
+    with _flow_memory_lock:
+        memory = _flow_memory.get(key)
+        if memory is None:
+            memory = _flow_memory[key] = _SourceMemory()
+            while len(_flow_memory) > _MAX_REMEMBERED_SOURCES:
+                _flow_memory.popitem(last=False)
+        return memory
+
+
+def _not_ours(handle: StitchSyncHandle, exc: StitchReplicationFailed | None, result: Any) -> str:
+    job = result.job_name if result is not None else None
+    verdict = "succeeded" if exc is None else str(exc).splitlines()[0]
+    return (
+        f"The job followed for source {handle.source_id} ({job}) was not started by this run: "
+        f"it started before this run first asked Stitch for a job, so a retried trigger met "
+        f"it running (on_already_running='fail'). It ended: {verdict}"
+    )
+
+
+async def sync_source(
+    credentials: StitchCredentials,
+    source_id: int,
+    options: SyncOptions,
+    *,
+    trigger_slots: asyncio.Semaphore | None = None,
+) -> StitchSyncResult:
+    """Run one source's sync to its end: trigger, wait, judge, re-run on failure.
+
+    * ``max_wait_seconds`` bounds everything: the trigger and its retries, the wait,
+      and every replication retry.
+    * ``replication_retries`` re-runs a failed or terminated job (never after a
+      timeout or an API error), after ``replication_retry_delay_seconds``; every job is
+      listed in the result, the artifact and the final error.
+    * A Prefect retry of the flow run starts a new job when the previous attempt saw
+      its job's final failed record, and otherwise follows the job the previous attempt
+      started (never two jobs of the source at once).
+    * A job that turns out not to be ours is handled as ``on_already_running`` says.
+
+    Args:
+        credentials: The credentials.
+        source_id: The Stitch source.
+        options: The knobs.
+        trigger_slots: Bounds how many triggers run at once (many sources).
+
+    Returns:
+        The result of the job that succeeded.
+
+    Raises:
+        StitchReplicationFailed: The last job failed (its ``attempts`` list them all).
+        StitchJobAlreadyRunning: A job not started by this run ran, and the policy is
+            ``"fail"``.
+        StitchSyncTimeout: ``max_wait_seconds`` ran out.
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_stitch import StitchCredentials
+        from prefect_stitch.flows import SyncOptions, sync_source
+
+        @flow
+        async def nightly() -> None:
+            credentials = await StitchCredentials.aload("stitch")
+            await sync_source(credentials, 120643, SyncOptions(replication_retries=1))
+        ```
+    """
+    deadline = time.monotonic() + options.max_wait_seconds
+    memory = _source_memory(source_id)
+    trigger = _trigger_task(credentials)
+    reruns_left = options.replication_retries
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StitchSyncTimeout(
+                f"The sync of source {source_id} ran out of max_wait_seconds "
+                f"({options.max_wait_seconds:.0f} s)",
+                source_id=source_id,
+                job_name=None,
+                max_wait_seconds=options.max_wait_seconds,
+                stopped=False,
+                attempts=memory.attempts,
+            )
+        return left
+
+    while True:
+        handle = memory.pending
+        if handle is None:
+            async with trigger_slots or contextlib.nullcontext():
+                handle = await trigger(
+                    credentials, source_id, options.on_already_running, remaining()
+                )
+            memory.pending = handle
+        else:
+            get_run_logger().info(
+                "A previous attempt of this flow run started Stitch job %s of source %s and "
+                "did not see it end: following it instead of starting another",
+                handle.job_name or "(name unknown)",
+                source_id,
+            )
+        failure: StitchReplicationFailed | None = None
+        result: StitchSyncResult | None = None
+        try:
+            result = await wait_for_stitch_sync(
+                credentials,
+                source_id,
+                handle,
+                poll_interval_seconds=options.poll_interval_seconds,
+                max_wait_seconds=remaining(),
+                stop_on_timeout=options.stop_on_timeout,
+                fetch_logs_on_failure=options.fetch_logs_on_failure,
+                log_tail_lines=options.log_tail_lines,
+                global_rate_limit=options.global_rate_limit,
+                write_artifact=options.write_artifact,
+                earlier_attempts=memory.attempts,
+            )
+        except StitchReplicationFailed as exc:
+            failure = exc
+            result = exc.result
+        memory.pending = None  # a verdict was seen: a retry of the run starts a new job
+        if result is not None:
+            memory.attempts = list(result.attempts)
+        foreign = bool(result is not None and result.attached)
+        if foreign and options.on_already_running == "wait_then_start":
+            get_run_logger().info(
+                "The job that was running for source %s has ended; starting ours", source_id
+            )
+            continue
+        if foreign and handle.origin == "uncertain" and options.on_already_running == "fail":
+            raise StitchJobAlreadyRunning(
+                _not_ours(handle, failure, result),
+                source_id=source_id,
+                job_name=None if result is None else result.job_name,
+            )
+        if failure is None:
+            assert result is not None
+            return result
+        if reruns_left <= 0:
+            raise failure
+        reruns_left -= 1
+        delay = options.replication_retry_delay_seconds
+        if delay >= remaining():
+            raise failure
+        get_run_logger().warning(
+            "Stitch job %s of source %s did not succeed; starting it again in %.0f s "
+            "(%d replication retries left)",
+            failure.job_name,
+            source_id,
+            delay,
+            reruns_left,
+        )
+        await asyncio.sleep(delay)
+
+
 async def run_stitch_sync(
     source_id: int,
     credentials: StitchCredentials | str = "stitch",
@@ -142,6 +408,8 @@ async def run_stitch_sync(
     fetch_logs_on_failure: bool = True,
     pause_stitch_schedule: bool = False,
     log_tail_lines: int = DEFAULT_LOG_TAIL_LINES,
+    replication_retries: int = 0,
+    replication_retry_delay_seconds: float = 60.0,
 ) -> StitchSyncResult:
     """The body of :func:`stitch_sync_flow`, as a coroutine for async callers.
 
@@ -152,12 +420,14 @@ async def run_stitch_sync(
         source_id: The Stitch source id.
         credentials: A block or a block name.
         poll_interval_seconds: Seconds between status polls.
-        max_wait_seconds: Wall-clock limit of the wait.
+        max_wait_seconds: Wall-clock limit of the whole sync.
         on_already_running: ``"attach"``, ``"fail"`` or ``"wait_then_start"``.
-        stop_on_timeout: Stop the Stitch job on timeout.
+        stop_on_timeout: Ask Stitch to stop the job on timeout.
         fetch_logs_on_failure: Put the log tail into a failure.
         pause_stitch_schedule: Pause Stitch's own schedule of the source first.
         log_tail_lines: Log lines kept on failure.
+        replication_retries: Re-run a failed or terminated job this many times.
+        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
 
     Returns:
         The job's result.
@@ -174,39 +444,20 @@ async def run_stitch_sync(
         ```
     """
     check_source_id(source_id)
-    resolved = await load_credentials(credentials)
-    resume_since = _resume_since()
-    deadline = time.monotonic() + max_wait_seconds
-
-    trigger = _trigger_task(resolved)
-    if pause_stitch_schedule:
-        await pause_stitch_source(resolved, source_id)
-    handle = await trigger(resolved, source_id, on_already_running, resume_since)
-    if on_already_running == "wait_then_start" and handle.attached:
-        try:
-            await wait_for_stitch_sync(
-                resolved,
-                source_id,
-                handle,
-                poll_interval_seconds=poll_interval_seconds,
-                max_wait_seconds=max(deadline - time.monotonic(), 0.001),
-                stop_on_timeout=stop_on_timeout,
-                fetch_logs_on_failure=False,
-            )
-        except StitchReplicationFailed as exc:
-            get_run_logger().info("The job that was already running ended badly: %s", exc)
-        handle = await trigger(resolved, source_id, "attach")
-    result: StitchSyncResult = await wait_for_stitch_sync(
-        resolved,
-        source_id,
-        handle,
+    options = SyncOptions(
         poll_interval_seconds=poll_interval_seconds,
-        max_wait_seconds=max(deadline - time.monotonic(), 0.001),
+        max_wait_seconds=max_wait_seconds,
+        on_already_running=on_already_running,
         stop_on_timeout=stop_on_timeout,
         fetch_logs_on_failure=fetch_logs_on_failure,
         log_tail_lines=log_tail_lines,
-    )
-    return result
+        replication_retries=replication_retries,
+        replication_retry_delay_seconds=replication_retry_delay_seconds,
+    ).check()
+    resolved = await load_credentials(credentials)
+    if pause_stitch_schedule:
+        await pause_stitch_source(resolved, source_id)
+    return await sync_source(resolved, source_id, options)
 
 
 def _trigger_task(credentials: StitchCredentials) -> Any:
@@ -218,16 +469,6 @@ def _trigger_task(credentials: StitchCredentials) -> Any:
             for attempt in range(max(credentials.max_retries, 1))
         ],
     )
-
-
-def _resume_since() -> datetime | None:
-    """When a retried flow run started first: jobs started since then are its own."""
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None or context.flow_run.run_count <= 1:
-        return None
-    started = context.flow_run.start_time
-    # Prefect gives a pendulum DateTime: keep a plain datetime.
-    return datetime.fromtimestamp(started.timestamp(), UTC) if started is not None else None
 
 
 def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -316,6 +557,8 @@ def stitch_sync_flow(
     stop_on_timeout: bool = True,
     fetch_logs_on_failure: bool = True,
     pause_stitch_schedule: bool = False,
+    replication_retries: ReplicationRetries = 0,
+    replication_retry_delay_seconds: ReplicationRetryDelay = 60.0,
 ) -> StitchSyncResult:
     """Run one Stitch replication job to its end and return its result.
 
@@ -338,9 +581,13 @@ def stitch_sync_flow(
             and the artifact when the job fails.
         pause_stitch_schedule: Pause Stitch's own schedule of the source first, so only
             orchestrated runs happen (manual and API runs still work when paused).
+        replication_retries: Start the job again this many times when it fails or is
+            terminated (not after a timeout or an API error).
+        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
 
     Returns:
-        The job's result (job name, times, exit statuses, Stitch link, polls).
+        The job's result (job name, times, exit statuses, Stitch link, polls, and every
+        job it ran in ``attempts``).
 
     Raises:
         StitchReplicationFailed: A phase exited non-zero; ``failed_phases`` lists them.
@@ -378,6 +625,8 @@ def stitch_sync_flow(
             stop_on_timeout=stop_on_timeout,
             fetch_logs_on_failure=fetch_logs_on_failure,
             pause_stitch_schedule=pause_stitch_schedule,
+            replication_retries=replication_retries,
+            replication_retry_delay_seconds=replication_retry_delay_seconds,
         )
     )
 
@@ -422,6 +671,8 @@ async def run_stitch_sync_many(
     stop_on_timeout: bool = True,
     fetch_logs_on_failure: bool = True,
     global_rate_limit: str | None = None,
+    replication_retries: int = 0,
+    replication_retry_delay_seconds: float = 60.0,
 ) -> StitchSyncManyResult:
     """The body of :func:`stitch_sync_many_flow`, as a coroutine for async callers.
 
@@ -437,6 +688,9 @@ async def run_stitch_sync_many(
         fetch_logs_on_failure: Put the log tail into each failure.
         global_rate_limit: A Prefect global concurrency limit for the account's jobs
             requests (see :func:`~prefect_stitch.tasks.wait_for_stitch_sync`).
+        replication_retries: Re-run each source's failed or terminated job this many
+            times.
+        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
 
     Returns:
         Every source's outcome, when all succeeded.
@@ -465,9 +719,18 @@ async def run_stitch_sync_many(
         )
     if max_concurrent < 1:
         raise StitchConfigurationError("max_concurrent must be >= 1", parameter="max_concurrent")
+    options = SyncOptions(
+        poll_interval_seconds=poll_interval_seconds,
+        max_wait_seconds=max_wait_seconds,
+        on_already_running=on_already_running,
+        stop_on_timeout=stop_on_timeout,
+        fetch_logs_on_failure=fetch_logs_on_failure,
+        replication_retries=replication_retries,
+        replication_retry_delay_seconds=replication_retry_delay_seconds,
+        global_rate_limit=global_rate_limit,
+        write_artifact=False,  # one summary table instead of an artifact per source
+    ).check()
     resolved = await load_credentials(credentials)
-    trigger = _trigger_task(resolved)
-    resume_since = _resume_since()
     triggers = asyncio.Semaphore(max_concurrent)
     requests_before = sum(poller.requests for poller in pollers_of(resolved))
     logger = get_run_logger()
@@ -478,20 +741,7 @@ async def run_stitch_sync_many(
     )
 
     async def sync_one(source_id: int) -> StitchSyncResult:
-        async with triggers:
-            handle = await trigger(resolved, source_id, on_already_running, resume_since)
-        result: StitchSyncResult = await wait_for_stitch_sync(
-            resolved,
-            source_id,
-            handle,
-            poll_interval_seconds=poll_interval_seconds,
-            max_wait_seconds=max_wait_seconds,
-            stop_on_timeout=stop_on_timeout,
-            fetch_logs_on_failure=fetch_logs_on_failure,
-            global_rate_limit=global_rate_limit,
-            write_artifact=False,  # one summary table instead of an artifact per source
-        )
-        return result
+        return await sync_source(resolved, source_id, options, trigger_slots=triggers)
 
     running = {asyncio.create_task(sync_one(source_id)): source_id for source_id in ids}
     outcomes: dict[int, StitchSyncResult | BaseException] = {}
@@ -576,6 +826,8 @@ def stitch_sync_many_flow(
     stop_on_timeout: bool = True,
     fetch_logs_on_failure: bool = True,
     global_rate_limit: str | None = None,
+    replication_retries: ReplicationRetries = 0,
+    replication_retry_delay_seconds: ReplicationRetryDelay = 60.0,
 ) -> StitchSyncManyResult:
     """Sync many Stitch sources of one account at once, within Stitch's rate budget.
 
@@ -599,6 +851,9 @@ def stitch_sync_many_flow(
         global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with
             slot decay) shared by every process syncing this account; created if
             missing. By default `stitch-jobs-<client_id>` is used when it exists.
+        replication_retries: Start a source's job again this many times when it fails
+            or is terminated.
+        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
 
     Returns:
         Every source's outcome, in input order.
@@ -627,5 +882,7 @@ def stitch_sync_many_flow(
             stop_on_timeout=stop_on_timeout,
             fetch_logs_on_failure=fetch_logs_on_failure,
             global_rate_limit=global_rate_limit,
+            replication_retries=replication_retries,
+            replication_retry_delay_seconds=replication_retry_delay_seconds,
         )
     )

@@ -9,6 +9,7 @@ boundary instead of a ``KeyError`` deep inside a poll loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,8 @@ __all__ = [
     "MAX_STITCH_ID",
     "STITCH_APP_URL",
     "Extraction",
+    "JobOrigin",
+    "Listing",
     "Load",
     "Page",
     "Source",
@@ -35,8 +38,10 @@ __all__ = [
     "StitchSyncHandle",
     "StitchSyncManyResult",
     "StitchSyncResult",
+    "SyncAttempt",
     "SyncOutcome",
     "SyncStatus",
+    "TriggerAnswer",
     "check_source_id",
     "stitch_source_url",
 ]
@@ -263,18 +268,73 @@ class Page(BaseModel):
         return nxt if isinstance(nxt, str) and nxt else None
 
 
-class StitchSyncHandle(BaseModel):
-    """What `start_stitch_sync` learnt: the job to wait for.
+@dataclass(frozen=True)
+class Listing:
+    """Every record of one reading of a paginated jobs listing, and Stitch's clock then.
 
-    ``job_name`` is ``None`` when we attached to a job that was already running (Stitch
-    does not say its name); the waiter then recognises the job by its times.
+    Attributes:
+        records: The records of every page, without duplicates.
+        pages: Pages read (the jobs requests the listing cost).
+        stitch_time: Stitch's clock (the ``Date`` header of the first page), if sent.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Listing
+
+        print(Listing(records=(), pages=1).stitch_time)  # None
+        ```
+    """
+
+    records: tuple[Extraction, ...]
+    pages: int = 0
+    stitch_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TriggerAnswer:
+    """Stitch's answer to ``POST /v4/sources/{id}/sync`` that started a job.
+
+    Attributes:
+        job_name: The new job's name.
+        stitch_time: Stitch's clock when it answered (its ``Date`` header), if sent.
+
+    Example:
+        ```python
+        from prefect_stitch.models import TriggerAnswer
+
+        print(TriggerAnswer(job_name="116078.120643.sync.c12f").job_name)
+        ```
+    """
+
+    job_name: str
+    stitch_time: datetime | None = None
+
+
+JobOrigin = Literal["started", "attached", "uncertain"]
+"""Who started the job a sync follows: ``"started"`` (this run), ``"attached"`` (someone
+else: Stitch's schedule, a colleague), ``"uncertain"`` (a retried trigger met a running job
+that the lost answer of an earlier attempt may have started; settled when its record is
+listed)."""
+
+
+class StitchSyncHandle(BaseModel):
+    """What `start_stitch_sync` learnt: the job to wait for, and what Stitch showed before.
+
+    Identity is decided from Stitch's records and Stitch's clock only (see
+    [`locate_job`][prefect_stitch.verdict.locate_job]): the job's name when Stitch told
+    it, the source's listed record before we acted (the *baseline*), and the ``Date`` of
+    Stitch's answers. ``requested_at`` is this machine's clock, kept for people only.
 
     Attributes:
         source_id: The Stitch source.
-        job_name: The name Stitch gave the job we started, if known.
-        attached: True when the job was already running and we follow it instead.
-        requested_at: When we first asked Stitch to start a job (UTC).
-        seen_running_at: When Stitch told us a job was already running (UTC), if it did.
+        job_name: The name Stitch gave the job, if known.
+        origin: ``"started"``, ``"attached"`` or ``"uncertain"`` (see `JobOrigin`).
+        baseline_job_name: The source's listed record before we acted (``None`` when the
+            source had none).
+        baseline_stitch_time: Stitch's clock (``Date``) when the baseline was listed.
+        answer_stitch_time: Stitch's clock (``Date``) of its answer that started the job
+            or said one was running.
+        requested_at: When we first asked Stitch (UTC, this machine's clock; shown only).
 
     Example:
         ```python
@@ -291,9 +351,39 @@ class StitchSyncHandle(BaseModel):
 
     source_id: int
     job_name: str | None = None
-    attached: bool = False
+    origin: JobOrigin = "started"
+    baseline_job_name: str | None = None
+    baseline_stitch_time: datetime | None = None
+    answer_stitch_time: datetime | None = None
     requested_at: datetime
-    seen_running_at: datetime | None = None
+
+    @property
+    def attached(self) -> bool:
+        """Whether the job is known not to be one this run started."""
+        return self.origin == "attached"
+
+
+class SyncAttempt(BaseModel):
+    """One replication job a sync ran or followed (one per replication retry).
+
+    Example:
+        ```python
+        from prefect_stitch.models import SyncAttempt
+
+        attempt = SyncAttempt(job_name="116078.1.sync.a", status="failed",
+                              summary="tap exited with status -9: Killed")
+        print(attempt.status)  # failed
+        ```
+    """
+
+    job_name: str | None = Field(description="The replication job's name.")
+    status: Literal["succeeded", "failed", "terminated", "load_failed"] = Field(
+        description="How the job ended."
+    )
+    summary: str = Field(default="", description="What Stitch said, in one line.")
+    attached: bool = Field(default=False, description="The job was not started by this run.")
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
 
 
 class StitchSyncResult(BaseModel):
@@ -317,7 +407,8 @@ class StitchSyncResult(BaseModel):
         bool,
         Field(
             default=False,
-            description="True when a job was already running and we followed it.",
+            description="True when the job was not started by this run (it was already "
+            "running and we followed it).",
         ),
     ]
     client_id: Annotated[int | None, Field(default=None, description="The Stitch account.")]
@@ -331,6 +422,11 @@ class StitchSyncResult(BaseModel):
     target_description: str | None = None
     polls: Annotated[int, Field(default=0, description="Status polls made while waiting.")]
     stitch_url: Annotated[str, Field(description="The source's page in the Stitch app.")]
+    attempts: list[SyncAttempt] = Field(
+        default_factory=list,
+        description="Every job this sync ran or followed, in order (more than one with "
+        "replication retries); the last one is this result's job.",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

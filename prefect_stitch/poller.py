@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,8 +46,9 @@ class Snapshot:
         tick: The poller's tick number (1 for the first listing).
         records: Every record of the listing (empty when ``error`` is set).
         error: Why the listing failed, after the client's own retries.
-        fetched_at: When the listing completed (UTC).
+        fetched_at: When the listing completed (UTC, this machine's clock: for people).
         pages: Pages read (the jobs requests this tick cost).
+        stitch_time: Stitch's clock at the listing (its ``Date`` header), if sent.
 
     Example:
         ```python
@@ -63,6 +65,7 @@ class Snapshot:
     fetched_at: datetime
     pages: int = 0
     error: StitchError | None = None
+    stitch_time: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,6 +110,27 @@ class Watch:
         """
         async with asyncio.timeout(wait_seconds):
             return await self.queue.get()
+
+    async def baseline(self, wait_seconds: float | None = None) -> Snapshot:
+        """The account's latest listing if it is at most one tick old, else the next one.
+
+        A listing read before we act is a valid baseline: what it shows for a source is
+        a job that ended before we acted. A recent one costs nothing; an old one would
+        make every job that ended since look new, so it is not used.
+
+        Args:
+            wait_seconds: Seconds to wait at most for a listing.
+
+        Returns:
+            The listing (or, when it failed, a snapshot carrying the error).
+
+        Raises:
+            TimeoutError: No listing arrived in time.
+        """
+        latest, tick = self.poller.latest, self.poller.tick_seconds() or 0.0
+        if latest is not None and time.monotonic() - self.poller.latest_at <= tick:
+            return latest
+        return await self.next_snapshot(wait_seconds)
 
     def close(self) -> None:
         """Leave the poller (it stops when nobody watches)."""
@@ -154,6 +178,10 @@ class AccountPoller:
         self.requests = 0
         """Jobs requests (pages, retries included) made by this poller."""
         self.last_pages = 1
+        self.latest: Snapshot | None = None
+        """The latest listing read without error (any waiter may use it as a baseline)."""
+        self.latest_at = 0.0
+        """When ``latest`` was read (``time.monotonic()``)."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -220,7 +248,7 @@ class AccountPoller:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        last_start = time.monotonic()
+        last_start = -math.inf  # the first listing is read at once
         try:
             async with self.credentials.get_client(
                 global_limit_name=self.global_limit_name
@@ -268,7 +296,7 @@ class AccountPoller:
         assert isinstance(client, StitchClient)
         self.ticks += 1
         try:
-            records = await client.list_extractions()
+            listing = await client.read_extractions()
         except StitchError as exc:
             return Snapshot(self.ticks, (), datetime.now(UTC), client.last_page_count, exc)
         except Exception as exc:  # never let the poller die silently
@@ -279,8 +307,13 @@ class AccountPoller:
                 path=f"/v4/{self.client_id}/extractions",
             )
             return Snapshot(self.ticks, (), datetime.now(UTC), 0, error)
-        self.last_pages = max(client.last_page_count, 1)
-        return Snapshot(self.ticks, tuple(records), datetime.now(UTC), client.last_page_count)
+        self.last_pages = max(listing.pages, 1)
+        snapshot = Snapshot(
+            self.ticks, listing.records, datetime.now(UTC), listing.pages, None, listing.stitch_time
+        )
+        self.latest = snapshot
+        self.latest_at = time.monotonic()
+        return snapshot
 
     def _deliver(self, snapshot: Snapshot) -> None:
         with self._lock:

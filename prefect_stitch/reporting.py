@@ -22,11 +22,124 @@ Reporting never fails a sync: a broken events or artifacts API is logged and ign
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from prefect_stitch.models import StitchSyncResult, stitch_source_url
 
-__all__ = ["emit_sync_event", "sync_artifact_markdown", "write_sync_artifact"]
+__all__ = [
+    "OutcomeKind",
+    "SyncReport",
+    "emit_sync_event",
+    "report_outcome",
+    "sync_artifact_markdown",
+    "write_sync_artifact",
+]
+
+OutcomeKind = Literal[
+    "started",
+    "succeeded",
+    "failed",
+    "terminated",
+    "timed_out",
+    "cancelled",
+    "load_failed",
+    "load_timed_out",
+]
+
+_LEVELS: dict[str, int] = {"started": logging.INFO, "succeeded": logging.INFO}
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """One outcome of a sync, described once: what the log, the event and the artifact say.
+
+    Attributes:
+        kind: The outcome (the event is ``stitch.sync.<kind>``).
+        source_id: The Stitch source.
+        client_id: The Stitch account, if known.
+        headline: One line saying what happened (the log line, the artifact's headline).
+        job_name: The job's name, if known.
+        result: The job's result (statuses, times, attempts), when there is one.
+        log_tail: The last lines of the extraction log.
+        payload: More event payload fields (JSON-serialisable).
+
+    Example:
+        ```python
+        from prefect_stitch.reporting import SyncReport
+
+        report = SyncReport("timed_out", source_id=1, client_id=2, headline="Timed out")
+        print(report.level)  # 40
+        ```
+    """
+
+    kind: OutcomeKind
+    source_id: int
+    client_id: int | None
+    headline: str
+    job_name: str | None = None
+    result: StitchSyncResult | None = None
+    log_tail: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def level(self) -> int:
+        """The log level: INFO for good news, WARNING for a cancellation, ERROR otherwise."""
+        if self.kind == "cancelled":
+            return logging.WARNING
+        return _LEVELS.get(self.kind, logging.ERROR)
+
+
+async def report_outcome(
+    report: SyncReport,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    *,
+    write_artifact: bool = True,
+) -> None:
+    """Tell people and automations about an outcome: a log line, an event, an artifact.
+
+    Every outcome of a sync goes through here, so a new outcome is one more
+    [`SyncReport`][prefect_stitch.reporting.SyncReport], never another hand-written
+    branch. Reporting never fails a sync.
+
+    Args:
+        report: The outcome.
+        logger: Where the log line goes (the run logger in a run).
+        write_artifact: Also attach the markdown summary to the run (not for ``started``).
+
+    Example:
+        ```python
+        import logging
+        from prefect_stitch.reporting import SyncReport, report_outcome
+
+        async def tell() -> None:
+            await report_outcome(
+                SyncReport("succeeded", source_id=1, client_id=2, headline="Succeeded"),
+                logging.getLogger("demo"),
+            )
+        ```
+    """
+    logger.log(report.level, report.headline)
+    job_name = report.result.job_name if report.result is not None else report.job_name
+    emit_sync_event(
+        report.kind,
+        source_id=report.source_id,
+        client_id=report.client_id,
+        job_name=job_name,
+        result=report.result,
+        **dict(report.payload),
+    )
+    if write_artifact and report.kind != "started":
+        await write_sync_artifact(
+            source_id=report.source_id,
+            client_id=report.client_id,
+            headline=report.headline,
+            result=report.result,
+            job_name=job_name,
+            log_tail=report.log_tail,
+        )
+
 
 _logger = logging.getLogger("prefect_stitch.reporting")
 
@@ -153,6 +266,14 @@ def sync_artifact_markdown(
             status = getattr(result, f"{phase}_exit_status")
             description = getattr(result, f"{phase}_description")
             lines.append(f"| {phase} | {_cell(status)} | {_cell(description)} |")
+        if len(result.attempts) > 1:
+            lines += ["", "Every job of this sync (replication retries):", ""]
+            lines += ["| # | Job | Status | Stitch said |", "|---|---|---|---|"]
+            for number, attempt in enumerate(result.attempts, start=1):
+                lines.append(
+                    f"| {number} | `{_cell(attempt.job_name or 'unknown')}` | {attempt.status} "
+                    f"| {_cell(attempt.summary)} |"
+                )
     if log_tail:
         lines += ["", "Last lines of the extraction log:", "", "```text", log_tail, "```"]
     return "\n".join(lines) + "\n"

@@ -6,8 +6,15 @@ call them with ``.submit(...).result()`` or use
 
 Retries: only transient faults are retried (no answer, timeouts, 5xx, 429); never a 4xx
 and never a failed replication. The trigger is not idempotent, so a retried trigger
-that meets ``already_running`` follows the job its first attempt started instead of
-failing or starting another. No task is cached: each call talks to Stitch.
+first looks for a job its earlier attempt may have started, and one that meets
+``already_running`` follows the running job (settling later, from Stitch's records,
+whether it was ours) instead of failing or starting another. No task is cached: each
+call talks to Stitch.
+
+Which job is ours is decided from Stitch's records and Stitch's clock only (see
+[`prefect_stitch.verdict`][prefect_stitch.verdict]): before acting, the trigger reads
+the source's listed record (the *baseline*), and every answer's ``Date`` header gives
+Stitch's time.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -23,7 +31,7 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.loggers import LoggingAdapter
 from prefect.tasks import Task, exponential_backoff
 
@@ -39,24 +47,26 @@ from prefect_stitch.errors import (
     StitchSyncTimeout,
     StitchVerdictUnavailable,
 )
+from prefect_stitch.logscan import LogScan
 from prefect_stitch.models import (
     Extraction,
+    JobOrigin,
     StitchSyncHandle,
     StitchSyncResult,
+    SyncAttempt,
     check_source_id,
     stitch_source_url,
 )
-from prefect_stitch.poller import poller_for
+from prefect_stitch.poller import Snapshot, Watch, poller_for
 from prefect_stitch.ratelimit import resolve_global_limit
-from prefect_stitch.reporting import emit_sync_event, write_sync_artifact
+from prefect_stitch.reporting import SyncReport, report_outcome
 from prefect_stitch.verdict import (
-    DEFAULT_CLOCK_SKEW,
     ExtractionState,
     Verdict,
-    exit_statuses_from_log,
-    find_job_record,
-    find_superseding_record,
+    find_earlier_attempt,
     judge_extraction,
+    locate_job,
+    started_before_baseline,
 )
 
 __all__ = [
@@ -76,26 +86,84 @@ DEFAULT_LOG_TAIL_LINES = 20
 
 _MAX_LOG_LINE_CHARS = 400
 _STOP_TIMEOUT_SECONDS = 20.0
-_LOG_FETCH_TIMEOUT_SECONDS = 60.0
+_LOG_FETCH_TIMEOUT_SECONDS = 120.0
 _TRIGGER_RETRIES = 4
 _MAX_RETRY_AFTER_SLEEP = 120.0
-
-# When each trigger task run first tried (its retries run in the same process). Bounded:
-# only the latest entries can still be retried.
-_first_attempts: OrderedDict[UUID, datetime] = OrderedDict()
-_first_attempts_lock = threading.Lock()
-_MAX_REMEMBERED_TRIGGERS = 10_000
+_LOOKUP_INTERVAL_SECONDS = 1.0
 
 
 def _logger() -> LoggingAdapter | Any:
     return get_run_logger()
 
 
+# -- what a trigger task run remembers between its Prefect retries --------------------------
+
+
+@dataclass
+class _TriggerMemory:
+    """What every attempt to start one source's job in one run shares.
+
+    Prefect retries the trigger task in this process, and retries a failed flow run in
+    this process too; both find this memory (keyed by the flow run, or the task run
+    outside a flow, and the source) until an attempt returns a handle.
+    """
+
+    first_at: datetime
+    deadline: float | None  # time.monotonic() after which nothing more is tried
+    max_wait_seconds: float | None = None
+    baseline: Snapshot | None = None
+    may_have_started: bool = False  # an attempt's request may have reached Stitch
+
+
+_trigger_memory: OrderedDict[tuple[UUID, int], _TriggerMemory] = OrderedDict()
+_memory_of_task_run: OrderedDict[UUID, _TriggerMemory] = OrderedDict()
+_trigger_memory_lock = threading.Lock()
+_MAX_REMEMBERED_TRIGGERS = 10_000
+
+
+def _memory_key(source_id: int) -> tuple[UUID, int] | None:
+    flow_context = FlowRunContext.get()
+    if flow_context is not None and flow_context.flow_run is not None:
+        return flow_context.flow_run.id, source_id
+    task_context = TaskRunContext.get()
+    return None if task_context is None else (task_context.task_run.id, source_id)
+
+
+def _memory_for(source_id: int, max_wait_seconds: float | None) -> _TriggerMemory:
+    now = datetime.now(UTC)
+    deadline = None if max_wait_seconds is None else time.monotonic() + max_wait_seconds
+    key = _memory_key(source_id)
+    task_context = TaskRunContext.get()
+    if key is None:
+        return _TriggerMemory(now, deadline, max_wait_seconds)
+    with _trigger_memory_lock:
+        memory = _trigger_memory.get(key)
+        if memory is None:
+            memory = _trigger_memory[key] = _TriggerMemory(now, deadline, max_wait_seconds)
+        if task_context is not None and task_context.task_run.id not in _memory_of_task_run:
+            # A new task run (the first, or one of a retried flow run): a fresh deadline.
+            memory.deadline, memory.max_wait_seconds = deadline, max_wait_seconds
+            _memory_of_task_run[task_context.task_run.id] = memory
+        for kept in (_trigger_memory, _memory_of_task_run):
+            while len(kept) > _MAX_REMEMBERED_TRIGGERS:
+                kept.popitem(last=False)
+        return memory
+
+
+def _forget_trigger(source_id: int) -> None:
+    """The trigger returned a handle: the next trigger of this source starts afresh."""
+    key = _memory_key(source_id)
+    if key is not None:
+        with _trigger_memory_lock:
+            _trigger_memory.pop(key, None)
+
+
 async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect ``retry_condition_fn``: retry only transient Stitch faults.
+    """Prefect ``retry_condition_fn``: retry only transient Stitch faults, within the deadline.
 
     It is async, as Prefect requires for async tasks (a sync predicate would receive
-    an un-awaited coroutine and silently refuse every retry).
+    an un-awaited coroutine and silently refuse every retry). A trigger whose
+    ``max_wait_seconds`` has run out is not retried.
 
     Args:
         task: The task.
@@ -114,6 +182,10 @@ async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: Sta
         async def my_stitch_call() -> None: ...
         ```
     """
+    with _trigger_memory_lock:
+        memory = _memory_of_task_run.get(task_run.id)
+    if memory is not None and memory.deadline is not None and time.monotonic() >= memory.deadline:
+        return False
     try:
         await state.aresult()
     except BaseException as exc:
@@ -140,27 +212,44 @@ def _check_credentials(credentials: object) -> StitchCredentials:
     return credentials
 
 
-_RETRY_CHECK_INTERVAL_SECONDS = 1.0
+def _check_policy(on_already_running: object) -> None:
+    if on_already_running not in ("attach", "fail", "wait_then_start"):
+        raise StitchConfigurationError(
+            "on_already_running must be 'attach', 'fail' or 'wait_then_start', "
+            f"got {on_already_running!r}",
+            parameter="on_already_running",
+        )
 
 
-async def _completed_since(
-    credentials: StitchCredentials, client_id: int, source_id: int, since: datetime
-) -> Extraction | None:
-    """A completed record of the source that started at or after ``since``.
+def _remaining(memory: _TriggerMemory) -> float | None:
+    return None if memory.deadline is None else max(memory.deadline - time.monotonic(), 0.0)
 
-    Read from the account's shared poller, not with a listing of its own: when many
-    triggers are retried at once (a Stitch outage during a burst of triggers), they all
-    share the next tick instead of each spending a whole listing of the rate budget.
-    """
-    watch = poller_for(credentials, client_id).watch(_RETRY_CHECK_INTERVAL_SECONDS)
+
+async def _listing(
+    watch: Watch, memory: _TriggerMemory, source_id: int, *, fresh: bool
+) -> Snapshot:
+    """A listing of the account for the trigger, within the sync's deadline."""
     try:
-        snapshot = await watch.next_snapshot()
-    finally:
-        watch.close()
+        snapshot = await (
+            watch.next_snapshot(_remaining(memory)) if fresh else watch.baseline(_remaining(memory))
+        )
+    except TimeoutError:
+        raise _trigger_timeout(source_id, memory) from None
     if snapshot.error is not None:
         raise snapshot.error  # transient faults: Prefect retries the trigger task
-    handle = StitchSyncHandle(source_id=source_id, requested_at=since)
-    return find_job_record(handle, list(snapshot.records))
+    return snapshot
+
+
+def _trigger_timeout(source_id: int, memory: _TriggerMemory) -> StitchSyncTimeout:
+    maybe = " (an earlier attempt may have started a job, left running)"
+    return StitchSyncTimeout(
+        f"Could not start a Stitch job for source {source_id} within max_wait_seconds"
+        + (maybe if memory.may_have_started else ""),
+        source_id=source_id,
+        job_name=None,
+        max_wait_seconds=memory.max_wait_seconds or 0.0,
+        stopped=False,
+    )
 
 
 @task(
@@ -177,28 +266,34 @@ async def start_stitch_sync(
     credentials: StitchCredentials,
     source_id: int,
     on_already_running: AlreadyRunningPolicy = "attach",
-    resume_since: datetime | None = None,
+    max_wait_seconds: float | None = None,
 ) -> StitchSyncHandle:
     """Start a Stitch replication job for a source (``POST /v4/sources/{id}/sync``).
 
+    Before asking, it reads the account's listing (a recent one the account's poller
+    already has, or the next): the source's record there is the *baseline*, which the
+    waiter needs to recognise our job without trusting anyone's clock.
+
     Stitch runs one job per source at a time. When one is already running (Stitch
     answers **200** with ``already_running``), ``on_already_running`` decides:
-    ``"attach"`` follows that job (the returned handle has ``attached=True`` and no job
-    name), ``"fail"`` raises `StitchJobAlreadyRunning`;
+    ``"attach"`` follows that job (the handle's ``origin`` is ``"attached"`` and it has
+    no job name), ``"fail"`` raises `StitchJobAlreadyRunning`;
     ``"wait_then_start"`` is handled by the flow (here it behaves as ``"attach"``).
 
-    Transient faults are retried by Prefect. Because the first attempt may have
-    started the job before its answer was lost, a retry first looks for a job of this
-    source that completed since the first attempt, and a retry that meets
-    ``already_running`` follows the running job as ours, whatever the policy: the
-    trigger never starts a second job.
+    Transient faults are retried by Prefect, never past ``max_wait_seconds``. Because an
+    attempt whose answer was lost may have started the job, a retry first looks for a
+    job of the source that ran since the baseline and reports it instead of starting
+    another; a retry that meets ``already_running`` follows the running job with
+    ``origin="uncertain"``: once its record is listed, a job that started before the
+    baseline was provably not ours and is reported as attached (the flow then applies
+    ``on_already_running``). An attempt whose connection could not even be opened
+    started nothing, so it leaves no doubt.
 
     Args:
         credentials: The Stitch credentials block.
         source_id: The Stitch source id.
         on_already_running: ``"attach"``, ``"fail"`` or ``"wait_then_start"``.
-        resume_since: Set when a retried *flow run* triggers again: jobs started since
-            then are ours (the flow's first attempt started them).
+        max_wait_seconds: Wall-clock bound of the trigger, its retries included.
 
     Returns:
         The handle of the job to wait for (``handle.job_name`` is the job name when we
@@ -208,6 +303,7 @@ async def start_stitch_sync(
         StitchJobAlreadyRunning: A job is running and the policy is ``"fail"``.
         StitchInvalidSourceError: The source is unknown or deleted.
         StitchAuthError: The token is not valid for the account.
+        StitchSyncTimeout: ``max_wait_seconds`` ran out before a job could be started.
         StitchConfigurationError: ``source_id`` is not a positive integer.
 
     Example:
@@ -224,51 +320,51 @@ async def start_stitch_sync(
     """
     check_source_id(source_id)
     credentials = _check_credentials(credentials)
-    if on_already_running not in ("attach", "fail", "wait_then_start"):
-        raise StitchConfigurationError(
-            "on_already_running must be 'attach', 'fail' or 'wait_then_start', "
-            f"got {on_already_running!r}",
-            parameter="on_already_running",
-        )
+    _check_policy(on_already_running)
+    if max_wait_seconds is not None:
+        max_wait_seconds = _check_seconds(max_wait_seconds, "max_wait_seconds")
+    memory = _memory_for(source_id, max_wait_seconds)
+    if memory.deadline is not None and time.monotonic() >= memory.deadline:
+        raise _trigger_timeout(source_id, memory)
     logger = _logger()
-    context = TaskRunContext.get()
-    now = datetime.now(UTC)
-    retried = bool(context and context.task_run.run_count > 1) or resume_since is not None
-    requested_at = resume_since or now
-    if context is not None:
-        with _first_attempts_lock:
-            requested_at = resume_since or _first_attempts.setdefault(context.task_run.id, now)
-            while len(_first_attempts) > _MAX_REMEMBERED_TRIGGERS:
-                _first_attempts.popitem(last=False)
 
     async with credentials.get_client() as client:
-        # Learn the account first (cached after the first call): if Stitch cannot be read,
-        # nothing is started that nobody would watch.
+        # Learn the account and the baseline first: if Stitch cannot be read, nothing is
+        # started that nobody would watch.
         client_id = await client.resolve_client_id(source_id)
-        if retried:
-            earlier = await _completed_since(credentials, client_id, source_id, requested_at)
-            if earlier is not None:
-                logger.info(
-                    "An earlier attempt already started job %s for source %s and it has "
-                    "completed; reporting it instead of starting another",
-                    earlier.job_name,
-                    source_id,
-                )
-                return StitchSyncHandle(
-                    source_id=source_id, job_name=earlier.job_name, requested_at=requested_at
-                )
+        watch = poller_for(credentials, client_id).watch(_LOOKUP_INTERVAL_SECONDS)
         try:
-            job_name = await client.start_replication_job(source_id)
+            if memory.baseline is None:
+                memory.baseline = await _listing(watch, memory, source_id, fresh=False)
+            elif memory.may_have_started:
+                earlier = find_earlier_attempt(
+                    _handle(source_id, memory, None, "started"),
+                    (await _listing(watch, memory, source_id, fresh=True)).records,
+                )
+                if earlier is not None:
+                    logger.info(
+                        "An earlier attempt's answer was lost, and job %s of source %s has "
+                        "run since: reporting it instead of starting another",
+                        earlier.job_name,
+                        source_id,
+                    )
+                    _forget_trigger(source_id)
+                    return _handle(source_id, memory, None, "started", earlier.job_name)
+        finally:
+            watch.close()
+        try:
+            answer = await client.trigger_replication_job(source_id)
         except StitchJobAlreadyRunning as exc:
-            if retried:
-                logger.info(
-                    "A retried trigger found a job running for source %s: it is the one "
-                    "the first attempt started; following it",
+            if memory.may_have_started:
+                logger.warning(
+                    "A retried trigger found a job running for source %s. It may be the one "
+                    "the earlier attempt started (its answer was lost): following it; its "
+                    "record will tell whether it was ours",
                     source_id,
                 )
-                return StitchSyncHandle(
-                    source_id=source_id, requested_at=requested_at, seen_running_at=now
-                )
+                _forget_trigger(source_id)
+                return _handle(source_id, memory, exc.stitch_time, "uncertain")
+            _forget_trigger(source_id)
             if on_already_running == "fail":
                 raise
             logger.info(
@@ -277,25 +373,60 @@ async def start_stitch_sync(
                 source_id,
                 on_already_running,
             )
-            handle = StitchSyncHandle(
-                source_id=source_id,
-                attached=True,
-                requested_at=requested_at,
-                seen_running_at=exc.seen_running_at or now,
-            )
-            emit_sync_event(
-                "started", source_id=source_id, client_id=client_id, job_name=None, attached=True
+            handle = _handle(source_id, memory, exc.stitch_time, "attached")
+            await report_outcome(
+                SyncReport(
+                    "started",
+                    source_id=source_id,
+                    client_id=client_id,
+                    headline=f"Following the Stitch job already running for source {source_id}",
+                    payload={"attached": True},
+                ),
+                logger,
             )
             return handle
         except StitchAPIError as exc:
+            memory.may_have_started = memory.may_have_started or exc.request_sent
             if exc.status_code == 429 and exc.retry_after:
                 await asyncio.sleep(min(exc.retry_after, _MAX_RETRY_AFTER_SLEEP))
+            if not is_transient(exc):
+                _forget_trigger(source_id)
             raise
-    logger.info("Started Stitch replication job %s for source %s", job_name, source_id)
-    emit_sync_event(
-        "started", source_id=source_id, client_id=client_id, job_name=job_name, attached=False
+    _forget_trigger(source_id)
+    await report_outcome(
+        SyncReport(
+            "started",
+            source_id=source_id,
+            client_id=client_id,
+            job_name=answer.job_name,
+            headline=f"Started Stitch replication job {answer.job_name} for source {source_id}",
+            payload={"attached": False},
+        ),
+        logger,
     )
-    return StitchSyncHandle(source_id=source_id, job_name=job_name, requested_at=requested_at)
+    return _handle(source_id, memory, answer.stitch_time, "started", answer.job_name)
+
+
+def _handle(
+    source_id: int,
+    memory: _TriggerMemory,
+    answer_time: datetime | None,
+    origin: JobOrigin,
+    job_name: str | None = None,
+) -> StitchSyncHandle:
+    baseline = memory.baseline
+    listed = None
+    if baseline is not None:
+        listed = next((r.job_name for r in baseline.records if r.source_id == source_id), None)
+    return StitchSyncHandle(
+        source_id=source_id,
+        job_name=job_name,
+        origin=origin,
+        baseline_job_name=listed,
+        baseline_stitch_time=None if baseline is None else baseline.stitch_time,
+        answer_stitch_time=answer_time,
+        requested_at=memory.first_at,
+    )
 
 
 def _as_handle(source_id: int, job: str | StitchSyncHandle | None) -> StitchSyncHandle:
@@ -309,11 +440,9 @@ def _as_handle(source_id: int, job: str | StitchSyncHandle | None) -> StitchSync
     if isinstance(job, str):
         if not job.strip():
             raise StitchConfigurationError("job_name is empty", parameter="job_name")
-        return StitchSyncHandle(source_id=source_id, job_name=job, requested_at=now)
-    if job is None:  # follow whatever runs now: the next record completed from now on
-        return StitchSyncHandle(
-            source_id=source_id, attached=True, requested_at=now, seen_running_at=now
-        )
+        return StitchSyncHandle(source_id=source_id, job_name=job.strip(), requested_at=now)
+    if job is None:  # follow whatever runs now: its baseline is read when the wait starts
+        return StitchSyncHandle(source_id=source_id, origin="attached", requested_at=now)
     raise StitchConfigurationError(
         f"job must be a job name or a StitchSyncHandle, got {type(job).__name__}",
         parameter="job_name",
@@ -334,23 +463,50 @@ async def _stop_quietly(client: StitchClient, source_id: int) -> bool:
             client.stop_replication_job(source_id), timeout=_STOP_TIMEOUT_SECONDS
         )
     except (StitchError, TimeoutError) as exc:
-        _logger().error("Could not stop the Stitch job of source %s: %s", source_id, exc)
+        _logger().error("Could not ask Stitch to stop the job of source %s: %s", source_id, exc)
         return False
 
 
-async def _fetch_tail(client: StitchClient, job_name: str, lines: int) -> str | None:
+async def _scan_log(client: StitchClient, job_name: str, lines: int) -> LogScan | None:
+    """Stream a job's log into a bounded scan; ``None`` (logged) when it cannot be read."""
     try:
-        text = await asyncio.wait_for(
-            client.get_extraction_logs(job_name, tail_lines=lines),
+        return await asyncio.wait_for(
+            client.scan_extraction_log(
+                job_name, tail_lines=lines, max_line_chars=_MAX_LOG_LINE_CHARS
+            ),
             timeout=_LOG_FETCH_TIMEOUT_SECONDS,
         )
     except (StitchError, TimeoutError) as exc:
-        _logger().warning("Could not fetch the extraction log of %s: %s", job_name, exc)
+        _logger().warning("Could not read the extraction log of %s: %s", job_name, exc)
         return None
-    return _bounded_tail(text, lines)
+
+
+@dataclass(frozen=True)
+class _Final:
+    """The job's final record, how many polls it took, and the log read on the way."""
+
+    record: Extraction
+    polls: int
+    log: LogScan | None = None
+    foreign: bool = False
+
+
+def _record_from_log(handle: StitchSyncHandle, scan: LogScan, client_id: int) -> Extraction:
+    """The record of a job that ended, rebuilt from its log's ``Exit status is:`` line."""
+    statuses = scan.exit_statuses or {}
+    return Extraction(
+        job_name=handle.job_name or "",
+        source_id=handle.source_id,
+        stitch_client_id=client_id,
+        completion_time=scan.exit_time or handle.answer_stitch_time or handle.requested_at,
+        discovery_exit_status=statuses.get("discovery"),
+        tap_exit_status=statuses.get("tap"),
+        target_exit_status=statuses.get("target"),
+    )
 
 
 async def _watch_until_final(
+    client: StitchClient,
     credentials: StitchCredentials,
     client_id: int,
     handle: StitchSyncHandle,
@@ -358,21 +514,31 @@ async def _watch_until_final(
     poll_interval_seconds: float,
     deadline: float,
     max_poll_failures: int,
-    global_limit_name: str | None,
-) -> tuple[Extraction, int, bool]:
-    """Receive the account's listings until the job's record is final.
+    log_lines: int,
+    follow_next: bool = False,
+) -> tuple[_Final, StitchSyncHandle]:
+    """Receive the account's listings until the job's record (or its log) is final.
 
-    Returns the record, the number of polls, and whether the record is a *later* job
-    that replaced ours in the listing (ours had ended by then). Raises TimeoutError at
-    the deadline, the listing's error when polls keep failing (or fail for a
-    non-transient reason).
+    Raises TimeoutError at the deadline; the listing's error when polls keep failing
+    (or fail for a non-transient reason); StitchVerdictUnavailable when a later job
+    replaced the record and the log cannot say how ours ended.
     """
     logger = _logger()
-    poller = poller_for(credentials, client_id, global_limit_name=global_limit_name)
+    poller = poller_for(credentials, client_id, global_limit_name=client.global_limit_name)
     watch = poller.watch(poll_interval_seconds)
-    polls = 0
-    failures = 0
+    polls = failures = 0
+    log_checked: set[str] = set()
     try:
+        if follow_next:  # what is listed now ended before the job we follow
+            base = await watch.baseline(max(deadline - time.monotonic(), 0))
+            if base.error is not None:
+                raise base.error
+            listed = next(
+                (r.job_name for r in base.records if r.source_id == handle.source_id), None
+            )
+            handle = handle.model_copy(
+                update={"baseline_job_name": listed, "baseline_stitch_time": base.stitch_time}
+            )
         while True:
             snapshot = await watch.next_snapshot(max(deadline - time.monotonic(), 0))
             polls += 1
@@ -389,81 +555,105 @@ async def _watch_until_final(
                 )
                 continue
             failures = 0
-            record = find_job_record(handle, list(snapshot.records), clock_skew=DEFAULT_CLOCK_SKEW)
-            verdict = judge_extraction(record)
+            located = locate_job(handle, snapshot.records)
             logger.debug(
                 "Poll %d of source %s (tick %d, %d pages): %s",
                 polls,
                 handle.source_id,
                 snapshot.tick,
                 snapshot.pages,
-                "job not listed yet" if record is None else f"{record.job_name}: {verdict.state}",
+                located,
             )
-            if record is not None and verdict.state.is_final:
-                return record, polls, False
-            if record is None:
-                later = find_superseding_record(handle, list(snapshot.records))
-                if later is not None:
-                    return later, polls, True
+            if located.record is not None and judge_extraction(located.record).state.is_final:
+                foreign = handle.origin == "attached" or (
+                    handle.origin == "uncertain" and started_before_baseline(handle, located.record)
+                )
+                return _Final(located.record, polls, foreign=foreign), handle
+            if located.later is not None:
+                return await _final_from_log(
+                    client, handle, located.later, client_id, polls, log_lines
+                ), handle
+            if located.check_log is not None and handle.job_name is not None:
+                other = located.check_log.job_name
+                if other not in log_checked:
+                    log_checked.add(other)
+                    scan = await _scan_log(client, handle.job_name, max(log_lines, 1))
+                    if scan is not None and scan.ended:
+                        record = _record_from_log(handle, scan, client_id)
+                        return _Final(record, polls, log=scan), handle
     finally:
         watch.close()
 
 
-async def _record_from_log(
-    client: StitchClient, handle: StitchSyncHandle, later: Extraction, client_id: int, lines: int
-) -> tuple[Extraction, str | None]:
-    """Rebuild the record of a job whose listing entry a later job replaced, from its log."""
-    job_name = handle.job_name or ""
+async def _final_from_log(
+    client: StitchClient,
+    handle: StitchSyncHandle,
+    later: Extraction,
+    client_id: int,
+    polls: int,
+    log_lines: int,
+) -> _Final:
+    """Judge a job whose listing record a later job replaced, from its log."""
+    shown = handle.job_name or "(the job that was running)"
     _logger().warning(
         "Stitch job %s of source %s ended, but the later job %s replaced its record before a "
         "poll read it; reading its exit statuses from its log",
-        job_name,
+        shown,
         handle.source_id,
         later.job_name,
     )
-    tail = await _fetch_tail(client, job_name, max(lines, 50))
-    statuses = exit_statuses_from_log(tail) if tail else None
-    record = Extraction(
-        job_name=job_name,
+    scan = await _scan_log(client, handle.job_name, max(log_lines, 1)) if handle.job_name else None
+    if scan is not None and scan.ended:
+        record = _record_from_log(handle, scan, client_id)
+        if judge_extraction(record).state.is_final:
+            return _Final(record, polls, log=scan)
+    raise StitchVerdictUnavailable(
+        f"Stitch job {shown} of source {handle.source_id} ended, but the later job "
+        f"{later.job_name} replaced its record before it could be read"
+        + (" and its log does not say how it ended" if handle.job_name else "")
+        + ". Pause Stitch's own schedule of the source (pause_stitch_schedule=True) so "
+        "only orchestrated jobs run.",
         source_id=handle.source_id,
-        stitch_client_id=client_id,
-        discovery_exit_status=(statuses or {}).get("discovery"),
-        tap_exit_status=(statuses or {}).get("tap"),
-        target_exit_status=(statuses or {}).get("target"),
+        job_name=handle.job_name,
+        superseded_by=later.job_name,
     )
-    if statuses is None or not judge_extraction(record).state.is_final:
-        raise StitchVerdictUnavailable(
-            f"Stitch job {job_name} of source {handle.source_id} ended, but the later job "
-            f"{later.job_name} replaced its record before it could be read and its log does "
-            "not say how it ended. Pause Stitch's own schedule of the source "
-            "(pause_stitch_schedule=True) so only orchestrated jobs run.",
-            source_id=handle.source_id,
-            job_name=job_name,
-            superseded_by=later.job_name,
-        )
-    return record, _bounded_tail(tail or "", lines)
-
-
-async def _report_artifact(enabled: bool, **kwargs: Any) -> None:
-    if enabled:
-        await write_sync_artifact(**kwargs)
 
 
 def _failure_message(result: StitchSyncResult, verdict: Verdict, log_tail: str | None) -> str:
     job = f"Stitch replication job {result.job_name} for source {result.source_id}"
+    if result.attached:
+        job += " (not started by this run)"
     if verdict.state is ExtractionState.TERMINATED:
         descriptions = {
             getattr(result, f"{phase}_description") for phase in ("discovery", "tap", "target")
         } - {None}
         said = f" (Stitch says: {'; '.join(sorted(descriptions))})" if descriptions else ""
-        text = f"{job} was terminated before its phases reported an exit status{said}."
+        text = f"{job} was terminated before every phase reported an exit status{said}."
     else:
         text = f"{job} failed: {verdict.summary}."
+    earlier = result.attempts[:-1]
+    if earlier:
+        text += (
+            " Earlier attempts: "
+            + "; ".join(f"{a.job_name} {a.status} ({a.summary})" for a in earlier)
+            + "."
+        )
     text += f" See {result.stitch_url}"
     if log_tail:
         count = len(log_tail.splitlines())
         text += f"\nLast {count} lines of the extraction log:\n{log_tail}"
     return text
+
+
+def _attempt_of(result: StitchSyncResult, verdict: Verdict) -> SyncAttempt:
+    return SyncAttempt(
+        job_name=result.job_name,
+        status=result.status,
+        summary=verdict.summary,
+        attached=result.attached,
+        start_time=result.start_time,
+        completion_time=result.completion_time,
+    )
 
 
 @task(
@@ -484,14 +674,18 @@ async def wait_for_stitch_sync(
     max_poll_failures: int = 5,
     global_rate_limit: str | None = None,
     write_artifact: bool = True,
+    earlier_attempts: list[SyncAttempt] | None = None,
 ) -> StitchSyncResult:
     """Wait until a Stitch replication job ends; return its result or raise its failure.
 
     Stitch has no job-status endpoint: its extraction list shows the *last completed*
     job of each source. So the job is recognised by its name (the record listed right
-    after a trigger is the previous job, never ours), or, for a job we attached to,
-    as the source's first record completed after we saw it running. Polling goes
-    through the account's shared poller, which keeps within the jobs rate budget.
+    after a trigger is the previous job, never ours) or, for a job we attached to, as
+    the first record of the source other than the one listed before we acted, checked
+    against Stitch's own clock (see [`locate_job`][prefect_stitch.verdict.locate_job]).
+    When a later job replaced our record before a poll read it, the verdict is read
+    from the job's log. Polling goes through the account's shared poller, which keeps
+    within the jobs rate budget.
 
     Transient faults while polling never fail a healthy sync: the client retries each
     request, and up to ``max_poll_failures`` consecutive failed polls are tolerated.
@@ -499,14 +693,14 @@ async def wait_for_stitch_sync(
     Args:
         credentials: The Stitch credentials block.
         source_id: The Stitch source id.
-        job_name: The job's name, the handle from
-            [`start_stitch_sync`][prefect_stitch.tasks.start_stitch_sync], or ``None``
-            to follow whatever job of the source completes next.
+        job_name: The handle from
+            [`start_stitch_sync`][prefect_stitch.tasks.start_stitch_sync], a job's name,
+            or ``None`` to follow the next job of the source to complete.
         poll_interval_seconds: Seconds between polls (the account's budget may make
             the tick longer).
         max_wait_seconds: Wall-clock limit of the whole wait, polls and retries
             included.
-        stop_on_timeout: Stop the Stitch job when the wait times out.
+        stop_on_timeout: Ask Stitch to stop the job when the wait times out.
         fetch_logs_on_failure: Put the tail of the extraction log into the error.
         log_tail_lines: How many log lines to keep.
         max_poll_failures: Consecutive failed polls tolerated before giving up.
@@ -515,6 +709,8 @@ async def wait_for_stitch_sync(
             missing. By default ``stitch-jobs-<client_id>`` is used when it exists.
         write_artifact: Leave a markdown artifact (``stitch-sync-<source_id>``) on the
             run. A run that syncs many sources writes one summary table instead.
+        earlier_attempts: Jobs this sync ran before (replication retries), listed in
+            the result, the artifact and the error.
 
     Returns:
         The job's result, when every phase exited 0.
@@ -523,6 +719,7 @@ async def wait_for_stitch_sync(
         StitchReplicationFailed: A phase exited non-zero (``failed_phases`` says which).
         StitchJobTerminated: The job was terminated.
         StitchSyncTimeout: The job did not end within ``max_wait_seconds``.
+        StitchVerdictUnavailable: The job ended but Stitch no longer says how.
         StitchAPIError: Stitch could not be polled (401, or faults beyond the budget).
 
     Example:
@@ -544,6 +741,7 @@ async def wait_for_stitch_sync(
     poll_interval_seconds = _check_seconds(poll_interval_seconds, "poll_interval_seconds")
     max_wait_seconds = _check_seconds(max_wait_seconds, "max_wait_seconds")
     handle = _as_handle(source_id, job_name)
+    earlier = list(earlier_attempts or [])
     logger = _logger()
     deadline = time.monotonic() + max_wait_seconds
 
@@ -565,130 +763,116 @@ async def wait_for_stitch_sync(
             max_wait_seconds,
             url,
         )
+
+        async def stop_report(kind: Literal["timed_out", "cancelled"]) -> SyncReport:
+            requested = (
+                await _stop_quietly(client, source_id)
+                if (kind == "cancelled" or stop_on_timeout)
+                else False
+            )
+            stop = (
+                "a stop of the Stitch job was requested"
+                if requested
+                else "the Stitch job was left running"
+            )
+            if kind == "timed_out":
+                headline = (
+                    f"Timed out: Stitch job {shown} of source {source_id} did not finish "
+                    f"within {max_wait_seconds:.0f} s; {stop}. See {url}"
+                )
+            else:
+                headline = (
+                    f"The run was cancelled while waiting for Stitch job {shown} of source "
+                    f"{source_id}: {stop}"
+                )
+            payload = {"stopped": requested, "max_wait_seconds": max_wait_seconds}
+            return SyncReport(
+                kind, source_id, client_id, headline, job_name=handle.job_name, payload=payload
+            )
+
         try:
-            record, polls, superseded = await _watch_until_final(
+            final, handle = await _watch_until_final(
+                client,
                 credentials,
                 client_id,
                 handle,
                 poll_interval_seconds=poll_interval_seconds,
                 deadline=deadline,
                 max_poll_failures=max_poll_failures,
-                global_limit_name=client.global_limit_name,
+                log_lines=max(log_tail_lines, 1),
+                follow_next=job_name is None,
             )
         except TimeoutError:
-            stopped = await _stop_quietly(client, source_id) if stop_on_timeout else False
-            message = (
-                f"Stitch job {shown} of source {source_id} did not finish within "
-                f"{max_wait_seconds:.0f} s"
-                + ("; the job was stopped" if stopped else "; the job was left running")
-                + f". See {url}"
-            )
-            logger.error(message)
-            emit_sync_event(
-                "timed_out",
-                source_id=source_id,
-                client_id=client_id,
-                job_name=handle.job_name,
-                stopped=stopped,
-                max_wait_seconds=max_wait_seconds,
-            )
-            await _report_artifact(
-                write_artifact,
-                source_id=source_id,
-                client_id=client_id,
-                headline=f"Timed out: {message}",
-                job_name=handle.job_name,
-            )
+            report = await stop_report("timed_out")
+            await report_outcome(report, logger, write_artifact=write_artifact)
             raise StitchSyncTimeout(
-                message,
+                report.headline.removeprefix("Timed out: "),
                 source_id=source_id,
                 job_name=handle.job_name,
                 max_wait_seconds=max_wait_seconds,
-                stopped=stopped,
+                stopped=bool(report.payload["stopped"]),
+                attempts=earlier,
             ) from None
         except asyncio.CancelledError:
-            stopped = await _stop_quietly(client, source_id)
-            logger.warning(
-                "The run was cancelled while waiting for Stitch job %s of source %s: %s",
-                shown,
-                source_id,
-                "stopped the Stitch job" if stopped else "could not confirm the Stitch job stopped",
-            )
-            emit_sync_event(
-                "cancelled",
-                source_id=source_id,
-                client_id=client_id,
-                job_name=handle.job_name,
-                stopped=stopped,
-            )
+            await report_outcome(await stop_report("cancelled"), logger, write_artifact=False)
             raise
 
-        log_tail: str | None = None
-        if superseded:
-            record, log_tail = await _record_from_log(
-                client, handle, record, client_id, log_tail_lines
-            )
-        verdict = judge_extraction(record)
+        verdict = judge_extraction(final.record)
         result = StitchSyncResult.from_extraction(
-            record,
+            final.record,
             status=verdict.state.value,  # type: ignore[arg-type]
-            attached=handle.attached,
+            attached=final.foreign,
             client_id=client_id,
-            polls=polls,
+            polls=final.polls,
         )
+        result = result.model_copy(update={"attempts": [*earlier, _attempt_of(result, verdict)]})
         if verdict.state is ExtractionState.SUCCEEDED:
-            logger.info(
-                "Stitch job %s of source %s succeeded in %s s after %d polls",
-                result.job_name,
-                source_id,
-                "?" if result.duration_seconds is None else f"{result.duration_seconds:.0f}",
-                polls,
-            )
-            emit_sync_event(
-                "succeeded",
-                source_id=source_id,
-                client_id=client_id,
-                job_name=result.job_name,
-                result=result,
-            )
-            await _report_artifact(
-                write_artifact,
-                source_id=source_id,
-                client_id=client_id,
-                headline=f"Succeeded: every phase of {result.job_name} exited 0.",
-                result=result,
+            duration = result.duration_seconds
+            await report_outcome(
+                SyncReport(
+                    "succeeded",
+                    source_id,
+                    client_id,
+                    f"Succeeded: every phase of Stitch job {result.job_name} of source "
+                    f"{source_id} exited 0"
+                    + ("" if duration is None else f" ({duration:.0f} s)")
+                    + f" after {final.polls} polls.",
+                    result=result,
+                ),
+                logger,
+                write_artifact=write_artifact,
             )
             return result
 
+        log_tail = None if final.log is None else final.log.tail
         if log_tail is None and fetch_logs_on_failure and result.job_name:
-            log_tail = await _fetch_tail(client, result.job_name, log_tail_lines)
+            scan = await _scan_log(client, result.job_name, max(log_tail_lines, 1))
+            log_tail = None if scan is None else scan.tail
+        if log_tail is not None:
+            log_tail = _bounded_tail(log_tail, log_tail_lines) or None
     message = _failure_message(result, verdict, log_tail)
-    logger.error(message.splitlines()[0])
-    kind = "terminated" if verdict.state is ExtractionState.TERMINATED else "failed"
-    emit_sync_event(
-        kind,
-        source_id=source_id,
-        client_id=client_id,
-        job_name=result.job_name,
-        result=result,
-        failed_phases=[
-            {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
-            for f in verdict.failed_phases
-        ],
+    kind: Literal["failed", "terminated"] = (
+        "terminated" if verdict.state is ExtractionState.TERMINATED else "failed"
     )
-    await _report_artifact(
-        write_artifact,
-        source_id=source_id,
-        client_id=client_id,
-        headline=message.splitlines()[0],
-        result=result,
-        log_tail=log_tail,
+    await report_outcome(
+        SyncReport(
+            kind,
+            source_id,
+            client_id,
+            message.splitlines()[0],
+            result=result,
+            log_tail=log_tail,
+            payload={
+                "failed_phases": [
+                    {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
+                    for f in verdict.failed_phases
+                ]
+            },
+        ),
+        logger,
+        write_artifact=write_artifact,
     )
-    error_type = (
-        StitchJobTerminated
-        if verdict.state is ExtractionState.TERMINATED
-        else StitchReplicationFailed
-    )
+    error_type = StitchJobTerminated if kind == "terminated" else StitchReplicationFailed
     raise error_type(
         message,
         source_id=source_id,
@@ -696,6 +880,7 @@ async def wait_for_stitch_sync(
         failed_phases=verdict.failed_phases,
         result=result,
         log_tail=log_tail,
+        attempts=result.attempts,
     )
 
 
@@ -709,16 +894,19 @@ async def wait_for_stitch_sync(
     persist_result=False,
 )
 async def stop_stitch_sync(credentials: StitchCredentials, source_id: int) -> bool:
-    """Stop the running replication job of a source (``DELETE /v4/sources/{id}/sync``).
+    """Ask Stitch to stop the running job of a source (``DELETE /v4/sources/{id}/sync``).
 
-    Only extraction stops: data already extracted is still loaded by Stitch.
+    Stitch accepts the request and ends the job on its own time: the job is stopped
+    only when the extraction listing shows it terminated. Only extraction stops: data
+    already extracted is still loaded by Stitch.
 
     Args:
         credentials: The Stitch credentials block.
         source_id: The Stitch source id.
 
     Returns:
-        True when Stitch confirmed the stop, False when no job was running (404).
+        True when Stitch accepted the stop request, False when it said no job was
+        running (404).
 
     Example:
         ```python
@@ -737,7 +925,7 @@ async def stop_stitch_sync(credentials: StitchCredentials, source_id: int) -> bo
     _logger().info(
         "Stop of the Stitch job of source %s: %s",
         source_id,
-        "confirmed" if stopped else "no job was running",
+        "requested (Stitch accepted it)" if stopped else "no job was running",
     )
     return stopped
 
@@ -752,14 +940,18 @@ async def stop_stitch_sync(credentials: StitchCredentials, source_id: int) -> bo
     persist_result=False,
 )
 async def fetch_stitch_extraction_logs(
-    credentials: StitchCredentials, job_name: str, tail_lines: int | None = None
+    credentials: StitchCredentials, job_name: str, tail_lines: int | None = 1000
 ) -> str:
-    """Download a job's extraction log (or its last lines).
+    """Download a job's extraction log (by default its last 1,000 lines).
+
+    The log is streamed: only the kept lines are ever in memory, however large the log
+    (Stitch logs can be hundreds of MB).
 
     Args:
         credentials: The Stitch credentials block.
         job_name: The replication job's name.
-        tail_lines: Keep only the last lines.
+        tail_lines: Lines to keep from the end; ``None`` returns the whole log (held in
+            memory whole).
 
     Returns:
         The log text.

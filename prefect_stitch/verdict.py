@@ -1,30 +1,34 @@
 """Stitch's rules, in one pure place: what an extraction record means, and which record is ours.
 
 Nothing else in the package compares exit statuses or decides which record belongs to
-the job being waited for. Both functions are pure and table-tested
-(``tests/test_verdict.py``), with property tests over every combination of statuses.
+the job being waited for. Every function here is pure and table-tested
+(``tests/test_verdict.py``).
 
 The rules, from Stitch's documentation of the extraction object:
 
 * a job has three phases (discovery, tap, target), each with an exit status:
-  ``null`` while running, ``0`` on success, anything else (``1``, ``-9``, ...) on failure;
+  ``null`` while running (or when the phase never ran), ``0`` on success, anything
+  else (``1``, ``-9``, ...) on failure;
 * **any** non-zero status means the job failed, whatever the other phases say;
 * all three ``0`` means it succeeded;
-* all statuses ``null`` *with* a ``completion_time`` (or a description ``"Terminated"``)
-  means the job was terminated, **not** that it is still running;
+* no non-zero status, not all ``0``, and a ``completion_time`` means the job was
+  terminated, **not** that it is still running (the descriptions may be null);
 * otherwise (or when our record is not listed yet) the job is still running.
 
-Matching: ``GET /extractions`` lists the *last completed* job per source, so right
-after a trigger the source's record is the **previous** job. We match by ``job_name``;
-when we follow a job whose name Stitch never told us (we attached to a running job),
-we match the source's first record that completed after we saw the job running.
+Which record is ours: ``GET /extractions`` lists the *last completed* job per source, so
+right after a trigger the source's record is the **previous** job. Stitch's clock is not
+ours, so identity is decided from Stitch's records and Stitch's clock only: the job's
+name, the source's record before we acted (the *baseline*), and Stitch's ``Date``
+header on its answer to our trigger, compared with its record times
+([`locate_job`][prefect_stitch.verdict.locate_job]).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from prefect_stitch.errors import PhaseFailure
@@ -33,20 +37,21 @@ from prefect_stitch.models import Extraction, StitchSyncHandle
 __all__ = [
     "PHASES",
     "ExtractionState",
+    "Located",
+    "Order",
     "Verdict",
     "exit_statuses_from_log",
-    "find_job_record",
-    "find_superseding_record",
+    "find_earlier_attempt",
     "judge_extraction",
-    "record_matches",
+    "locate_job",
+    "order_of",
+    "started_before_baseline",
 ]
 
 PHASES: tuple[str, ...] = ("discovery", "tap", "target")
 """The phases of a Stitch replication job, in the order they run."""
 
 TERMINATED_DESCRIPTION = "terminated"
-DEFAULT_CLOCK_SKEW = timedelta(seconds=1)
-"""Slack between our clock and Stitch's when matching a job by its times."""
 
 
 class ExtractionState(StrEnum):
@@ -102,7 +107,7 @@ class Verdict:
         return {
             ExtractionState.RUNNING: "still running",
             ExtractionState.SUCCEEDED: "every phase exited 0",
-            ExtractionState.TERMINATED: "terminated before any phase reported an exit status",
+            ExtractionState.TERMINATED: "terminated before every phase reported an exit status",
         }[self.state]
 
 
@@ -154,138 +159,227 @@ def judge_extraction(record: Extraction | None) -> Verdict:
     return Verdict(ExtractionState.RUNNING)
 
 
-def record_matches(
-    handle: StitchSyncHandle, record: Extraction, *, clock_skew: timedelta = DEFAULT_CLOCK_SKEW
-) -> bool:
-    """Whether an extraction record is the job that ``handle`` waits for.
-
-    * A known ``job_name`` must match exactly: the source's listed record right after a
-      trigger is the *previous* job, never ours.
-    * A job we attached to (its name unknown) was running when we saw it, so it is the
-      source's first record that completed at or after that moment; the previous job
-      completed before it.
-    * A job we started but whose name we never received (the trigger's answer was lost
-      and the retry met ``already_running``) started after our first trigger request.
-
-    Stitch's timestamps have whole seconds and come from Stitch's clock, so the times
-    are compared with ``clock_skew`` of slack.
-
-    Args:
-        handle: What the trigger learnt.
-        record: An extraction record.
-        clock_skew: Tolerance between our clock and Stitch's.
-
-    Returns:
-        True when the record belongs to the job.
+class Order(StrEnum):
+    """How a Stitch timestamp stands to another Stitch timestamp (whole seconds).
 
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.models import Extraction, StitchSyncHandle
-        from prefect_stitch.verdict import record_matches
+        from prefect_stitch.verdict import Order, order_of
 
-        handle = StitchSyncHandle(source_id=1, job_name="ours", requested_at=datetime.now(UTC))
-        previous = Extraction(job_name="previous", source_id=1)
-        assert not record_matches(handle, previous)
+        moment = datetime(2026, 1, 1, tzinfo=UTC)
+        assert order_of(moment, moment) is Order.SAME_SECOND
         ```
     """
-    if record.source_id != handle.source_id:
-        return False
-    if handle.job_name is not None:
-        return record.job_name == handle.job_name
-    if handle.seen_running_at is not None and handle.attached:
-        if record.completion_time is None:
-            return False
-        return record.completion_time >= _floor_second(handle.seen_running_at) - clock_skew
-    if record.start_time is None:
-        return False
-    return record.start_time >= _floor_second(handle.requested_at) - clock_skew
+
+    BEFORE = "before"
+    SAME_SECOND = "same_second"
+    AFTER = "after"
+    UNKNOWN = "unknown"
 
 
-def find_job_record(
-    handle: StitchSyncHandle,
-    records: list[Extraction],
-    *,
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
-) -> Extraction | None:
-    """Find the record of the job that ``handle`` waits for in one listing.
+def order_of(moment: datetime | None, reference: datetime | None) -> Order:
+    """Compare two of Stitch's own timestamps (never one of this machine's).
 
-    Duplicates (a record listed on two pages because the list shifted while it was
-    read) are harmless: the first match wins.
+    Stitch's record times and its ``Date`` header both have whole seconds, so two
+    moments in the same second cannot be ordered.
+
+    Args:
+        moment: A Stitch timestamp (a record's start or completion time).
+        reference: Another Stitch timestamp (the ``Date`` of one of its answers).
+
+    Returns:
+        ``BEFORE``/``AFTER`` when the seconds differ, ``SAME_SECOND`` when they are
+        equal, ``UNKNOWN`` when either is missing.
+
+    Example:
+        ```python
+        from datetime import UTC, datetime, timedelta
+        from prefect_stitch.verdict import Order, order_of
+
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        assert order_of(now + timedelta(seconds=1), now) is Order.AFTER
+        assert order_of(None, now) is Order.UNKNOWN
+        ```
+    """
+    if moment is None or reference is None:
+        return Order.UNKNOWN
+    a, b = _floor_second(moment), _floor_second(reference)
+    if a < b:
+        return Order.BEFORE
+    if a > b:
+        return Order.AFTER
+    return Order.SAME_SECOND
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where the job a handle waits for stands in one listing of the account.
+
+    Exactly one of the fields is set, or none (the job is not listed yet: keep waiting).
+
+    Attributes:
+        record: The job's own record (final or not: judge it).
+        later: A record of a *later* job of the source: ours has ended, but its record
+            was replaced before a poll could read it.
+        check_log: A record of another job that cannot be ordered against ours from
+            Stitch's timestamps alone (same second): ours may have ended; its log says.
+
+    Example:
+        ```python
+        from prefect_stitch.verdict import Located
+
+        print(Located().found)  # False
+        ```
+    """
+
+    record: Extraction | None = None
+    later: Extraction | None = None
+    check_log: Extraction | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether the listing says anything about the job."""
+        return self.record is not None or self.later is not None or self.check_log is not None
+
+
+def locate_job(handle: StitchSyncHandle, records: Sequence[Extraction]) -> Located:
+    """Find what one listing says about the job that ``handle`` waits for.
+
+    Stitch lists one record per source, its *last completed* job, so the rules compare
+    Stitch's records with Stitch's records (the source's record before we acted, the
+    job's name) and Stitch's timestamps with Stitch's own clock (the ``Date`` of its
+    answer to our trigger), never with this machine's clock:
+
+    * **Known name** (the trigger told it): the record with that name is ours. Another
+      record of the source that is not the baseline (the record listed before we
+      acted) belongs to another job: if it completed after Stitch answered our trigger,
+      it ran *after* ours (one job per source at a time: ours had ended) -> ``later``;
+      if it completed before, it is a job that ended before ours started -> ignored;
+      in the same second (or with no ``Date``) -> ``check_log``.
+    * **Unknown name** (we met ``already_running`` and follow the job that was
+      running): the first record of the source other than the baseline is that job,
+      unless it completed before Stitch's answer (an earlier job: ignored) or started
+      after it (a later job replaced the one we followed -> ``later``).
 
     Args:
         handle: What the trigger learnt.
-        records: Every record of one listing (all pages).
-        clock_skew: Tolerance between our clock and Stitch's.
+        records: Every record of one listing (all pages; duplicates are harmless).
 
     Returns:
-        The job's record, or ``None`` while it is not listed.
+        What the listing says.
 
     Example:
         ```python
         from datetime import UTC, datetime
         from prefect_stitch.models import Extraction, StitchSyncHandle
-        from prefect_stitch.verdict import find_job_record
+        from prefect_stitch.verdict import locate_job
 
-        handle = StitchSyncHandle(source_id=1, job_name="ours", requested_at=datetime.now(UTC))
-        print(find_job_record(handle, [Extraction(job_name="ours", source_id=1)]))
+        handle = StitchSyncHandle(source_id=1, job_name="ours", baseline_job_name="previous",
+                                  requested_at=datetime.now(UTC))
+        previous = Extraction(job_name="previous", source_id=1)
+        assert not locate_job(handle, [previous]).found
+        ```
+    """
+    answered = handle.answer_stitch_time
+    for record in records:
+        if record.source_id != handle.source_id or record.job_name == handle.baseline_job_name:
+            continue
+        if handle.job_name is not None:
+            if record.job_name == handle.job_name:
+                return Located(record=record)
+            continue
+        # The job we follow was running when Stitch answered: it completed after that.
+        if order_of(record.completion_time, answered) is Order.BEFORE:
+            continue  # a job that ended before the one we follow
+        if order_of(record.start_time, answered) is Order.AFTER:
+            return Located(later=record)  # started after Stitch saw ours running
+        return Located(record=record)
+    if handle.job_name is None:
+        return Located()
+    for record in records:
+        if record.source_id != handle.source_id or record.job_name in (
+            handle.job_name,
+            handle.baseline_job_name,
+        ):
+            continue
+        order = order_of(record.completion_time, answered)
+        if order is Order.AFTER:
+            return Located(later=record)
+        if order is not Order.BEFORE:
+            return Located(check_log=record)
+    return Located()
+
+
+def started_before_baseline(handle: StitchSyncHandle, record: Extraction) -> bool:
+    """Whether a job provably started before we first asked Stitch for one.
+
+    A retried trigger that meets ``already_running`` cannot tell at once whether the
+    running job is the one its lost first attempt started. Once the job's record is
+    listed, its ``start_time`` settles it: a job that started before the baseline
+    listing (Stitch's ``Date`` of it, read before our first trigger) was not ours.
+
+    Args:
+        handle: The handle (its ``baseline_stitch_time`` is Stitch's clock before we acted).
+        record: The job's record.
+
+    Returns:
+        True when the job started in an earlier second than the baseline listing.
+
+    Example:
+        ```python
+        from datetime import UTC, datetime, timedelta
+        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.verdict import started_before_baseline
+
+        before = datetime(2026, 1, 1, tzinfo=UTC)
+        handle = StitchSyncHandle(source_id=1, requested_at=before,
+                                  baseline_stitch_time=before + timedelta(minutes=1))
+        assert started_before_baseline(handle, Extraction(job_name="j", source_id=1,
+                                                          start_time=before))
+        ```
+    """
+    return order_of(record.start_time, handle.baseline_stitch_time) is Order.BEFORE
+
+
+def find_earlier_attempt(
+    handle: StitchSyncHandle, records: Sequence[Extraction]
+) -> Extraction | None:
+    """The completed job that a trigger attempt whose answer was lost may have started.
+
+    Before a retried trigger sends its request again, it looks at the listing: a record
+    of the source other than the baseline, of a job that did not start before the
+    baseline listing, is a job that ran since we first asked, so the earlier attempt's
+    job (it has already ended): report it instead of starting another.
+
+    Args:
+        handle: The first attempt's handle (baseline and Stitch's time of the baseline).
+        records: Every record of one listing.
+
+    Returns:
+        That record, or ``None``.
+
+    Example:
+        ```python
+        from datetime import UTC, datetime
+        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.verdict import find_earlier_attempt
+
+        handle = StitchSyncHandle(source_id=1, baseline_job_name="b",
+                                  requested_at=datetime.now(UTC))
+        print(find_earlier_attempt(handle, [Extraction(job_name="b", source_id=1)]))  # None
         ```
     """
     for record in records:
-        if record_matches(handle, record, clock_skew=clock_skew):
+        if record.source_id != handle.source_id or record.job_name == handle.baseline_job_name:
+            continue
+        if not started_before_baseline(handle, record):
             return record
     return None
 
 
 def _floor_second(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
-
-
-def find_superseding_record(
-    handle: StitchSyncHandle,
-    records: list[Extraction],
-    *,
-    clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
-) -> Extraction | None:
-    """A record of a *later* job of the source that replaced ours in the listing.
-
-    Stitch lists one record per source. If our job completes and another job of the
-    source (Stitch's own schedule, a colleague) starts and completes before the next
-    poll, our record is gone. A record whose job started after our trigger and is not
-    ours proves it: Stitch runs one job per source at a time, so ours had ended.
-
-    Args:
-        handle: What the trigger learnt (only a known job name can be superseded).
-        records: Every record of one listing.
-        clock_skew: Tolerance between our clock and Stitch's.
-
-    Returns:
-        The later job's record, or ``None``.
-
-    Example:
-        ```python
-        from datetime import UTC, datetime, timedelta
-        from prefect_stitch.models import Extraction, StitchSyncHandle
-        from prefect_stitch.verdict import find_superseding_record
-
-        now = datetime.now(UTC)
-        handle = StitchSyncHandle(source_id=1, job_name="ours", requested_at=now)
-        later = Extraction(job_name="later", source_id=1, start_time=now + timedelta(minutes=1))
-        assert find_superseding_record(handle, [later]) is later
-        ```
-    """
-    if handle.job_name is None:
-        return None
-    threshold = _floor_second(handle.requested_at) + clock_skew
-    for record in records:
-        if (
-            record.source_id == handle.source_id
-            and record.job_name != handle.job_name
-            and record.start_time is not None
-            and record.start_time >= threshold
-        ):
-            return record
-    return None
 
 
 _EXIT_LINE = re.compile(r"Exit status is:(?P<rest>[^\n]*)")

@@ -416,8 +416,9 @@ def test_retried_trigger_finds_the_job_its_first_attempt_started_and_finished(
     """The lost attempt's job ended before the retry: report it, start nothing."""
     sim.add_source(31, outcomes=[Outcome.failure("tap", 1, "first", duration_seconds=0.1)])
     sim.inject("trigger", Fault.start_then_drop())
+    credentials = make_credentials(sim, retry_backoff_seconds=1.0)  # the retry comes after 1 s
     with pytest.raises(StitchReplicationFailed) as caught:
-        run(sim, 31)
+        run(sim, 31, credentials=credentials)
     [job] = [job for job in sim.jobs(31) if job["triggered_via"] == "api"]
     assert caught.value.job_name == job["job_name"]
     assert len(sim.requests_for("trigger")) == 1  # no second trigger was needed

@@ -8,9 +8,12 @@ from prefect_stitch.errors import PhaseFailure
 from prefect_stitch.models import Extraction, StitchSyncHandle
 from prefect_stitch.verdict import (
     ExtractionState,
-    find_job_record,
+    Order,
+    find_earlier_attempt,
     judge_extraction,
-    record_matches,
+    locate_job,
+    order_of,
+    started_before_baseline,
 )
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -124,54 +127,153 @@ def handle(**kwargs) -> StitchSyncHandle:
     return StitchSyncHandle(**kwargs)
 
 
-def test_previous_job_still_listed_is_never_ours():
-    ours = handle(job_name="116078.1.sync.ours")
-    previous = record(0, 0, 0, job_name="116078.1.sync.previous", start=T0 + timedelta(hours=1))
-    assert not record_matches(ours, previous)
-    assert find_job_record(ours, [previous]) is None
+def at(seconds: float) -> datetime:
+    """A moment of Stitch's clock, ``seconds`` after T0."""
+    return T0 + timedelta(seconds=seconds)
 
 
-def test_match_by_job_name_and_source():
-    ours = handle(job_name="j")
-    assert record_matches(ours, record(job_name="j"))
-    assert not record_matches(ours, record(job_name="j", source_id=2))
-
-
-@pytest.mark.parametrize(
-    ("completion_offset", "matches"),
-    [
-        (timedelta(seconds=-3600), False),  # previous job, completed an hour before
-        (timedelta(seconds=-5), False),  # completed before we saw a job running
-        (timedelta(seconds=0), True),
-        (timedelta(seconds=30), True),
-    ],
-)
-def test_attached_job_is_first_record_completed_after_we_saw_it_running(completion_offset, matches):
-    seen = T0 + timedelta(hours=2, milliseconds=400)
-    attached = handle(attached=True, seen_running_at=seen)
-    start = seen - timedelta(minutes=30)  # it started long before we attached
-    rec = Extraction(
-        job_name="x",
-        source_id=1,
-        start_time=start,
-        completion_time=seen.replace(microsecond=0) + completion_offset,
+def job(name: str, start: float | None, end: float | None, *, source_id: int = 1) -> Extraction:
+    """A succeeded record of Stitch's clock: started and completed ``start``/``end`` s after T0."""
+    return Extraction(
+        job_name=name,
+        source_id=source_id,
+        start_time=None if start is None else at(start),
+        completion_time=None if end is None else at(end),
         discovery_exit_status=0,
         tap_exit_status=0,
         target_exit_status=0,
     )
-    assert record_matches(attached, rec) is matches
 
 
-def test_retried_trigger_job_is_first_record_started_after_first_attempt():
-    retried = handle(requested_at=T0, seen_running_at=T0 + timedelta(seconds=5))
-    assert record_matches(retried, record(job_name="ours", start=T0 + timedelta(seconds=1)))
-    assert not record_matches(retried, record(job_name="prev", start=T0 - timedelta(hours=1)))
+@pytest.mark.parametrize(
+    ("moment", "reference", "order"),
+    [
+        (at(0), at(1), Order.BEFORE),
+        (at(2), at(1), Order.AFTER),
+        (at(1), at(1.9), Order.SAME_SECOND),  # whole seconds: cannot be ordered
+        (at(1.9), at(1), Order.SAME_SECOND),
+        (None, at(1), Order.UNKNOWN),
+        (at(1), None, Order.UNKNOWN),
+    ],
+)
+def test_order_of_stitch_timestamps(moment, reference, order):
+    assert order_of(moment, reference) is order
+
+
+# Known name: the trigger answered at T0+100 s (Stitch's clock), the baseline was "B".
+STARTED = {"job_name": "J", "baseline_job_name": "B", "answer_stitch_time": at(100)}
+
+
+@pytest.mark.parametrize(
+    ("name", "records", "expected"),
+    [
+        ("nothing listed", [], "none"),
+        ("the baseline (previous job) is never ours", [job("B", 0, 50)], "none"),
+        (
+            "the baseline with a newer clock is still not ours",
+            [job("B", 200, 300)],
+            "none",
+        ),
+        ("our record, by name", [job("B", 0, 50), job("J", 100, 160)], "record:J"),
+        ("another source's record with our name", [job("J", 100, 160, source_id=2)], "none"),
+        (
+            "a job that ended before Stitch answered our trigger is ignored",
+            [job("S", 60, 99)],
+            "none",
+        ),
+        ("a job that completed after our trigger ran after ours", [job("L", 101, 130)], "later:L"),
+        ("same second as the answer: ask the log", [job("X", 99, 100)], "check_log:X"),
+        (
+            "no Date from Stitch: ask the log",
+            [job("X", 0, 10)],
+            "check_log:X",
+        ),
+        ("our record wins over a later one", [job("L", 161, 170), job("J", 100, 160)], "record:J"),
+    ],
+)
+def test_locate_a_job_whose_name_we_know(name, records, expected):
+    fields = dict(STARTED)
+    if name == "no Date from Stitch: ask the log":
+        fields["answer_stitch_time"] = None
+    located = locate_job(handle(**fields), records)
+    assert describe(located) == expected, name
+
+
+# Attached: Stitch said "already running" at T0+100 s; the baseline was "B".
+ATTACHED = {"origin": "attached", "baseline_job_name": "B", "answer_stitch_time": at(100)}
+
+
+@pytest.mark.parametrize(
+    ("name", "records", "expected"),
+    [
+        ("only the baseline", [job("B", 0, 50)], "none"),
+        ("the running job's record", [job("B", 0, 50), job("R", 90, 130)], "record:R"),
+        (
+            "the running job started long before we attached",
+            [job("R", -3600, 130)],
+            "record:R",
+        ),
+        (
+            "a job that completed before Stitch said 'running' is not the one we follow",
+            [job("S", 40, 95)],
+            "none",
+        ),
+        (
+            "a job that started after Stitch said 'running' replaced ours",
+            [job("L", 140, 150)],
+            "later:L",
+        ),
+        ("completed in the same second as the answer", [job("R", 50, 100)], "record:R"),
+        ("another source", [job("R", 90, 130, source_id=2)], "none"),
+    ],
+)
+def test_locate_the_job_we_attached_to(name, records, expected):
+    assert describe(locate_job(handle(**ATTACHED), records)) == expected, name
+
+
+def test_without_stitch_time_the_first_new_record_is_the_job_followed():
+    followed = handle(origin="attached", baseline_job_name="B")
+    assert describe(locate_job(followed, [job("B", 0, 1), job("R", 5, 6)])) == "record:R"
+
+
+def test_a_running_record_of_the_followed_job_is_found_but_not_final():
+    running = job("R", 90, None).model_copy(update={"target_exit_status": None})
+    located = locate_job(handle(**ATTACHED), [running])
+    assert located.record is running
+    assert not judge_extraction(located.record).state.is_final
 
 
 def test_duplicate_records_from_shifting_pages_match_once():
-    ours = handle(job_name="j")
-    rec = record(0, 0, 0, job_name="j")
-    assert find_job_record(ours, [rec, rec]) is rec
+    ours = handle(job_name="J")
+    rec = job("J", 0, 1)
+    assert locate_job(ours, [rec, rec]).record is rec
+
+
+@pytest.mark.parametrize(
+    ("start", "baseline", "before"),
+    [(10, 11, True), (11, 11, False), (12, 11, False), (None, 11, False), (10, None, False)],
+)
+def test_started_before_baseline(start, baseline, before):
+    rec = job("R", start, 20)
+    followed = handle(baseline_stitch_time=None if baseline is None else at(baseline))
+    assert started_before_baseline(followed, rec) is before
+
+
+def test_a_lost_answers_job_is_a_new_record_that_did_not_start_before_the_baseline():
+    first = handle(baseline_job_name="B", baseline_stitch_time=at(100))
+    assert find_earlier_attempt(first, [job("B", 0, 50)]) is None
+    assert find_earlier_attempt(first, [job("S", 90, 101)]) is None  # started before we asked
+    ours = job("J", 100, 104)
+    assert find_earlier_attempt(first, [job("B", 0, 50), ours]) is ours
+    assert find_earlier_attempt(first, [job("J", 100, 104, source_id=2)]) is None
+
+
+def describe(located) -> str:
+    for field_name in ("record", "later", "check_log"):
+        value = getattr(located, field_name)
+        if value is not None:
+            return f"{field_name}:{value.job_name}"
+    return "none"
 
 
 @pytest.mark.parametrize(
@@ -198,14 +300,3 @@ def test_exit_statuses_from_log(log, expected):
     from prefect_stitch.verdict import exit_statuses_from_log
 
     assert exit_statuses_from_log(log) == expected
-
-
-def test_a_later_job_proves_ours_was_superseded_but_the_previous_one_does_not():
-    from prefect_stitch.verdict import find_superseding_record
-
-    ours = handle(job_name="ours", requested_at=T0)
-    previous = record(job_name="previous", start=T0 - timedelta(hours=1))
-    later = record(job_name="later", start=T0 + timedelta(minutes=3))
-    assert find_superseding_record(ours, [previous]) is None
-    assert find_superseding_record(ours, [previous, later]) is later
-    assert find_superseding_record(handle(attached=True, seen_running_at=T0), [later]) is None
