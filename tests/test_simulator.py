@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
+import email.utils
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -19,10 +23,12 @@ from prefect_stitch.simulator import (
     DELETED_SOURCE_MESSAGE,
     EXTRACTION_NOT_FOUND_MESSAGE,
     SERVER_ERROR_MESSAGE,
+    TERMINATED,
     UNAUTHORIZED_MESSAGE,
     Fault,
     Outcome,
     StitchSimulator,
+    StreamLoad,
 )
 
 TOKEN = "sim-token"
@@ -32,6 +38,11 @@ JOB_NAME = re.compile(
 )
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 UNAUTHORIZED = {"error": {"type": "unauthorized", "message": UNAUTHORIZED_MESSAGE}}
+PHASES = ("discovery", "tap", "target")
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}Z"
+TERMINATED_SUMMARY = (
+    "Exit status is: Discovery was terminated. Tap was terminated. Target was terminated."
+)
 
 
 @pytest.fixture
@@ -51,12 +62,35 @@ def api(sim: StitchSimulator) -> Iterator[httpx.Client]:
 def extractions(api: httpx.Client, page: int = 1) -> dict[str, Any]:
     response = api.get(f"/v4/{CLIENT}/extractions", params={"page": page})
     assert response.status_code == 200
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def record_of(api: httpx.Client, source_id: int) -> dict[str, Any] | None:
     found = [r for r in extractions(api)["data"] if r["source_id"] == source_id]
     return found[0] if found else None
+
+
+def log_lines(api: httpx.Client, job_name: str) -> list[str]:
+    response = api.get(f"/v4/{CLIENT}/extractions/{job_name}", follow_redirects=True)
+    assert response.status_code == 200
+    return response.text.splitlines()
+
+
+def epoch(stamp: str) -> int:
+    """Seconds since the epoch of a Stitch timestamp (`2020-06-19T15:09:38Z`)."""
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def log_epoch(line: str) -> float:
+    """Seconds since the epoch of a log line's stamp (`2020-06-19 15:09:38,123Z ...`)."""
+    day, clock = line.split(" ")[:2]
+    whole, millis = clock.rstrip("Z").split(",")
+    return calendar.timegm(time.strptime(f"{day} {whole}", "%Y-%m-%d %H:%M:%S")) + int(millis) / 1e3
+
+
+def header_epoch(response: httpx.Response) -> float:
+    return email.utils.parsedate_to_datetime(response.headers["date"]).timestamp()
 
 
 # -- auth -------------------------------------------------------------------------------------
@@ -144,6 +178,7 @@ def test_job_started_by_the_scheduler_blocks_a_trigger(
         "completed_at": None,
         "running": True,
         "stopped": False,
+        "stop_requested_at": None,
         "triggered_via": "scheduler",
     }
 
@@ -183,11 +218,13 @@ def test_stop_turns_the_running_job_into_a_terminated_record(
     assert record is not None
     assert record["job_name"] == job_name
     assert ISO.match(record["completion_time"])
-    for phase in ("discovery", "tap", "target"):
+    for phase in PHASES:
         assert record[f"{phase}_exit_status"] is None
-        assert record[f"{phase}_description"] == "Terminated"
+        assert record[f"{phase}_description"] is None  # told by the completion time alone
     assert sim.jobs(1001)[0]["stopped"] is True
+    assert sim.jobs(1001)[0]["outcome"] == "terminated"
     assert sim.running_job(1001) is None
+    assert log_lines(api, job_name)[-1].endswith(f"main - INFO {TERMINATED_SUMMARY}")
 
 
 @pytest.mark.parametrize(("idle_status", "expected_body_key"), [(200, "status"), (404, "error")])
@@ -288,18 +325,16 @@ def test_list_running_jobs_variant(stitch_simulator_factory: Any) -> None:
         ),
         (
             Outcome.failure("discovery", description="no creds"),
-            {"discovery": (1, "no creds"), "tap": (0, None), "target": (0, None)},
+            {"discovery": (1, "no creds"), "tap": (None, None), "target": (None, None)},
         ),
         (
             Outcome.failure("target", exit_status=2, description="load"),
             {"discovery": (0, None), "tap": (0, None), "target": (2, "load")},
         ),
-        (
-            Outcome.terminated(),
-            {p: (None, "Terminated") for p in ("discovery", "tap", "target")},
-        ),
+        (Outcome.terminated(), {p: (None, None) for p in PHASES}),
+        (Outcome.terminated(description=TERMINATED), {p: (None, "Terminated") for p in PHASES}),
     ],
-    ids=["success", "tap-9", "discovery", "target", "terminated"],
+    ids=["success", "tap-9", "discovery", "target", "terminated", "terminated-docs-example"],
 )
 def test_outcomes_become_records(
     sim: StitchSimulator,
@@ -330,7 +365,7 @@ def test_outcomes_are_consumed_in_order_and_the_last_repeats(
         sim.finish_job(1001)
         seen.append(record_of(api, 1001)["tap_exit_status"])  # type: ignore[index]
     assert seen == [1, 0, 0]
-    sim.set_outcomes(1001, [Outcome.terminated(None)])
+    sim.set_outcomes(1001, [Outcome.terminated(None, description=TERMINATED)])
     api.post("/v4/sources/1001/sync")
     sim.finish_job(1001)
     assert record_of(api, 1001)["tap_description"] == "Terminated"  # type: ignore[index]
@@ -845,3 +880,637 @@ def test_cli_rejects_bad_source_specs(capsys: pytest.CaptureFixture[str]) -> Non
     assert "bad source spec" in capsys.readouterr().err
     assert parse_source("7:tap=-9:none")[1] == Outcome.failure("tap", -9, duration_seconds=None)
     assert parse_source("7")[1] == Outcome.success()
+
+
+# -- phases that never ran, terminated records (null, told by the completion time) ----------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "summary"),
+    [
+        (
+            Outcome.failure("discovery", 2, "no creds"),
+            [(2, "no creds"), (None, None), (None, None)],
+            "Discovery failed with code 2. Tap did not run. Target did not run.",
+        ),
+        (
+            Outcome.failure("tap", -9, "Killed"),
+            [(0, None), (-9, "Killed"), (0, None)],
+            "Discovery succeeded. Tap failed with code -9. Target succeeded.",
+        ),
+        (
+            Outcome.failure("target", 3, "bad column"),
+            [(0, None), (0, None), (3, "bad column")],
+            "Discovery succeeded. Tap succeeded. Target failed with code 3.",
+        ),
+        (
+            Outcome.failure("tap", 1, "boom", later_exit_status=None),
+            [(0, None), (1, "boom"), (None, None)],
+            "Discovery succeeded. Tap failed with code 1. Target did not run.",
+        ),
+        (
+            Outcome.failure("discovery", 1, "flaky", later_exit_status=0),
+            [(1, "flaky"), (0, None), (0, None)],
+            "Discovery failed with code 1. Tap succeeded. Target succeeded.",
+        ),
+        (
+            Outcome.failure("tap", 1, "broken pipe", later_exit_status=-15),
+            [(0, None), (1, "broken pipe"), (-15, None)],
+            "Discovery succeeded. Tap failed with code 1. Target failed with code -15.",
+        ),
+    ],
+    ids=["discovery", "tap", "target", "tap-later-null", "discovery-later-0", "tap-later-15"],
+)
+def test_phases_after_a_failure_in_the_record_and_the_log_summary(
+    sim: StitchSimulator,
+    api: httpx.Client,
+    outcome: Outcome,
+    expected: list[tuple[int | None, str | None]],
+    summary: str,
+) -> None:
+    sim.add_source(1001, outcomes=[dataclasses.replace(outcome, duration_seconds=0.0)])
+    job_name = api.post("/v4/sources/1001/sync").json()["job_name"]
+    record = record_of(api, 1001)
+    assert record is not None and record["job_name"] == job_name
+    assert ISO.match(record["completion_time"])
+    got = [(record[f"{p}_exit_status"], record[f"{p}_description"]) for p in PHASES]
+    assert got == expected
+    lines = log_lines(api, job_name)
+    assert lines[-1].endswith(f"main - INFO Exit status is: {summary}")
+    assert sum("Exit status is:" in line for line in lines) == 1
+
+
+def test_failure_outcome_validation_and_json() -> None:
+    with pytest.raises(ValueError, match="later_exit_status"):
+        Outcome.failure("tap", later_exit_status="never")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="later_exit_status"):
+        Outcome("success", later_exit_status=0)
+    with pytest.raises(ValueError, match="only apply to a success"):
+        Outcome("terminated", rows=(("a", 1),))
+    assert Outcome.from_json({"kind": "discovery"}).later_exit_status == "auto"
+    assert Outcome.from_json({"kind": "tap", "later_exit_status": None}).later_exit_status is None
+    parsed = Outcome.from_json({"kind": "terminated", "description": "Terminated"})
+    assert parsed == Outcome.terminated(description=TERMINATED)
+    assert Outcome.from_json({"kind": "terminated"}).description is None
+
+
+def test_terminated_outcome_is_told_by_its_completion_time_only(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, outcomes=[Outcome.terminated(0.0)])
+    sim.add_source(2, outcomes=[Outcome.terminated(0.0, description=TERMINATED)])
+    jobs = {i: api.post(f"/v4/sources/{i}/sync").json()["job_name"] for i in (1, 2)}
+    records = {r["source_id"]: r for r in extractions(api)["data"]}
+    for source_id, description in ((1, None), (2, "Terminated")):
+        record = records[source_id]
+        assert record["job_name"] == jobs[source_id]
+        assert ISO.match(record["completion_time"])
+        for phase in PHASES:
+            assert record[f"{phase}_exit_status"] is None
+            assert record[f"{phase}_description"] == description
+        last = log_lines(api, jobs[source_id])[-1]
+        assert last.endswith(f"main - INFO {TERMINATED_SUMMARY}")
+        assert "succeeded" not in last and "failed with code" not in last
+
+
+# -- Stitch's clock ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [5.0, -5.0, -600.0])
+def test_date_header_and_every_timestamp_follow_stitchs_clock(
+    stitch_simulator_factory: Any, offset: float
+) -> None:
+    sim = stitch_simulator_factory(clock_offset_seconds=offset)
+    sim.add_source(1001, outcomes=[Outcome.success(0.0)])
+    with httpx.Client(base_url=sim.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        before = time.time()
+        trigger = api.post("/v4/sources/1001/sync")
+        job_name = trigger.json()["job_name"]
+        listing = api.get(f"/v4/{CLIENT}/extractions")
+        loads = api.get(f"/v4/{CLIENT}/loads")
+        paused = api.put("/v4/sources/1001", json={"paused_at": "2001-01-01T00:00:00Z"})
+        unpaused = api.put("/v4/sources/1001", json={"paused_at": None})
+        redirect = api.get(f"/v4/{CLIENT}/extractions/{job_name}")
+        download = httpx.get(redirect.headers["location"])
+        denied = httpx.get(redirect.headers["location"] + "x")  # the S3 stand-in's 403
+        after = time.time()
+    low, high = before + offset, after + offset  # Stitch's clock during the exchange
+    responses = [trigger, listing, loads, paused, redirect, download, denied]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 302, 200, 403]
+    for response in responses:
+        assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", response.headers["date"])
+        assert low - 1 < header_epoch(response) <= high  # whole seconds, floored
+    [record] = listing.json()["data"]
+    started, completed = epoch(record["start_time"]), epoch(record["completion_time"])
+    assert low - 1 < started == completed <= high  # a zero-second job
+    assert started <= header_epoch(listing) <= started + high - low + 1
+    loaded = [epoch(r["last_batch_loaded_at"]) for r in loads.json()["data"]]
+    assert loaded == [completed, completed]
+    assert low - 1 < epoch(paused.json()["paused_at"]) <= high
+    source = unpaused.json()
+    assert low - 1 < epoch(source["created_at"]) <= high
+    assert epoch(source["schedule"]["next_fire_time"]) == epoch(source["created_at"]) + 3600
+    lines = download.text.splitlines()
+    assert low - 1 < log_epoch(lines[0]) <= log_epoch(lines[-1]) <= high
+    # The skew itself: Stitch's Date differs from this machine's clock by the offset.
+    assert abs(header_epoch(listing) - (before + after) / 2 - offset) < 1 + (after - before)
+
+
+# -- Stitch's scheduler -------------------------------------------------------------------------
+
+
+def test_scheduler_chain_between_two_polls_is_settled_in_order(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1001, outcomes=[Outcome.success(600)])
+    ours = api.post("/v4/sources/1001/sync").json()["job_name"]
+    t0 = epoch(sim.jobs(1001)[0]["started_at"])
+    later = Outcome.failure("tap", 1, "the scheduler's job failed", duration_seconds=300)
+    sim.run_after_current(1001, outcome=later, gap_seconds=60)  # ours ends +600: starts +660
+    sim.schedule_job(1001, in_seconds=100)  # ours still runs: skipped
+    sim.schedule_job(1001, in_seconds=700, outcome=Outcome.success(10))  # +660's job runs
+    sim.schedule_job(1001, in_seconds=1000, outcome=Outcome.success(50))  # idle: starts
+    assert record_of(api, 1001) is None
+    sim.clock_offset_seconds += 2000  # 2000 s of Stitch's time pass between two polls
+
+    record = record_of(api, 1001)
+    jobs = sim.jobs(1001)
+    assert [(j["triggered_via"], j["outcome"]) for j in jobs] == [
+        ("api", "success"),
+        ("scheduler", "failure"),
+        ("scheduler", "success"),
+    ]
+    assert jobs[0]["job_name"] == ours and not any(j["running"] for j in jobs)
+    times = [(epoch(j["started_at"]) - t0, epoch(j["completed_at"]) - t0) for j in jobs]
+    assert times[:2] == [(0, 600), (660, 960)]  # exact historic times
+    assert times[2][0] in (1000, 1001) and times[2][1] == times[2][0] + 50
+    assert record is not None and record["job_name"] == jobs[2]["job_name"]
+    assert (epoch(record["start_time"]) - t0, epoch(record["completion_time"]) - t0) == times[2]
+    assert sim.scheduled_skips(1001) == 2
+    # The replaced job's log still tells its own story, stamped within its own run.
+    failed_log = log_lines(api, jobs[1]["job_name"])
+    assert failed_log[-1].endswith("Tap failed with code 1. Target succeeded.")
+    assert t0 + 660 <= log_epoch(failed_log[0]) <= log_epoch(failed_log[-1]) < t0 + 961
+
+
+def test_run_after_current_replaces_our_record_between_two_polls(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1001, outcomes=[Outcome.success(0.5)])
+    sim.seed_completed(1001)
+    theirs = Outcome.failure("target", 1, "later job", duration_seconds=0.05)
+    sim.run_after_current(1001, outcome=theirs, gap_seconds=0.05)  # idle: arms on the next job
+    ours = api.post("/v4/sources/1001/sync").json()["job_name"]
+    first_poll = record_of(api, 1001)
+    assert first_poll is not None and first_poll["job_name"] != ours  # the seeded record
+    time.sleep(0.8)  # real time: ours ends, theirs starts and ends, before the next poll
+    second_poll = record_of(api, 1001)
+    assert second_poll is not None
+    assert second_poll["job_name"] not in (ours, first_poll["job_name"])
+    assert second_poll["target_exit_status"] == 1
+    _seeded, our_job, their_job = sim.jobs(1001)
+    assert our_job["job_name"] == ours and their_job["triggered_via"] == "scheduler"
+    assert our_job["completed_at"] <= their_job["started_at"] <= their_job["completed_at"]
+    # One-shot: the next job is not followed by another.
+    api.post("/v4/sources/1001/sync")
+    sim.clock_offset_seconds += 10
+    assert [j["triggered_via"] for j in sim.jobs(1001)] == ["seed", "api", "scheduler", "api"]
+    assert not any(j["running"] for j in sim.jobs(1001))
+
+
+def test_scheduled_starts_are_skipped_while_busy_or_paused(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, outcomes=[Outcome.success(None)])
+    sim.add_source(2, paused=True)
+    api.post("/v4/sources/1/sync")
+    sim.schedule_job(1)
+    sim.schedule_job(2)  # Stitch's scheduler starts nothing for a paused source
+    assert (sim.scheduled_skips(1), sim.scheduled_skips(2)) == (1, 1)
+    assert [j["triggered_via"] for j in sim.jobs(1)] == ["api"] and sim.jobs(2) == []
+    sim.finish_job(1)
+
+    before = time.time() + sim.clock_offset_seconds
+    sim.schedule_job(1, in_seconds=600, outcome=Outcome.success(None))
+    fire = epoch(api.get("/v4/sources/1").json()["schedule"]["next_fire_time"])
+    assert before + 599 < fire <= time.time() + sim.clock_offset_seconds + 600
+    assert sim.running_job(1) is None
+    sim.clock_offset_seconds += 601
+    running = sim.running_job(1)
+    assert running is not None and running["triggered_via"] == "scheduler"
+    assert epoch(running["started_at"]) == fire
+    assert api.post("/v4/sources/1/sync").json()["error"]["type"] == "already_running"
+    assert sim.scheduled_skips(1) == 1
+    with pytest.raises(ValueError, match="in_seconds"):
+        sim.schedule_job(1, in_seconds=-1)
+    with pytest.raises(KeyError):
+        sim.schedule_job(99)
+
+
+def test_start_job_outcome_override_does_not_consume_the_outcome_list(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, outcomes=[Outcome.failure("tap", duration_seconds=0.0), Outcome.success(0.0)])
+    sim.start_job(1, Outcome.terminated(0.0))
+    assert record_of(api, 1)["tap_exit_status"] is None  # type: ignore[index]
+    api.post("/v4/sources/1/sync")
+    assert record_of(api, 1)["tap_exit_status"] == 1  # type: ignore[index]
+    with pytest.raises(ValueError, match="does not have"):
+        sim.start_job(1, Outcome.success(rows={"nope": 1}))
+
+
+# -- stop semantics ----------------------------------------------------------------------------
+
+
+def test_stop_takes_effect_after_the_stop_delay(stitch_simulator_factory: Any) -> None:
+    sim = stitch_simulator_factory(stop_delay_seconds=120)
+    sim.add_source(1, outcomes=[Outcome.success(None)])
+    sim.add_source(2, outcomes=[Outcome.success(30)])
+    previous = sim.seed_completed(1)
+    with httpx.Client(base_url=sim.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        ours = api.post("/v4/sources/1/sync").json()["job_name"]
+        finishing = api.post("/v4/sources/2/sync").json()["job_name"]
+        for source_id in (1, 2):
+            response = api.delete(f"/v4/sources/{source_id}/sync")
+            assert (response.status_code, response.json()) == (200, {"status": 200})
+        stop_at = epoch(sim.jobs(1)[-1]["stop_requested_at"])
+        assert api.post("/v4/sources/1/sync").json()["error"]["type"] == "already_running"
+        assert record_of(api, 1)["job_name"] == previous  # type: ignore[index]
+
+        sim.clock_offset_seconds += 119
+        assert sim.running_job(1) is not None
+        assert api.post("/v4/sources/1/sync").json()["error"]["type"] == "already_running"
+        assert api.delete("/v4/sources/1/sync").json() == {"status": 200}  # does not re-arm
+        # Source 2's job reached its own end (+30) before the stop (+120) took effect.
+        done = record_of(api, 2)
+        assert done is not None and done["job_name"] == finishing
+        assert [done[f"{p}_exit_status"] for p in PHASES] == [0, 0, 0]
+        assert sim.jobs(2)[0]["stopped"] is False
+
+        sim.clock_offset_seconds += 2
+        record = record_of(api, 1)
+        assert record is not None and record["job_name"] == ours
+        assert epoch(record["completion_time"]) == stop_at + 120
+        assert [record[f"{p}_exit_status"] for p in PHASES] == [None] * 3
+        assert [record[f"{p}_description"] for p in PHASES] == [None] * 3
+        assert sim.jobs(1)[-1]["stopped"] is True
+        assert "job_name" in api.post("/v4/sources/1/sync").json()
+
+
+# -- streams, destinations -----------------------------------------------------------------------
+
+
+def test_streams_endpoint(sim: StitchSimulator, api: httpx.Client) -> None:
+    sim.add_source(
+        1, streams=("orders", "refunds", "customers"), selected=["orders"], deselected=["refunds"]
+    )
+    sim.add_source(2)
+    response = api.get("/v4/sources/1/streams")
+    assert response.status_code == 200
+    body = response.json()
+    assert isinstance(body, list)
+    assert [(s["stream_name"], s["selected"], s["metadata"]["selected"]) for s in body] == [
+        ("orders", True, True),
+        ("refunds", False, False),
+        ("customers", None, None),  # never selected: Stitch says null
+    ]
+    assert all(s["tap_stream_id"] == s["stream_name"] for s in body)
+    ids = [s["stream_id"] for s in body + api.get("/v4/sources/2/streams").json()]
+    assert all(type(i) is int for i in ids) and len(set(ids)) == 5
+    assert [s["selected"] for s in api.get("/v4/sources/2/streams").json()] == [True, True]
+    missing = api.get("/v4/sources/9/streams")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"type": "not_found", "message": "source not found (9)"}}
+    assert httpx.get(sim.base_url + "/v4/sources/1/streams").status_code == 401
+    sim.inject("streams", Fault.status(502))
+    assert api.get("/v4/sources/1/streams").status_code == 502
+    assert [r.status for r in sim.requests_for("streams")] == [200, 200, 200, 404, 401, 502]
+    assert sim.jobs_requests_in_window() == 0  # not a jobs endpoint
+    with pytest.raises(ValueError, match="disjoint"):
+        sim.add_source(3, streams=("a",), selected=["b"])
+
+
+def test_destinations_endpoint(sim: StitchSimulator, api: httpx.Client) -> None:
+    [default] = api.get("/v4/destinations").json()
+    assert default == default | {
+        "type": "postgres",
+        "stitch_client_id": CLIENT,
+        "paused_at": None,
+        "system_paused_at": None,
+        "deleted_at": None,
+    }
+    assert type(default["id"]) is int and ISO.match(default["created_at"])
+    assert default["properties"]["database"] == "analytics"
+    assert default["properties"]["port"] == "5432"  # form values are strings
+    assert default["report_card"]["current_step_type"] == "fully_configured"
+    sim.set_destination("snowflake", database="raw", host="acme.snowflakecomputing.com", port=443)
+    [updated] = api.get("/v4/destinations").json()
+    assert (updated["id"], updated["type"]) == (default["id"], "snowflake")
+    assert updated["properties"] | {"database": "raw", "port": "443"} == updated["properties"]
+    sim.remove_destination()
+    assert api.get("/v4/destinations").json() == []
+    control = httpx.post(
+        sim.base_url + "/_simulator/destination", json={"type": "redshift", "database": "dw"}
+    )
+    assert control.json()["type"] == "redshift" and control.json()["id"] != default["id"]
+    assert [d["type"] for d in api.get("/v4/destinations").json()] == ["redshift"]
+    assert httpx.get(sim.base_url + "/v4/destinations").status_code == 401
+    assert [r.status for r in sim.requests_for("destinations")] == [200, 200, 200, 200, 401]
+    assert sim.jobs_requests_in_window() == 0
+
+
+# -- loads per stream ----------------------------------------------------------------------------
+
+
+def crm_loads(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    body = api.get(f"/v4/{CLIENT}/loads").json()
+    return {r["stream_name"]: r for r in body["data"] if r["source_name"] == "crm"}
+
+
+def test_loads_land_per_stream_after_their_delay(sim: StitchSimulator, api: httpx.Client) -> None:
+    outcome = Outcome.success(
+        0.0,
+        rows={"accounts": 10, "contacts": 0, "deals": 5, "notes": 7, "tickets": 99},
+        loads={
+            "accounts": StreamLoad(delay_seconds=30),
+            "deals": StreamLoad(delay_seconds=60, error="column too wide"),
+            "notes": StreamLoad(never=True),
+        },
+    )
+    sim.add_source(
+        1001,
+        name="crm",
+        streams=("accounts", "contacts", "deals", "notes", "tickets"),
+        deselected=["tickets"],
+        outcomes=[outcome],
+    )
+    sim.seed_load(1001, "accounts", loaded_ago_seconds=7200)
+    sim.seed_load(1001, "contacts", loaded_ago_seconds=3600, error="old failure")
+    sim.seed_load(1001, "notes", loaded_ago_seconds=600)
+    job_name = api.post("/v4/sources/1001/sync").json()["job_name"]
+    completed = epoch(record_of(api, 1001)["completion_time"])  # type: ignore[index]
+
+    first = crm_loads(api)
+    assert set(first) == {"accounts", "contacts", "notes"}  # no attempt has landed yet
+    assert epoch(first["accounts"]["last_batch_loaded_at"]) <= completed - 7199
+    assert first["contacts"]["last_batch_loaded_at"] is None
+    assert first["contacts"]["error_state"]["notification_data"]["warehouse_message"] == (
+        "old failure"
+    )
+    sim.clock_offset_seconds += 31
+    second = crm_loads(api)
+    assert second["accounts"]["error_state"] is None
+    assert epoch(second["accounts"]["last_batch_loaded_at"]) == completed + 30
+    assert "deals" not in second
+    assert (second["contacts"], second["notes"]) == (first["contacts"], first["notes"])
+    sim.clock_offset_seconds += 30
+    third = crm_loads(api)
+    assert set(third) == {"accounts", "contacts", "deals", "notes"}  # tickets: not selected
+    assert third["deals"]["last_batch_loaded_at"] is None
+    error_state = third["deals"]["error_state"]
+    assert error_state["notification_data"]["warehouse_message"] == "column too wide"
+    assert error_state["exception_chain"][0]["message"] == "column too wide"
+    assert third["notes"] == first["notes"]  # never=True: no attempt ever lands
+
+    text = "\n".join(log_lines(api, job_name))
+    tap = re.findall(
+        rf'^{STAMP} tap - INFO replicated (\d+) records from "(\w+)" endpoint$', text, re.M
+    )
+    assert tap == [("10", "accounts"), ("5", "deals"), ("7", "notes")]
+    target = re.findall(
+        rf"^{STAMP} target - INFO com\.stitchdata\.target-stitch-avro\.flush-pipeline"
+        r" - send-stream-record-count-impl (\w+)$",
+        text,
+        re.M,
+    )
+    assert target == ["accounts", "deals", "notes"]
+    assert "contacts" not in text and "tickets" not in text
+
+
+def test_default_rows_and_load_error_cover_every_selected_stream(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(
+        1, name="crm", streams=("a", "b", "c"), selected=["a", "b"], outcomes=[Outcome.success(0)]
+    )
+    sim.add_source(
+        2, name="erp", streams=("a", "b"), outcomes=[Outcome.success(0, load_error="disk full")]
+    )
+    jobs = [api.post(f"/v4/sources/{i}/sync").json()["job_name"] for i in (1, 2)]
+    assert set(crm_loads(api)) == {"a", "b"}
+    erp = [r for r in api.get(f"/v4/{CLIENT}/loads").json()["data"] if r["source_name"] == "erp"]
+    assert [r["stream_name"] for r in erp] == ["a", "b"]
+    assert all(r["last_batch_loaded_at"] is None for r in erp)
+    assert {r["error_state"]["notification_data"]["warehouse_message"] for r in erp} == {
+        "disk full"
+    }
+    named = re.findall(r'replicated (\d+) records from "(\w+)"', "\n".join(log_lines(api, jobs[0])))
+    assert [stream for _, stream in named] == ["a", "b"] and all(int(n) > 0 for n, _ in named)
+
+
+def test_failed_stopped_and_terminated_jobs_load_nothing(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, outcomes=[Outcome.failure("target", duration_seconds=0.0)])
+    sim.add_source(2, outcomes=[Outcome.terminated(0.0)])
+    sim.add_source(3, outcomes=[Outcome.success(None)])
+    sim.add_source(4, name="ok", outcomes=[Outcome.success(0.0)])
+    for source_id in (1, 2, 3, 4):
+        api.post(f"/v4/sources/{source_id}/sync")
+    api.delete("/v4/sources/3/sync")
+    assert len(extractions(api)["data"]) == 4
+    body = api.get(f"/v4/{CLIENT}/loads").json()
+    assert [(r["source_name"], r["stream_name"]) for r in body["data"]] == [
+        ("ok", "accounts"),
+        ("ok", "contacts"),
+    ]
+
+
+def test_loads_are_sorted_and_paginated(stitch_simulator_factory: Any) -> None:
+    sim = stitch_simulator_factory(page_size=3)
+    sim.add_source(1, name="zeta", streams=("b", "a"))
+    sim.add_source(2, name="alpha", streams=("a", "c"))
+    sim.seed_completed(1)
+    sim.seed_completed(2)
+    with httpx.Client(base_url=sim.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+        first = api.get(f"/v4/{CLIENT}/loads").json()
+        assert (first["page"], first["total"], len(first["data"])) == (1, 4, 3)
+        assert first["links"] == {"next": f"/v4/{CLIENT}/loads?page=2"}
+        second = api.get(first["links"]["next"]).json()
+    assert second["links"] == {"previous": f"/v4/{CLIENT}/loads?page=1"}
+    assert [(r["stream_name"], r["source_name"]) for r in first["data"] + second["data"]] == [
+        ("a", "alpha"),
+        ("a", "zeta"),
+        ("b", "zeta"),
+        ("c", "alpha"),
+    ]
+    assert sim.jobs_requests_in_window() == 2
+    with pytest.raises(ValueError, match="no stream"):
+        sim.seed_load(1, "c")
+
+
+# -- logs: stream lines, length, big logs ---------------------------------------------------
+
+
+def test_log_length_and_numbering_around_the_stream_lines(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(
+        1,
+        streams=("accounts", "contacts", "deals"),
+        log_lines=12,
+        outcomes=[Outcome.success(0.1, rows={"accounts": 120, "deals": 3})],
+    )
+    sim.add_source(2, streams=("a", "b", "c", "d"), log_lines=3, outcomes=[Outcome.success(0.0)])
+    jobs = [api.post(f"/v4/sources/{i}/sync").json()["job_name"] for i in (1, 2)]
+    time.sleep(0.15)
+    for job_name, total in ((jobs[0], 12), (jobs[1], 10)):  # 1 + 4 x 2 + 1 lines at least
+        lines = log_lines(api, job_name)
+        assert len(lines) == total
+        assert all(re.match(rf"^{STAMP} ", line) for line in lines)
+        stamps = [log_epoch(line) for line in lines]
+        assert stamps == sorted(stamps)
+        for number, line in enumerate(lines, 1):
+            if "[line " in line:
+                assert f"[line {number}/{total}]" in line
+        assert "Starting extraction job" in lines[0]
+        assert lines[-1].endswith(
+            "Exit status is: Discovery succeeded. Tap succeeded. Target succeeded."
+        )
+        assert sum("replicated" in line for line in lines) == 2 if total == 12 else 4
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def test_a_200_mb_log_is_streamed_not_held(sim: StitchSimulator, api: httpx.Client) -> None:
+    lines_wanted, line_bytes = 20_000, 10_000
+    sim.add_source(
+        1,
+        log_lines=lines_wanted,
+        log_line_bytes=line_bytes,
+        outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.0)],
+    )
+    job_name = api.post("/v4/sources/1/sync").json()["job_name"]
+    location = api.get(f"/v4/{CLIENT}/extractions/{job_name}").headers["location"]
+    baseline = _rss_bytes()
+    peak = baseline or 0
+    newlines = size = chunks = 0
+    tail = b""
+    with httpx.stream("GET", location, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["transfer-encoding"] == "chunked"
+        assert "content-length" not in response.headers
+        for chunk in response.iter_raw():
+            newlines += chunk.count(b"\n")
+            size += len(chunk)
+            tail = (tail + chunk)[-2 * line_bytes :]
+            chunks += 1
+            if chunks % 16 == 0:
+                peak = max(peak, _rss_bytes() or 0)
+    assert newlines == lines_wanted
+    assert (lines_wanted - 3) * line_bytes < size < lines_wanted * line_bytes
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode()
+    assert last.endswith(
+        "main - INFO Exit status is: Discovery succeeded. Tap failed with code -9."
+        " Target succeeded."
+    )
+    if baseline is not None:  # neither side held the log: far less than its 200 MB
+        assert peak - baseline < 64 * 1024 * 1024
+
+
+def test_log_download_over_http_1_0_ends_at_close(sim: StitchSimulator, api: httpx.Client) -> None:
+    sim.add_source(1, log_lines=5, outcomes=[Outcome.success(0.0)])
+    job_name = api.post("/v4/sources/1/sync").json()["job_name"]
+    location = httpx.URL(api.get(f"/v4/{CLIENT}/extractions/{job_name}").headers["location"])
+    with socket.create_connection((location.host, location.port), timeout=5) as connection:
+        target = location.raw_path.decode()
+        connection.sendall(f"GET {target} HTTP/1.0\r\nHost: {location.host}\r\n\r\n".encode())
+        raw = b""
+        while chunk := connection.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+    assert body.decode().splitlines()[-1].endswith("Target succeeded.")
+
+
+# -- control API for the new features -------------------------------------------------------
+
+
+def test_control_api_schedules_and_seeds_loads(sim: StitchSimulator, api: httpx.Client) -> None:
+    control = httpx.Client(base_url=sim.base_url + "/_simulator")
+    created = control.post(
+        "/sources",
+        json={
+            "source_id": 7,
+            "name": "shop",
+            "streams": ["orders", "items", "refunds"],
+            "deselected": ["refunds"],
+            "log_line_bytes": 200,
+            "outcomes": [
+                {
+                    "kind": "success",
+                    "duration_seconds": 0,
+                    "rows": {"orders": 3},
+                    "loads": {"orders": {"delay_seconds": 5}},
+                }
+            ],
+        },
+    )
+    assert created.status_code == 201
+    bad = control.post("/sources", json={"source_id": 8, "outcomes": [{"rows": {"x": 1}}]})
+    assert bad.status_code == 400 and "does not have" in bad.json()["error"]
+    assert control.post(
+        "/seed_load", json={"source_id": 7, "stream": "items", "error": "old"}
+    ).json() == {"status": "seeded"}
+    job_name = api.post("/v4/sources/7/sync").json()["job_name"]
+    loads = {r["stream_name"]: r for r in api.get(f"/v4/{CLIENT}/loads").json()["data"]}
+    assert set(loads) == {"items"} and loads["items"]["error_state"] is not None
+    sim.clock_offset_seconds += 6
+    loads = {r["stream_name"]: r for r in api.get(f"/v4/{CLIENT}/loads").json()["data"]}
+    assert loads["orders"]["error_state"] is None and loads["orders"]["last_batch_loaded_at"]
+    filler = log_lines(api, job_name)[1]
+    assert "[line 2/" in filler and len(filler) + 1 == 200
+
+    theirs = {"kind": "discovery", "exit_status": 2, "duration_seconds": 0}
+    assert control.post(
+        "/run_after_current", json={"source_id": 7, "outcome": theirs, "gap_seconds": 0}
+    ).json() == {"status": "armed"}
+    assert (
+        control.post(
+            "/start_job",
+            json={"source_id": 7, "outcome": {"kind": "success", "duration_seconds": 0}},
+        ).status_code
+        == 200
+    )
+    record = record_of(api, 7)
+    assert record is not None and record["discovery_exit_status"] == 2
+    assert (record["tap_exit_status"], record["target_exit_status"]) == (None, None)
+    running = {"kind": "success", "duration_seconds": None}
+    assert control.post("/start_job", json={"source_id": 7, "outcome": running}).status_code == 200
+    assert control.post("/schedule_job", json={"source_id": 7, "in_seconds": 0}).json() == {
+        "status": "scheduled"
+    }
+    assert control.get("/scheduled_skips").json() == {"7": 1}
+    assert [j["triggered_via"] for j in control.get("/jobs").json()] == [
+        "api",
+        "scheduler",
+        "scheduler",
+        "scheduler",
+    ]
+    assert control.post("/schedule_job", json={"source_id": 7, "in_seconds": -1}).status_code == 400
+    assert control.post("/remove_destination").json() == {"status": "removed"}
+    assert api.get("/v4/destinations").json() == []
+    control.close()
+
+
+def test_cli_accepts_a_stop_delay() -> None:
+    from prefect_stitch.simulator.__main__ import build_parser
+
+    assert build_parser().parse_args(["--stop-delay", "3"]).stop_delay == 3.0
+    assert build_parser().parse_args([]).stop_delay == 0.0

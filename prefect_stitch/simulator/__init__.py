@@ -2,9 +2,18 @@
 
 `StitchSimulator` is a real HTTP server on 127.0.0.1 that answers like the documented API:
 start/stop a replication job, the paginated extractions and loads lists, the logs redirect to a
-pre-signed URL on another origin, the sources endpoints, auth, and the "jobs" rate window.
-Outcomes (`Outcome`) decide how each job ends; faults (`Fault`) misbehave on demand; every
-request is recorded (`RecordedRequest`), token masked. It uses the standard library only.
+pre-signed URL on another origin (streamed, so logs can be hundreds of megabytes), the sources,
+streams and destinations endpoints, auth, and the "jobs" rate window. Outcomes (`Outcome`)
+decide how each job ends and which streams receive rows; `StreamLoad` decides when and how each
+stream is loaded; faults (`Fault`) misbehave on demand; every request is recorded
+(`RecordedRequest`), token masked. It uses the standard library only.
+
+Where Stitch's docs leave room, it takes the harsher reading: phases that never ran report
+null, a terminated job is told only by its completion time, a stop takes effect late
+(`stop_delay_seconds`), Stitch's own scheduler can start jobs between two polls
+(`schedule_job`, `run_after_current`) and so replace a record, loads land late or fail per
+stream, and every timestamp, including the `Date` header, comes from Stitch's clock (`now()`,
+possibly skewed by `clock_offset_seconds`).
 
 Example:
     >>> import json, urllib.request
@@ -34,6 +43,7 @@ from prefect_stitch.simulator._state import (
     Outcome,
     RecordedRequest,
     SimulatorState,
+    StreamLoad,
     iso,
 )
 
@@ -51,5 +61,6 @@ __all__ = [
     "RecordedRequest",
     "SimulatorState",
     "StitchSimulator",
+    "StreamLoad",
     "iso",
 ]

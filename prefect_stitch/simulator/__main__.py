@@ -2,8 +2,11 @@
 
 Source specs read `<id>:<outcome>[:<duration_seconds>]`:
 
-- `<outcome>` is `success`, `terminated`, or a failing phase `discovery`, `tap` or `target`
-  (exit status 1), optionally with its exit status: `tap=-9`.
+- `<outcome>` is `success`, `terminated` (null exit statuses and descriptions, with a
+  completion time), or a failing phase `discovery`, `tap` or `target` (exit status 1),
+  optionally with its exit status: `tap=-9`. Phases after a failing one follow Stitch: after a
+  discovery failure the tap and target never ran (null); after a tap failure the target
+  reports 0.
 - `<duration_seconds>` defaults to 1; `none` means "runs until stopped" (DELETE /sync).
 - Repeat `--source` with the same id to give that source a sequence of outcomes (one per job;
   the last one repeats).
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         >>> from prefect_stitch.simulator.__main__ import build_parser
         >>> build_parser().parse_args(["--port", "0"]).port
         0
+        >>> build_parser().parse_args(["--stop-delay", "2.5"]).stop_delay
+        2.5
     """
     parser = argparse.ArgumentParser(
         prog="python -m prefect_stitch.simulator",
@@ -101,7 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-running-jobs", action="store_true")
     parser.add_argument("--stop-when-idle-status", type=int, default=200, choices=(200, 404))
     parser.add_argument("--tap-field", default="source_type", choices=("source_type", "tap_name"))
-    parser.add_argument("--clock-offset", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="skew of Stitch's clock (Date header and every timestamp) from this machine's",
+    )
+    parser.add_argument(
+        "--stop-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="time between a stop request (answered 200 at once) and the job ending",
+    )
     parser.add_argument(
         "--seed-previous",
         action="store_true",
@@ -144,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_when_idle_status=args.stop_when_idle_status,
         tap_field=args.tap_field,
         clock_offset_seconds=args.clock_offset,
+        stop_delay_seconds=args.stop_delay,
         on_request=None if args.quiet else _print_request,
     )
     outcomes: dict[int, list[Outcome]] = {}

@@ -2,12 +2,16 @@
 
 The API listener serves the documented Connect API under `/v4` plus an unauthenticated control
 API under `/_simulator`. The logs listener, on another port (another origin, like S3), serves
-the pre-signed log URLs that `GET /v4/{client}/extractions/{job_name}` redirects to.
+the pre-signed log URLs that `GET /v4/{client}/extractions/{job_name}` redirects to; it streams
+each log (chunked transfer encoding, generated line by line), so a log of hundreds of megabytes
+never sits in memory. Every response of both listeners carries a `Date` header from Stitch's
+clock (`now()`, which includes `clock_offset_seconds`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import hmac
 import ipaddress
 import json
@@ -19,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +51,8 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("DELETE", re.compile(r"/v4/sources/(\d+)/sync"), "stop"),
     ("GET", re.compile(r"/v4/sources"), "list_sources"),
     ("GET", re.compile(r"/v4/sources/(\d+)"), "source"),
+    ("GET", re.compile(r"/v4/sources/(\d+)/streams"), "streams"),
+    ("GET", re.compile(r"/v4/destinations"), "destinations"),
     ("PUT", re.compile(r"/v4/sources/(\d+)"), "update_source"),
     ("GET", re.compile(r"/v4/(\d+)/extractions"), "extractions"),
     ("GET", re.compile(r"/v4/(\d+)/extractions/([^/]+)"), "logs"),
@@ -69,7 +75,18 @@ _AUTH_MECHANISM_MESSAGE = (
     " string parameter or the Authorization header should be specified"
 )
 _SOURCE_KWARGS = frozenset(
-    {"name", "display_name", "type", "paused", "deleted", "streams", "log_lines"}
+    {
+        "name",
+        "display_name",
+        "type",
+        "paused",
+        "deleted",
+        "streams",
+        "selected",
+        "deselected",
+        "log_lines",
+        "log_line_bytes",
+    }
 )
 
 
@@ -80,6 +97,7 @@ class _Response:
     content_type: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     drop: bool = False
+    stream: Iterable[bytes] | None = None  # a body sent chunk by chunk instead of `body`
 
 
 def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
@@ -212,6 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header: Stitch's clock (the simulator's `now()`), RFC 7231 format."""
+        moment = self.listener.sim.now() if timestamp is None else timestamp
+        return email.utils.formatdate(moment, usegmt=True)
+
     @property
     def listener(self) -> _Listener:
         return cast(_Listener, self.server)
@@ -280,11 +303,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             if response.content_type:
                 self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(response.body)))
+            chunked = response.stream is not None and self.request_version != "HTTP/1.0"
+            if response.stream is None:
+                self.send_header("Content-Length", str(len(response.body)))
+            elif chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.close_connection = True  # HTTP/1.0: no chunks, the body ends at close
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(response.body)
+            if response.stream is None:
+                self.wfile.write(response.body)
+                return
+            for chunk in response.stream:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
 
@@ -293,8 +329,9 @@ class StitchSimulator(SimulatorState):
     """A local HTTP server that behaves like Stitch's documented Connect API.
 
     It serves `/v4/...` on `base_url` and pre-signed log downloads on a second port. All the
-    state methods (`add_source`, `seed_completed`, `inject`, `requests`, ...) are documented on
-    `SimulatorState`. Use it as a context manager, or call `start()` and `stop()`.
+    state methods (`add_source`, `seed_completed`, `schedule_job`, `seed_load`, `inject`,
+    `requests`, ...) are documented on `SimulatorState`. Use it as a context manager, or call
+    `start()` and `stop()`.
 
     Args:
         token: The access token the API accepts (`Authorization: Bearer <token>`).
@@ -308,7 +345,10 @@ class StitchSimulator(SimulatorState):
         list_running_jobs: List running jobs in the extractions list (an undocumented variant).
         stop_when_idle_status: HTTP status of a stop request when nothing runs (200 or 404).
         tap_field: Name of the tap field of extraction records (`"source_type"`/`"tap_name"`).
-        clock_offset_seconds: Added to the wall clock, to simulate a skewed Stitch clock.
+        clock_offset_seconds: Added to the wall clock to give Stitch's clock (`now()`): the
+            `Date` header and every timestamp the simulator emits.
+        stop_delay_seconds: Time between a stop request (answered 200 at once) and the job
+            ending as terminated; until then it still runs.
         on_request: Called with each `RecordedRequest` (e.g. to print it), outside the lock.
 
     Example:
@@ -339,6 +379,7 @@ class StitchSimulator(SimulatorState):
         tap_field: str = "source_type",
         clock_offset_seconds: float = 0.0,
         *,
+        stop_delay_seconds: float = 0.0,
         on_request: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         super().__init__(
@@ -352,6 +393,7 @@ class StitchSimulator(SimulatorState):
             stop_when_idle_status=stop_when_idle_status,
             tap_field=tap_field,
             clock_offset_seconds=clock_offset_seconds,
+            stop_delay_seconds=stop_delay_seconds,
         )
         self.host = host
         self.on_request = on_request
@@ -647,6 +689,13 @@ class StitchSimulator(SimulatorState):
                 return _error(404, "not_found", f"source not found ({params[0]})")
         if endpoint == "update_source":
             return self._answer_update_source(int(params[0]), body)
+        if endpoint == "streams":
+            try:
+                return _json(200, self.streams(int(params[0])))
+            except KeyError:
+                return _error(404, "not_found", f"source not found ({params[0]})")
+        if endpoint == "destinations":
+            return _json(200, self.destinations())
         if endpoint == "logs":
             return self._answer_logs(unquote(params[1]))
         page = _page_number(query)
@@ -726,7 +775,8 @@ class StitchSimulator(SimulatorState):
         job_name = self._log_token_job(token) if token else None
         if bucket != LOG_BUCKET or job_name is None or job_name != unquote(key):
             return _xml_error(403, "AccessDenied", "Access Denied")
-        return _Response(200, self._log_text(job_name).encode(), "text/plain; charset=utf-8")
+        plan = self._log_plan(job_name)
+        return _Response(200, content_type="text/plain; charset=utf-8", stream=plan.chunks())
 
     # -- control API --------------------------------------------------------------------------
 
@@ -745,6 +795,10 @@ class StitchSimulator(SimulatorState):
                 return _json(200, self.jobs())
             if method == "GET" and action == "sources":
                 return _json(200, self._source_objects())
+            if method == "GET" and action == "scheduled_skips":
+                with self._lock:
+                    ids = sorted(self._sources)
+                return _json(200, {str(i): self.scheduled_skips(i) for i in ids})
             if method == "GET" and action == "rate":
                 return _json(
                     200,
@@ -782,18 +836,55 @@ class StitchSimulator(SimulatorState):
             self.reset()
             return _json(200, {"status": "reset"})
         if action == "start_job":
-            return _json(200, {"job_name": self.start_job(int(payload["source_id"]))})
+            job_name = self.start_job(int(payload["source_id"]), _outcome_of(payload))
+            return _json(200, {"job_name": job_name})
+        if action == "schedule_job":
+            self.schedule_job(
+                int(payload["source_id"]),
+                in_seconds=float(payload.get("in_seconds", 0.0)),
+                outcome=_outcome_of(payload),
+            )
+            return _json(200, {"status": "scheduled"})
+        if action == "run_after_current":
+            self.run_after_current(
+                int(payload["source_id"]),
+                outcome=_outcome_of(payload),
+                gap_seconds=float(payload.get("gap_seconds", 0.0)),
+            )
+            return _json(200, {"status": "armed"})
+        if action == "seed_load":
+            error = payload.get("error")
+            self.seed_load(
+                int(payload["source_id"]),
+                str(payload["stream"]),
+                loaded_ago_seconds=float(payload.get("loaded_ago_seconds", 3600)),
+                error=None if error is None else str(error),
+            )
+            return _json(200, {"status": "seeded"})
+        if action == "destination":
+            return _json(200, self.set_destination(**payload))
+        if action == "remove_destination":
+            self.remove_destination()
+            return _json(200, {"status": "removed"})
         if action == "finish_job":
             self.finish_job(int(payload["source_id"]))
             return _json(200, {"status": "finished"})
         if action == "seed_completed":
-            outcome = payload.get("outcome")
             job_name = self.seed_completed(
                 int(payload["source_id"]),
-                None if outcome is None else Outcome.from_json(outcome),
+                _outcome_of(payload),
                 started_ago_seconds=float(payload.get("started_ago_seconds", 3600)),
                 duration_seconds=float(payload.get("duration_seconds", 60)),
                 job_name=payload.get("job_name"),
             )
             return _json(200, {"job_name": job_name})
         return _json(404, {"error": f"unknown control request POST /_simulator/{action}"})
+
+
+def _outcome_of(payload: Mapping[str, Any]) -> Outcome | None:
+    raw = payload.get("outcome")
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError("outcome must be a JSON object")
+    return Outcome.from_json(raw)
