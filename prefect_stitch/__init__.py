@@ -22,6 +22,8 @@ from prefect_stitch.errors import (
     StitchInvalidSourceError,
     StitchJobAlreadyRunning,
     StitchJobTerminated,
+    StitchLoadFailed,
+    StitchLoadTimeout,
     StitchNotFoundError,
     StitchReplicationFailed,
     StitchSyncManyFailed,
@@ -36,12 +38,16 @@ from prefect_stitch.flows import (
     stitch_sync_many_flow,
 )
 from prefect_stitch.models import (
+    Destination,
     Extraction,
     Load,
     Source,
     StitchSyncHandle,
     StitchSyncManyResult,
     StitchSyncResult,
+    Stream,
+    StreamLoadResult,
+    SyncAttempt,
     SyncOutcome,
 )
 from prefect_stitch.tasks import (
@@ -58,6 +64,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "Destination",
     "Extraction",
     "Load",
     "PhaseFailure",
@@ -71,6 +78,8 @@ __all__ = [
     "StitchInvalidSourceError",
     "StitchJobAlreadyRunning",
     "StitchJobTerminated",
+    "StitchLoadFailed",
+    "StitchLoadTimeout",
     "StitchNotFoundError",
     "StitchReplicationFailed",
     "StitchSyncHandle",
@@ -80,6 +89,9 @@ __all__ = [
     "StitchSyncTimeout",
     "StitchTransportError",
     "StitchVerdictUnavailable",
+    "Stream",
+    "StreamLoadResult",
+    "SyncAttempt",
     "SyncOutcome",
     "__version__",
     "fetch_stitch_extraction_logs",

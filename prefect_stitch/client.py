@@ -57,11 +57,14 @@ from prefect_stitch.errors import (
 )
 from prefect_stitch.logscan import DEFAULT_MAX_LINE_CHARS, LogScan
 from prefect_stitch.models import (
+    Destination,
     Extraction,
     Listing,
     Load,
+    LoadListing,
     Page,
     Source,
+    Stream,
     TriggerAnswer,
     check_source_id,
 )
@@ -84,6 +87,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _module_logger = logging.getLogger("prefect_stitch.client")
 
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 _PRESIGNED_QUERY = re.compile(r"\?[^\s\"']*(?:x-amz-|signature=)[^\s\"']*", re.IGNORECASE)
 
 
@@ -197,14 +201,18 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     if not value:
         return None
-    try:
-        seconds: float = float(value)
-    except ValueError:
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):  # RFC 9110: delay-seconds = 1*DIGIT
+        seconds = float(value)
+    else:
         try:
             moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return None
-        seconds = (moment - datetime.now(UTC)).total_seconds()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # A date is relative to Stitch's clock (its Date header), not to ours.
+        seconds = (moment - (stitch_time_of(response) or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):  # "nan" and "inf" parse as floats
         return None
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
@@ -902,6 +910,76 @@ class StitchClient:
         """
         records = await self.list_extractions()
         return Listing(tuple(records), self.last_page_count, self.last_listing_time)
+
+    async def read_loads(self) -> LoadListing:
+        """Like `list_loads`, with the pages read and Stitch's clock at the first page.
+
+        Returns:
+            The listing.
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                listing = await client.read_loads()
+                print(len(listing.records), listing.pages, listing.stitch_time)
+            ```
+        """
+        records = await self.list_loads()
+        return LoadListing(tuple(records), self.last_page_count, self.last_listing_time)
+
+    async def list_streams(self, source_id: int) -> list[Stream]:
+        """List a source's streams: ``GET /v4/sources/{source_id}/streams`` (not paginated).
+
+        Args:
+            source_id: The Stitch source id.
+
+        Returns:
+            The streams, selected or not (see ``Stream.is_selected``).
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                for stream in await client.list_streams(120643):
+                    print(stream.stream_name, stream.is_selected)
+            ```
+        """
+        path = f"/v4/sources/{check_source_id(source_id)}/streams"
+
+        def parse(response: httpx.Response) -> list[Stream]:
+            body = self._json(response)
+            if not isinstance(body, list):
+                raise StitchTransportError(
+                    status_code=200, reason="unexpected response shape (expected a list)"
+                )
+            return [self._model(Stream, item) for item in body]
+
+        return await self._call("GET", path, parse)
+
+    async def list_destinations(self) -> list[Destination]:
+        """List the account's destinations: ``GET /v4/destinations``.
+
+        Returns:
+            The destinations (one on most plans).
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                for destination in await client.list_destinations():
+                    print(destination.type, destination.database)
+            ```
+        """
+
+        def parse(response: httpx.Response) -> list[Destination]:
+            body = self._json(response)
+            if isinstance(body, dict):  # tolerate a single object
+                body = [body]
+            if not isinstance(body, list):
+                raise StitchTransportError(
+                    status_code=200, reason="unexpected response shape (expected a list)"
+                )
+            return [self._model(Destination, item) for item in body]
+
+        return await self._call("GET", "/v4/destinations", parse)
 
     async def list_loads(self) -> list[Load]:
         """List the last load of every stream: every page of ``GET /v4/{client_id}/loads``.

@@ -13,8 +13,10 @@ StitchError
 │   └── StitchTransportError      no usable answer: connection dropped, timeout, bad body
 ├── StitchJobAlreadyRunning       POST /sync answered 200 with error type already_running
 ├── StitchReplicationFailed       a phase of the replication job exited non-zero
-│   └── StitchJobTerminated       the job ended with null exit statuses (stopped/terminated)
-├── StitchSyncTimeout             the wait ran past max_wait_seconds
+│   ├── StitchJobTerminated       the job ended with null exit statuses (stopped/terminated)
+│   └── StitchLoadFailed          every phase exited 0, but loading into the warehouse failed
+├── StitchSyncTimeout             the sync ran past max_wait_seconds
+│   └── StitchLoadTimeout         the data did not reach the warehouse in max_load_wait_seconds
 ├── StitchVerdictUnavailable      the job ended but its record and log are gone
 └── StitchSyncManyFailed          some syncs of a multi-source run failed
 ```
@@ -42,6 +44,8 @@ __all__ = [
     "StitchInvalidSourceError",
     "StitchJobAlreadyRunning",
     "StitchJobTerminated",
+    "StitchLoadFailed",
+    "StitchLoadTimeout",
     "StitchNotFoundError",
     "StitchReplicationFailed",
     "StitchSyncManyFailed",
@@ -401,6 +405,35 @@ class StitchJobTerminated(StitchReplicationFailed):
     """
 
 
+class StitchLoadFailed(StitchReplicationFailed):
+    """Every phase of the job exited 0, but Stitch could not load its data.
+
+    Stitch loads each stream (table) after extraction; a load can fail while the
+    extraction succeeded (a permission error, a column type the warehouse rejects).
+
+    Attributes:
+        failed_streams: Each failed stream and the warehouse's message (``None`` when
+            Stitch gave none).
+
+    Example:
+        ```python
+        from prefect_stitch import StitchLoadFailed, stitch_sync_flow
+
+        try:
+            stitch_sync_flow(source_id=120643)
+        except StitchLoadFailed as exc:
+            for stream, message in exc.failed_streams.items():
+                print(stream, message)
+        ```
+    """
+
+    def __init__(
+        self, message: str, *, failed_streams: dict[str, str | None], **fields: Any
+    ) -> None:
+        super().__init__(message, **fields)
+        self.failed_streams = dict(failed_streams)
+
+
 class StitchSyncTimeout(StitchError):
     """The wait for a replication job ran past ``max_wait_seconds`` (wall-clock).
 
@@ -439,6 +472,32 @@ class StitchSyncTimeout(StitchError):
         self.max_wait_seconds = max_wait_seconds
         self.stopped = stopped
         self.attempts = list(attempts)
+
+
+class StitchLoadTimeout(StitchSyncTimeout):
+    """The job's data did not reach the warehouse within ``max_load_wait_seconds``.
+
+    Attributes:
+        pending_streams: The streams with no load of this job.
+        result: The job's result (its extraction succeeded).
+
+    Example:
+        ```python
+        from prefect_stitch import StitchLoadTimeout, stitch_sync_flow
+
+        try:
+            stitch_sync_flow(source_id=120643, max_load_wait_seconds=600)
+        except StitchLoadTimeout as exc:
+            print(exc.pending_streams)
+        ```
+    """
+
+    def __init__(
+        self, message: str, *, pending_streams: Sequence[str], result: Any = None, **fields: Any
+    ) -> None:
+        super().__init__(message, **fields)
+        self.pending_streams = list(pending_streams)
+        self.result = result
 
 
 class StitchVerdictUnavailable(StitchError):

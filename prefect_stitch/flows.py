@@ -49,6 +49,7 @@ from prefect_stitch.errors import (
     StitchConfigurationError,
     StitchJobAlreadyRunning,
     StitchJobTerminated,
+    StitchLoadFailed,
     StitchReplicationFailed,
     StitchSyncManyFailed,
     StitchSyncTimeout,
@@ -65,7 +66,9 @@ from prefect_stitch.models import (
 from prefect_stitch.poller import pollers_of
 from prefect_stitch.tasks import (
     DEFAULT_LOG_TAIL_LINES,
+    DEFAULT_MAX_LOAD_WAIT_SECONDS,
     AlreadyRunningPolicy,
+    LoadsMode,
     pause_stitch_source,
     start_stitch_sync,
     wait_for_stitch_sync,
@@ -114,6 +117,22 @@ ReplicationRetries = Annotated[
         title="Replication retries",
         description="Start the Stitch job again this many times when it fails or is "
         "terminated (never after a timeout or an API error).",
+    ),
+]
+Loads = Annotated[
+    LoadsMode,
+    Field(
+        title="Loads",
+        description="After every phase exited 0: wait for the data to load into the "
+        "warehouse, check the loads once, or ignore them.",
+    ),
+]
+MaxLoadWait = Annotated[
+    float,
+    Field(
+        gt=0,
+        title="Maximum load wait (seconds)",
+        description="How long to wait for the data to load, from the extraction's success.",
     ),
 ]
 ReplicationRetryDelay = Annotated[
@@ -189,6 +208,8 @@ class SyncOptions:
     replication_retry_delay_seconds: float = 60.0
     global_rate_limit: str | None = None
     write_artifact: bool = True
+    loads: LoadsMode = "wait"
+    max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS
 
     def check(self) -> "SyncOptions":
         """Refuse bad knobs before any request.
@@ -199,7 +220,12 @@ class SyncOptions:
         Raises:
             StitchConfigurationError: A knob is out of range.
         """
-        for name in ("poll_interval_seconds", "max_wait_seconds"):
+        if self.loads not in ("wait", "check", "ignore"):
+            raise StitchConfigurationError(
+                f"loads must be 'wait', 'check' or 'ignore', got {self.loads!r}",
+                parameter="loads",
+            )
+        for name in ("poll_interval_seconds", "max_wait_seconds", "max_load_wait_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise StitchConfigurationError(
@@ -333,7 +359,11 @@ async def sync_source(
         if handle is None:
             async with trigger_slots or contextlib.nullcontext():
                 handle = await trigger(
-                    credentials, source_id, options.on_already_running, remaining()
+                    credentials,
+                    source_id,
+                    options.on_already_running,
+                    remaining(),
+                    options.loads,
                 )
             memory.pending = handle
         else:
@@ -358,6 +388,8 @@ async def sync_source(
                 global_rate_limit=options.global_rate_limit,
                 write_artifact=options.write_artifact,
                 earlier_attempts=memory.attempts,
+                loads=options.loads,
+                max_load_wait_seconds=options.max_load_wait_seconds,
             )
         except StitchReplicationFailed as exc:
             failure = exc
@@ -380,8 +412,8 @@ async def sync_source(
         if failure is None:
             assert result is not None
             return result
-        if reruns_left <= 0:
-            raise failure
+        if reruns_left <= 0 or isinstance(failure, StitchLoadFailed):
+            raise failure  # a load failure is the warehouse's: extracting again won't fix it
         reruns_left -= 1
         delay = options.replication_retry_delay_seconds
         if delay >= remaining():
@@ -410,6 +442,8 @@ async def run_stitch_sync(
     log_tail_lines: int = DEFAULT_LOG_TAIL_LINES,
     replication_retries: int = 0,
     replication_retry_delay_seconds: float = 60.0,
+    loads: LoadsMode = "wait",
+    max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncResult:
     """The body of :func:`stitch_sync_flow`, as a coroutine for async callers.
 
@@ -428,6 +462,8 @@ async def run_stitch_sync(
         log_tail_lines: Log lines kept on failure.
         replication_retries: Re-run a failed or terminated job this many times.
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.
+        loads: ``"wait"`` for the data to load, ``"check"`` its loads once, or ``"ignore"``.
+        max_load_wait_seconds: The load wait's bound, from the extraction's success.
 
     Returns:
         The job's result.
@@ -453,6 +489,8 @@ async def run_stitch_sync(
         log_tail_lines=log_tail_lines,
         replication_retries=replication_retries,
         replication_retry_delay_seconds=replication_retry_delay_seconds,
+        loads=loads,
+        max_load_wait_seconds=max_load_wait_seconds,
     ).check()
     resolved = await load_credentials(credentials)
     if pause_stitch_schedule:
@@ -559,6 +597,8 @@ def stitch_sync_flow(
     pause_stitch_schedule: bool = False,
     replication_retries: ReplicationRetries = 0,
     replication_retry_delay_seconds: ReplicationRetryDelay = 60.0,
+    loads: Loads = "wait",
+    max_load_wait_seconds: MaxLoadWait = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncResult:
     """Run one Stitch replication job to its end and return its result.
 
@@ -584,13 +624,21 @@ def stitch_sync_flow(
         replication_retries: Start the job again this many times when it fails or is
             terminated (not after a timeout or an API error).
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.
+        loads: After every phase exited 0: "wait" until each stream that received rows
+            has loaded into the warehouse (or one fails), "check" once that none is in
+            an error state, or "ignore" the loads.
+        max_load_wait_seconds: How long to wait for the loads, from the extraction's
+            success (a bound of its own).
 
     Returns:
-        The job's result (job name, times, exit statuses, Stitch link, polls, and every
-        job it ran in ``attempts``).
+        The job's result (job name, times, exit statuses, Stitch link, polls, every job
+        it ran in ``attempts``, and each stream's load in ``loads``).
 
     Raises:
         StitchReplicationFailed: A phase exited non-zero; ``failed_phases`` lists them.
+        StitchLoadFailed: Every phase exited 0 but a stream's load failed
+            (``failed_streams``).
+        StitchLoadTimeout: The data did not load within ``max_load_wait_seconds``.
         StitchJobTerminated: The job was terminated (statuses null, completion set).
         StitchSyncTimeout: The job did not end within ``max_wait_seconds``.
         StitchJobAlreadyRunning: A job was running and ``on_already_running="fail"``.
@@ -627,6 +675,8 @@ def stitch_sync_flow(
             pause_stitch_schedule=pause_stitch_schedule,
             replication_retries=replication_retries,
             replication_retry_delay_seconds=replication_retry_delay_seconds,
+            loads=loads,
+            max_load_wait_seconds=max_load_wait_seconds,
         )
     )
 
@@ -644,6 +694,8 @@ def _outcome(source_id: int, value: StitchSyncResult | BaseException) -> SyncOut
     result = None
     if isinstance(value, StitchReplicationFailed):
         status = "terminated" if isinstance(value, StitchJobTerminated) else "failed"
+        if isinstance(value, StitchLoadFailed):
+            status = "load_failed"
         result = value.result
     elif isinstance(value, StitchSyncTimeout):
         status = "timed_out"
@@ -673,6 +725,8 @@ async def run_stitch_sync_many(
     global_rate_limit: str | None = None,
     replication_retries: int = 0,
     replication_retry_delay_seconds: float = 60.0,
+    loads: LoadsMode = "wait",
+    max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncManyResult:
     """The body of :func:`stitch_sync_many_flow`, as a coroutine for async callers.
 
@@ -691,6 +745,8 @@ async def run_stitch_sync_many(
         replication_retries: Re-run each source's failed or terminated job this many
             times.
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.
+        loads: ``"wait"``, ``"check"`` or ``"ignore"`` (see :func:`stitch_sync_flow`).
+        max_load_wait_seconds: Each source's load wait bound.
 
     Returns:
         Every source's outcome, when all succeeded.
@@ -729,6 +785,8 @@ async def run_stitch_sync_many(
         replication_retry_delay_seconds=replication_retry_delay_seconds,
         global_rate_limit=global_rate_limit,
         write_artifact=False,  # one summary table instead of an artifact per source
+        loads=loads,
+        max_load_wait_seconds=max_load_wait_seconds,
     ).check()
     resolved = await load_credentials(credentials)
     triggers = asyncio.Semaphore(max_concurrent)
@@ -828,6 +886,8 @@ def stitch_sync_many_flow(
     global_rate_limit: str | None = None,
     replication_retries: ReplicationRetries = 0,
     replication_retry_delay_seconds: ReplicationRetryDelay = 60.0,
+    loads: Loads = "wait",
+    max_load_wait_seconds: MaxLoadWait = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncManyResult:
     """Sync many Stitch sources of one account at once, within Stitch's rate budget.
 
@@ -854,6 +914,8 @@ def stitch_sync_many_flow(
         replication_retries: Start a source's job again this many times when it fails
             or is terminated.
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.
+        loads: "wait" for each source's data to load, "check" once, or "ignore".
+        max_load_wait_seconds: How long to wait for each source's loads.
 
     Returns:
         Every source's outcome, in input order.
@@ -884,5 +946,7 @@ def stitch_sync_many_flow(
             global_rate_limit=global_rate_limit,
             replication_retries=replication_retries,
             replication_retry_delay_seconds=replication_retry_delay_seconds,
+            loads=loads,
+            max_load_wait_seconds=max_load_wait_seconds,
         )
     )

@@ -28,16 +28,21 @@ from prefect_stitch.errors import StitchConfigurationError
 __all__ = [
     "MAX_STITCH_ID",
     "STITCH_APP_URL",
+    "Destination",
     "Extraction",
     "JobOrigin",
     "Listing",
     "Load",
+    "LoadListing",
+    "LoadState",
     "Page",
     "Source",
     "SourceId",
     "StitchSyncHandle",
     "StitchSyncManyResult",
     "StitchSyncResult",
+    "Stream",
+    "StreamLoadResult",
     "SyncAttempt",
     "SyncOutcome",
     "SyncStatus",
@@ -48,7 +53,7 @@ __all__ = [
 
 STITCH_APP_URL = "https://app.stitchdata.com"
 
-SyncStatus = Literal["succeeded", "failed", "terminated"]
+SyncStatus = Literal["succeeded", "failed", "terminated", "load_failed"]
 
 MAX_STITCH_ID = 2**31 - 1
 """Largest id accepted for a Stitch source (ids are positive 32-bit integers)."""
@@ -218,13 +223,18 @@ class Source(_StitchRecord):
 class Load(_StitchRecord):
     """The last load attempt of one stream (table), from ``GET /v4/{client_id}/loads``.
 
+    ``error_state``'s shape "is subject to change" (Stitch's docs), so it is kept as
+    whatever JSON Stitch sent and read defensively by `warehouse_message`.
+
     Example:
         ```python
         from prefect_stitch.models import Load
 
-        load = Load.model_validate({"source_name": "recurly", "stream_name": "accounts",
-                                    "last_batch_loaded_at": None, "error_state": {}})
-        print(load.failed)  # True
+        load = Load.model_validate({
+            "source_name": "recurly", "stream_name": "accounts", "last_batch_loaded_at": None,
+            "error_state": {"notification_data": {"warehouse_message": "permission denied"}},
+        })
+        print(load.failed, load.warehouse_message)  # True permission denied
         ```
     """
 
@@ -232,7 +242,7 @@ class Load(_StitchRecord):
     source_name: str
     stream_name: str
     last_batch_loaded_at: datetime | None = None
-    error_state: dict[str, Any] | None = None
+    error_state: Any = None
 
     _utc = field_validator("last_batch_loaded_at")(_as_utc)
 
@@ -240,6 +250,111 @@ class Load(_StitchRecord):
     def failed(self) -> bool:
         """Whether the stream's last load is in an error state."""
         return self.error_state is not None
+
+    @property
+    def warehouse_message(self) -> str | None:
+        """What went wrong, as Stitch says it: the warehouse's message when there is one.
+
+        Looks for ``notification_data.warehouse_message``, then ``message`` and
+        ``exception_message`` there, then the first ``exception_chain`` message, then any
+        string; never fails on an unexpected shape.
+        """
+        state = self.error_state
+        if state is None:
+            return None
+        if isinstance(state, str):
+            return state[:1000] or None
+        if not isinstance(state, dict):
+            return None
+        data = state.get("notification_data")
+        if isinstance(data, dict):
+            for key in ("warehouse_message", "message", "exception_message", "error"):
+                value = data.get(key)
+                if isinstance(value, str) and value:
+                    return value[:1000]
+        chain = state.get("exception_chain")
+        if isinstance(chain, list):
+            for link in chain:
+                if isinstance(link, dict) and isinstance(link.get("message"), str):
+                    return str(link["message"])[:1000]
+        for key in ("message", "error"):
+            value = state.get(key)
+            if isinstance(value, str) and value:
+                return value[:1000]
+        return None
+
+
+class Stream(_StitchRecord):
+    """One stream (table) of a source, from ``GET /v4/sources/{id}/streams``.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Stream
+
+        stream = Stream.model_validate({"stream_id": 1, "stream_name": "accounts",
+                                        "tap_stream_id": "accounts", "selected": True})
+        print(stream.selected)  # True
+        ```
+    """
+
+    stream_id: int | str | None = None
+    stream_name: str
+    tap_stream_id: str | None = None
+    selected: bool | None = None
+    metadata: Any = None
+
+    @property
+    def is_selected(self) -> bool:
+        """Whether the stream is selected for replication (``selected``, or its metadata).
+
+        Stitch reports ``selected: null`` for a stream never selected, and may carry the
+        flag in ``metadata`` (an object, or Singer's list of breadcrumb entries).
+        """
+        if self.selected is not None:
+            return self.selected
+        metadata = self.metadata
+        if isinstance(metadata, dict) and isinstance(metadata.get("selected"), bool):
+            return bool(metadata["selected"])
+        if isinstance(metadata, list):
+            for entry in metadata:
+                if isinstance(entry, dict) and entry.get("breadcrumb") in ([], None):
+                    inner = entry.get("metadata")
+                    if isinstance(inner, dict) and isinstance(inner.get("selected"), bool):
+                        return bool(inner["selected"])
+        return False
+
+
+class Destination(_StitchRecord):
+    """The account's destination (warehouse), from ``GET /v4/destinations``.
+
+    Stitch's v4 object keeps the connection settings in ``properties`` (older shapes:
+    ``connection``), values as strings.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Destination
+
+        destination = Destination.model_validate(
+            {"id": 1, "type": "postgres", "properties": {"database": "analytics"}})
+        print(destination.database)  # analytics
+        ```
+    """
+
+    id: int | None = None
+    type: str | None = None
+    name: str | None = None
+    properties: dict[str, Any] | None = None
+    connection: dict[str, Any] | None = None
+
+    @property
+    def database(self) -> str | None:
+        """The warehouse database (BigQuery: the project) the source schemas live in."""
+        for settings in (self.properties or {}, self.connection or {}):
+            for key in ("database", "project_id", "dbname", "catalog"):
+                value = settings.get(key)
+                if isinstance(value, str) and value:
+                    return value
+        return None
 
 
 class Page(BaseModel):
@@ -291,6 +406,28 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class LoadListing:
+    """Every record of one reading of the loads listing, and Stitch's clock then.
+
+    Attributes:
+        records: The load records of every page.
+        pages: Pages read (the jobs requests the listing cost).
+        stitch_time: Stitch's clock (the ``Date`` header of the first page), if sent.
+
+    Example:
+        ```python
+        from prefect_stitch.models import LoadListing
+
+        print(LoadListing(records=(), pages=1).pages)  # 1
+        ```
+    """
+
+    records: tuple[Load, ...]
+    pages: int = 0
+    stitch_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class TriggerAnswer:
     """Stitch's answer to ``POST /v4/sources/{id}/sync`` that started a job.
 
@@ -335,6 +472,9 @@ class StitchSyncHandle(BaseModel):
         answer_stitch_time: Stitch's clock (``Date``) of its answer that started the job
             or said one was running.
         requested_at: When we first asked Stitch (UTC, this machine's clock; shown only).
+        source_name: The source's ``name`` (its schema), when loads are followed.
+        baseline_loads: The source's load records before we acted, when loads are
+            followed (an error they show is an earlier load's).
 
     Example:
         ```python
@@ -356,11 +496,44 @@ class StitchSyncHandle(BaseModel):
     baseline_stitch_time: datetime | None = None
     answer_stitch_time: datetime | None = None
     requested_at: datetime
+    source_name: str | None = None
+    baseline_loads: tuple[Load, ...] | None = None
 
     @property
     def attached(self) -> bool:
         """Whether the job is known not to be one this run started."""
         return self.origin == "attached"
+
+
+LoadState = Literal["loaded", "failed", "not_loaded", "no_rows", "unchecked"]
+"""Where a stream's data of this job stands: ``loaded`` (a load at or after the job's
+completion), ``failed`` (the stream's load is in an error state), ``not_loaded`` (no load
+of this job yet), ``no_rows`` (the job brought no rows for it: nothing to load),
+``unchecked`` (``loads="check"`` found no load yet and did not wait)."""
+
+
+class StreamLoadResult(BaseModel):
+    """One stream's load, as a sync reports it.
+
+    Example:
+        ```python
+        from prefect_stitch.models import StreamLoadResult
+
+        print(StreamLoadResult(stream_name="accounts", state="loaded").state)  # loaded
+        ```
+    """
+
+    stream_name: str = Field(description="The stream (table) name.")
+    state: LoadState = Field(description="Where the stream's data of this job stands.")
+    last_batch_loaded_at: datetime | None = Field(
+        default=None, description="Stitch's time of the stream's last loaded batch."
+    )
+    warehouse_message: str | None = Field(
+        default=None, description="The warehouse's error message, for a failed load."
+    )
+    asset_key: str | None = Field(
+        default=None, description="The Prefect asset key of the table, when known."
+    )
 
 
 class SyncAttempt(BaseModel):
@@ -422,6 +595,11 @@ class StitchSyncResult(BaseModel):
     target_description: str | None = None
     polls: Annotated[int, Field(default=0, description="Status polls made while waiting.")]
     stitch_url: Annotated[str, Field(description="The source's page in the Stitch app.")]
+    loads: list[StreamLoadResult] = Field(
+        default_factory=list,
+        description="One entry per selected stream: whether this job's data reached the "
+        "warehouse (empty with loads='ignore').",
+    )
     attempts: list[SyncAttempt] = Field(
         default_factory=list,
         description="Every job this sync ran or followed, in order (more than one with "
@@ -438,7 +616,7 @@ class StitchSyncResult(BaseModel):
 
     @property
     def succeeded(self) -> bool:
-        """Whether every phase exited 0."""
+        """Whether every phase exited 0 (and, when loads were waited for, every load landed)."""
         return self.status == "succeeded"
 
     @classmethod
@@ -508,7 +686,9 @@ class SyncOutcome(BaseModel):
     """
 
     source_id: int
-    status: Literal["succeeded", "failed", "terminated", "timed_out", "error", "cancelled"]
+    status: Literal[
+        "succeeded", "failed", "load_failed", "terminated", "timed_out", "error", "cancelled"
+    ]
     result: StitchSyncResult | None = None
     error_type: str | None = None
     message: str | None = None

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchError, StitchTransportError
-from prefect_stitch.models import Extraction
+from prefect_stitch.models import Extraction, Load
 
 __all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for"]
 
@@ -49,6 +49,9 @@ class Snapshot:
         fetched_at: When the listing completed (UTC, this machine's clock: for people).
         pages: Pages read (the jobs requests this tick cost).
         stitch_time: Stitch's clock at the listing (its ``Date`` header), if sent.
+        loads: The loads listing read in the same tick, when a waiter needs loads.
+        extractions_read: Whether the extraction listing was read this tick (only
+            load waiters watching: it is not).
 
     Example:
         ```python
@@ -66,6 +69,8 @@ class Snapshot:
     pages: int = 0
     error: StitchError | None = None
     stitch_time: datetime | None = None
+    loads: tuple[Load, ...] | None = None
+    extractions_read: bool = True
 
     @property
     def ok(self) -> bool:
@@ -95,6 +100,8 @@ class Watch:
     poll_interval_seconds: float
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Snapshot] = field(default_factory=asyncio.Queue)
+    extractions: bool = True
+    loads: bool = False
 
     async def next_snapshot(self, wait_seconds: float | None = None) -> Snapshot:
         """Wait for the poller's next listing.
@@ -128,7 +135,12 @@ class Watch:
             TimeoutError: No listing arrived in time.
         """
         latest, tick = self.poller.latest, self.poller.tick_seconds() or 0.0
-        if latest is not None and time.monotonic() - self.poller.latest_at <= tick:
+        if (
+            latest is not None
+            and time.monotonic() - self.poller.latest_at <= tick
+            and (latest.loads is not None or not self.loads)
+            and (latest.extractions_read or not self.extractions)
+        ):
             return latest
         return await self.next_snapshot(wait_seconds)
 
@@ -185,16 +197,27 @@ class AccountPoller:
 
     # -- subscriptions ------------------------------------------------------------
 
-    def watch(self, poll_interval_seconds: float) -> Watch:
+    def watch(
+        self, poll_interval_seconds: float, *, extractions: bool = True, loads: bool = False
+    ) -> Watch:
         """Subscribe the calling event loop to the next listings.
 
         Args:
             poll_interval_seconds: How often this waiter would like a listing.
+            extractions: The waiter needs the extraction listing.
+            loads: The waiter needs the loads listing too (read in the same tick, only
+                while some waiter needs it).
 
         Returns:
             The subscription; close it when done.
         """
-        watch = Watch(self, poll_interval_seconds, asyncio.get_running_loop())
+        watch = Watch(
+            self,
+            poll_interval_seconds,
+            asyncio.get_running_loop(),
+            extractions=extractions,
+            loads=loads,
+        )
         with self._lock:
             self._watches.append(watch)
             if self._thread is None or not self._thread.is_alive():
@@ -290,26 +313,50 @@ class AccountPoller:
                         )
                         self._thread.start()
 
+    def _wanted(self) -> tuple[bool, bool]:
+        with self._lock:
+            extractions = any(watch.extractions for watch in self._watches)
+            loads = any(watch.loads for watch in self._watches)
+        return extractions or not loads, loads
+
     async def _list(self, client: object) -> Snapshot:
         from prefect_stitch.client import StitchClient
 
         assert isinstance(client, StitchClient)
         self.ticks += 1
+        want_extractions, want_loads = self._wanted()
+        pages = 0
+        records: tuple[Extraction, ...] = ()
+        loads: tuple[Load, ...] | None = None
+        stitch_time: datetime | None = None
         try:
-            listing = await client.read_extractions()
+            if want_extractions:
+                listing = await client.read_extractions()
+                records, pages, stitch_time = listing.records, listing.pages, listing.stitch_time
+            if want_loads:
+                load_listing = await client.read_loads()
+                loads, pages = load_listing.records, pages + load_listing.pages
+                stitch_time = stitch_time or load_listing.stitch_time
         except StitchError as exc:
-            return Snapshot(self.ticks, (), datetime.now(UTC), client.last_page_count, exc)
+            return Snapshot(self.ticks, (), datetime.now(UTC), pages + client.last_page_count, exc)
         except Exception as exc:  # never let the poller die silently
             error = StitchTransportError(
                 status_code=None,
-                reason=f"unexpected error while listing extractions ({type(exc).__name__})",
+                reason=f"unexpected error while listing jobs ({type(exc).__name__})",
                 method="GET",
                 path=f"/v4/{self.client_id}/extractions",
             )
             return Snapshot(self.ticks, (), datetime.now(UTC), 0, error)
-        self.last_pages = max(listing.pages, 1)
+        self.last_pages = max(pages, 1)
         snapshot = Snapshot(
-            self.ticks, listing.records, datetime.now(UTC), listing.pages, None, listing.stitch_time
+            self.ticks,
+            records,
+            datetime.now(UTC),
+            pages,
+            None,
+            stitch_time,
+            loads,
+            want_extractions,
         )
         self.latest = snapshot
         self.latest_at = time.monotonic()

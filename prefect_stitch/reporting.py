@@ -5,10 +5,10 @@ Events (for Prefect Automations, e.g. "notify on any Stitch failure for source 4
 | event | when |
 |---|---|
 | ``stitch.sync.started`` | a job was started, or we attached to a running one |
-| ``stitch.sync.succeeded`` | every phase exited 0 |
-| ``stitch.sync.failed`` | a phase exited non-zero |
+| ``stitch.sync.succeeded`` | every phase exited 0 (and, with loads on, the data loaded) |
+| ``stitch.sync.failed`` | a phase exited non-zero, or (payload ``stage: "load"``) a load failed |
 | ``stitch.sync.terminated`` | the job ended with null exit statuses |
-| ``stitch.sync.timed_out`` | the wait ran past ``max_wait_seconds`` |
+| ``stitch.sync.timed_out`` | past ``max_wait_seconds`` (``stage: "load"``: the load wait) |
 | ``stitch.sync.cancelled`` | the flow run was cancelled while waiting |
 
 Each event's resource is the source (``stitch.source.<id>``); the source and the
@@ -266,6 +266,17 @@ def sync_artifact_markdown(
             status = getattr(result, f"{phase}_exit_status")
             description = getattr(result, f"{phase}_description")
             lines.append(f"| {phase} | {_cell(status)} | {_cell(description)} |")
+        if result.loads:
+            lines += ["", "Loads into the warehouse:", ""]
+            lines += [
+                "| Stream | Load | Last batch loaded (Stitch) | Warehouse message |",
+                "|---|---|---|---|",
+            ]
+            for load in result.loads:
+                lines.append(
+                    f"| {_cell(load.stream_name)} | {load.state} "
+                    f"| {_cell(load.last_batch_loaded_at)} | {_cell(load.warehouse_message)} |"
+                )
         if len(result.attempts) > 1:
             lines += ["", "Every job of this sync (replication retries):", ""]
             lines += ["| # | Job | Status | Stitch said |", "|---|---|---|---|"]

@@ -43,10 +43,14 @@ from prefect_stitch.errors import (
     StitchError,
     StitchJobAlreadyRunning,
     StitchJobTerminated,
+    StitchLoadFailed,
+    StitchLoadTimeout,
     StitchReplicationFailed,
     StitchSyncTimeout,
     StitchVerdictUnavailable,
 )
+from prefect_stitch.lineage import emit_table_materializations
+from prefect_stitch.loads import LoadOutcome, LoadsMode, settle_loads
 from prefect_stitch.logscan import LogScan
 from prefect_stitch.models import (
     Extraction,
@@ -71,7 +75,9 @@ from prefect_stitch.verdict import (
 
 __all__ = [
     "DEFAULT_LOG_TAIL_LINES",
+    "DEFAULT_MAX_LOAD_WAIT_SECONDS",
     "AlreadyRunningPolicy",
+    "LoadsMode",
     "fetch_stitch_extraction_logs",
     "pause_stitch_source",
     "start_stitch_sync",
@@ -83,6 +89,9 @@ AlreadyRunningPolicy = Literal["attach", "fail", "wait_then_start"]
 
 DEFAULT_LOG_TAIL_LINES = 20
 """Lines of the extraction log put into a failure's message and artifact."""
+
+DEFAULT_MAX_LOAD_WAIT_SECONDS = 3600.0
+"""How long a sync waits for its data to load, from the extraction's success."""
 
 _MAX_LOG_LINE_CHARS = 400
 _STOP_TIMEOUT_SECONDS = 20.0
@@ -113,6 +122,7 @@ class _TriggerMemory:
     max_wait_seconds: float | None = None
     baseline: Snapshot | None = None
     may_have_started: bool = False  # an attempt's request may have reached Stitch
+    source_name: str | None = None
 
 
 _trigger_memory: OrderedDict[tuple[UUID, int], _TriggerMemory] = OrderedDict()
@@ -184,13 +194,27 @@ async def retry_on_transient(task: Task[Any, Any], task_run: TaskRun, state: Sta
     """
     with _trigger_memory_lock:
         memory = _memory_of_task_run.get(task_run.id)
-    if memory is not None and memory.deadline is not None and time.monotonic() >= memory.deadline:
-        return False
+    if (
+        memory is not None
+        and memory.deadline is not None
+        and time.monotonic() + _next_retry_delay(task, task_run) >= memory.deadline
+    ):
+        return False  # the retry would start after max_wait_seconds
     try:
         await state.aresult()
     except BaseException as exc:
         return is_transient(exc)
     return False
+
+
+def _next_retry_delay(task: Task[Any, Any], task_run: TaskRun) -> float:
+    """The delay Prefect will wait before the task's next attempt (jitter aside)."""
+    delays = task.retry_delay_seconds
+    if isinstance(delays, int | float):
+        return float(delays)
+    if isinstance(delays, list) and delays:
+        return float(delays[min(max(task_run.run_count - 1, 0), len(delays) - 1)])
+    return 0.0
 
 
 def _check_seconds(value: object, parameter: str) -> float:
@@ -210,6 +234,13 @@ def _check_credentials(credentials: object) -> StitchCredentials:
             parameter="credentials",
         )
     return credentials
+
+
+def _check_loads(loads: object) -> None:
+    if loads not in ("wait", "check", "ignore"):
+        raise StitchConfigurationError(
+            f"loads must be 'wait', 'check' or 'ignore', got {loads!r}", parameter="loads"
+        )
 
 
 def _check_policy(on_already_running: object) -> None:
@@ -240,10 +271,23 @@ async def _listing(
     return snapshot
 
 
+def _out_of_time(memory: _TriggerMemory) -> bool:
+    """Whether Prefect's next retry of the running trigger would start past the deadline."""
+    context = TaskRunContext.get()
+    if memory.deadline is None or context is None:
+        return False
+    run = context.task_run
+    retries_left = context.task.retries - (run.run_count - 1)
+    return retries_left > 0 and (
+        time.monotonic() + _next_retry_delay(context.task, run) >= memory.deadline
+    )
+
+
 def _trigger_timeout(source_id: int, memory: _TriggerMemory) -> StitchSyncTimeout:
     maybe = " (an earlier attempt may have started a job, left running)"
+    limit = f" ({memory.max_wait_seconds:.0f} s)" if memory.max_wait_seconds else ""
     return StitchSyncTimeout(
-        f"Could not start a Stitch job for source {source_id} within max_wait_seconds"
+        f"Could not start a Stitch job for source {source_id} within max_wait_seconds{limit}"
         + (maybe if memory.may_have_started else ""),
         source_id=source_id,
         job_name=None,
@@ -267,6 +311,7 @@ async def start_stitch_sync(
     source_id: int,
     on_already_running: AlreadyRunningPolicy = "attach",
     max_wait_seconds: float | None = None,
+    loads: LoadsMode = "wait",
 ) -> StitchSyncHandle:
     """Start a Stitch replication job for a source (``POST /v4/sources/{id}/sync``).
 
@@ -294,6 +339,8 @@ async def start_stitch_sync(
         source_id: The Stitch source id.
         on_already_running: ``"attach"``, ``"fail"`` or ``"wait_then_start"``.
         max_wait_seconds: Wall-clock bound of the trigger, its retries included.
+        loads: Unless ``"ignore"``, the baseline also holds the source's load records,
+            so that a later wait can tell this job's load errors from earlier ones.
 
     Returns:
         The handle of the job to wait for (``handle.job_name`` is the job name when we
@@ -321,6 +368,7 @@ async def start_stitch_sync(
     check_source_id(source_id)
     credentials = _check_credentials(credentials)
     _check_policy(on_already_running)
+    _check_loads(loads)
     if max_wait_seconds is not None:
         max_wait_seconds = _check_seconds(max_wait_seconds, "max_wait_seconds")
     memory = _memory_for(source_id, max_wait_seconds)
@@ -332,7 +380,11 @@ async def start_stitch_sync(
         # Learn the account and the baseline first: if Stitch cannot be read, nothing is
         # started that nobody would watch.
         client_id = await client.resolve_client_id(source_id)
-        watch = poller_for(credentials, client_id).watch(_LOOKUP_INTERVAL_SECONDS)
+        if loads != "ignore" and memory.source_name is None:
+            memory.source_name = (await client.get_source(source_id)).name or ""
+        watch = poller_for(credentials, client_id).watch(
+            _LOOKUP_INTERVAL_SECONDS, loads=loads != "ignore"
+        )
         try:
             if memory.baseline is None:
                 memory.baseline = await _listing(watch, memory, source_id, fresh=False)
@@ -387,10 +439,13 @@ async def start_stitch_sync(
             return handle
         except StitchAPIError as exc:
             memory.may_have_started = memory.may_have_started or exc.request_sent
-            if exc.status_code == 429 and exc.retry_after:
-                await asyncio.sleep(min(exc.retry_after, _MAX_RETRY_AFTER_SLEEP))
             if not is_transient(exc):
                 _forget_trigger(source_id)
+                raise
+            if _out_of_time(memory):
+                raise _trigger_timeout(source_id, memory) from exc
+            if exc.status_code == 429 and exc.retry_after:
+                await asyncio.sleep(min(exc.retry_after, _MAX_RETRY_AFTER_SLEEP))
             raise
     _forget_trigger(source_id)
     await report_outcome(
@@ -418,6 +473,9 @@ def _handle(
     listed = None
     if baseline is not None:
         listed = next((r.job_name for r in baseline.records if r.source_id == source_id), None)
+    loads = None
+    if baseline is not None and baseline.loads is not None and memory.source_name is not None:
+        loads = tuple(r for r in baseline.loads if r.source_name == memory.source_name)
     return StitchSyncHandle(
         source_id=source_id,
         job_name=job_name,
@@ -426,6 +484,8 @@ def _handle(
         baseline_stitch_time=None if baseline is None else baseline.stitch_time,
         answer_stitch_time=answer_time,
         requested_at=memory.first_at,
+        source_name=memory.source_name,
+        baseline_loads=loads,
     )
 
 
@@ -656,6 +716,143 @@ def _attempt_of(result: StitchSyncResult, verdict: Verdict) -> SyncAttempt:
     )
 
 
+async def _with_load_baseline(
+    client: StitchClient, credentials: StitchCredentials, client_id: int, handle: StitchSyncHandle
+) -> StitchSyncHandle:
+    """Give a handle without one the source's load records as they are now."""
+    name = handle.source_name or (await client.get_source(handle.source_id)).name or ""
+    watch = poller_for(credentials, client_id).watch(_LOOKUP_INTERVAL_SECONDS, loads=True)
+    try:
+        snapshot = await watch.baseline()
+    finally:
+        watch.close()
+    if snapshot.error is not None:
+        raise snapshot.error
+    loads = tuple(r for r in snapshot.loads or () if r.source_name == name)
+    return handle.model_copy(update={"source_name": name, "baseline_loads": loads})
+
+
+async def _after_extraction(
+    client: StitchClient,
+    credentials: StitchCredentials,
+    client_id: int,
+    handle: StitchSyncHandle,
+    result: StitchSyncResult,
+    final: _Final,
+    *,
+    loads: LoadsMode,
+    max_load_wait_seconds: float,
+    poll_interval_seconds: float,
+    max_poll_failures: int,
+    write_artifact: bool,
+) -> StitchSyncResult:
+    """Every phase exited 0: follow the loads as ``loads`` says, then report the outcome."""
+    logger = _logger()
+    source_id, job = result.source_id, result.job_name or ""
+    outcome = LoadOutcome()
+    if loads != "ignore" and result.job_name:
+        logger.info(
+            "Every phase of Stitch job %s exited 0; %s its data into the warehouse",
+            job,
+            "following" if loads == "wait" else "checking",
+        )
+        outcome = await settle_loads(
+            client,
+            credentials,
+            client_id,
+            source_id=source_id,
+            job_name=job,
+            completed_at=result.completion_time,
+            mode=loads,
+            baseline=handle.baseline_loads,
+            log=final.log,
+            poll_interval_seconds=poll_interval_seconds,
+            max_load_wait_seconds=max_load_wait_seconds,
+            max_poll_failures=max_poll_failures,
+            logger=logger,
+        )
+    result = result.model_copy(update={"loads": outcome.streams})
+    payload = {"stage": "load", "loads": [e.model_dump(mode="json") for e in outcome.streams]}
+    if outcome.failed:
+        result = result.model_copy(update={"status": "load_failed"})
+        attempt = result.attempts[-1].model_copy(
+            update={"status": "load_failed", "summary": _load_summary(outcome)}
+        )
+        result = result.model_copy(update={"attempts": [*result.attempts[:-1], attempt]})
+        message = (
+            f"Stitch job {job} of source {source_id} extracted its data (every phase exited "
+            f"0), but loading it into the warehouse failed: {_load_summary(outcome)}. "
+            f"See {result.stitch_url}"
+        )
+        await report_outcome(
+            SyncReport("failed", source_id, client_id, message, result=result, payload=payload),
+            logger,
+            write_artifact=write_artifact,
+        )
+        raise StitchLoadFailed(
+            message,
+            failed_streams=outcome.failed,
+            source_id=source_id,
+            job_name=result.job_name,
+            result=result,
+            attempts=result.attempts,
+        )
+    if outcome.pending:
+        why = (
+            ""
+            if outcome.log_names_streams
+            else " (its log did not say which streams received rows, so every selected "
+            "stream was waited for)"
+        )
+        message = (
+            f"Stitch job {job} of source {source_id} extracted its data, but it did not reach "
+            f"the warehouse within {max_load_wait_seconds:.0f} s: no load yet for "
+            f"{', '.join(outcome.pending)}{why}. See {result.stitch_url}"
+        )
+        await report_outcome(
+            SyncReport("timed_out", source_id, client_id, message, result=result, payload=payload),
+            logger,
+            write_artifact=write_artifact,
+        )
+        raise StitchLoadTimeout(
+            message,
+            pending_streams=outcome.pending,
+            result=result,
+            source_id=source_id,
+            job_name=result.job_name,
+            max_wait_seconds=max_load_wait_seconds,
+            stopped=False,
+            attempts=result.attempts,
+        )
+    if outcome.asset_keys:
+        emit_table_materializations(outcome.asset_keys, source_id=source_id, job_name=job)
+    duration = result.duration_seconds
+    landed = [e.stream_name for e in outcome.streams if e.state == "loaded"]
+    loaded = f"; loaded {', '.join(landed)}" if landed else ""
+    await report_outcome(
+        SyncReport(
+            "succeeded",
+            source_id,
+            client_id,
+            f"Succeeded: every phase of Stitch job {job} of source {source_id} exited 0"
+            + ("" if duration is None else f" ({duration:.0f} s)")
+            + f" after {final.polls} polls{loaded}.",
+            result=result,
+            payload=payload if loads != "ignore" else {},
+        ),
+        logger,
+        write_artifact=write_artifact,
+    )
+    return result
+
+
+def _load_summary(outcome: LoadOutcome) -> str:
+    return "; ".join(
+        f"stream {stream}: {message or 'no message from Stitch'}"
+        for stream, message in outcome.failed.items()
+    )
+
+
 @task(
     name="Wait for Stitch sync",
     task_run_name="wait-for-stitch-sync-{source_id}",
@@ -675,6 +872,8 @@ async def wait_for_stitch_sync(
     global_rate_limit: str | None = None,
     write_artifact: bool = True,
     earlier_attempts: list[SyncAttempt] | None = None,
+    loads: LoadsMode = "wait",
+    max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncResult:
     """Wait until a Stitch replication job ends; return its result or raise its failure.
 
@@ -711,12 +910,19 @@ async def wait_for_stitch_sync(
             run. A run that syncs many sources writes one summary table instead.
         earlier_attempts: Jobs this sync ran before (replication retries), listed in
             the result, the artifact and the error.
+        loads: After every phase exited 0: ``"wait"`` until each stream that received
+            rows in this job has loaded into the warehouse (or one fails), ``"check"``
+            once that none of them is in an error state, ``"ignore"`` the loads.
+        max_load_wait_seconds: The load wait's own bound, from the extraction's success.
 
     Returns:
-        The job's result, when every phase exited 0.
+        The job's result, when every phase exited 0 and (``loads="wait"``) its data
+        reached the warehouse; ``result.loads`` has one entry per stream.
 
     Raises:
         StitchReplicationFailed: A phase exited non-zero (``failed_phases`` says which).
+        StitchLoadFailed: Every phase exited 0, but a stream's load failed.
+        StitchLoadTimeout: The data did not load within ``max_load_wait_seconds``.
         StitchJobTerminated: The job was terminated.
         StitchSyncTimeout: The job did not end within ``max_wait_seconds``.
         StitchVerdictUnavailable: The job ended but Stitch no longer says how.
@@ -740,6 +946,8 @@ async def wait_for_stitch_sync(
     credentials = _check_credentials(credentials)
     poll_interval_seconds = _check_seconds(poll_interval_seconds, "poll_interval_seconds")
     max_wait_seconds = _check_seconds(max_wait_seconds, "max_wait_seconds")
+    max_load_wait_seconds = _check_seconds(max_load_wait_seconds, "max_load_wait_seconds")
+    _check_loads(loads)
     handle = _as_handle(source_id, job_name)
     earlier = list(earlier_attempts or [])
     logger = _logger()
@@ -755,6 +963,8 @@ async def wait_for_stitch_sync(
         )
         url = stitch_source_url(client_id, source_id)
         shown = handle.job_name or "(the running job)"
+        if loads != "ignore" and handle.baseline_loads is None:
+            handle = await _with_load_baseline(client, credentials, client_id, handle)
         logger.info(
             "Waiting for Stitch job %s of source %s (poll every %.0f s, at most %.0f s): %s",
             shown,
@@ -827,22 +1037,19 @@ async def wait_for_stitch_sync(
         )
         result = result.model_copy(update={"attempts": [*earlier, _attempt_of(result, verdict)]})
         if verdict.state is ExtractionState.SUCCEEDED:
-            duration = result.duration_seconds
-            await report_outcome(
-                SyncReport(
-                    "succeeded",
-                    source_id,
-                    client_id,
-                    f"Succeeded: every phase of Stitch job {result.job_name} of source "
-                    f"{source_id} exited 0"
-                    + ("" if duration is None else f" ({duration:.0f} s)")
-                    + f" after {final.polls} polls.",
-                    result=result,
-                ),
-                logger,
+            return await _after_extraction(
+                client,
+                credentials,
+                client_id,
+                handle,
+                result,
+                final,
+                loads=loads,
+                max_load_wait_seconds=max_load_wait_seconds,
+                poll_interval_seconds=poll_interval_seconds,
+                max_poll_failures=max_poll_failures,
                 write_artifact=write_artifact,
             )
-            return result
 
         log_tail = None if final.log is None else final.log.tail
         if log_tail is None and fetch_logs_on_failure and result.job_name:

@@ -26,23 +26,25 @@ header on its answer to our trigger, compared with its record times
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from prefect_stitch.errors import PhaseFailure
-from prefect_stitch.models import Extraction, StitchSyncHandle
+from prefect_stitch.models import Extraction, Load, StitchSyncHandle
 
 __all__ = [
     "PHASES",
     "ExtractionState",
+    "LoadVerdict",
     "Located",
     "Order",
     "Verdict",
     "exit_statuses_from_log",
     "find_earlier_attempt",
     "judge_extraction",
+    "judge_loads",
     "locate_job",
     "order_of",
     "started_before_baseline",
@@ -272,7 +274,7 @@ def locate_job(handle: StitchSyncHandle, records: Sequence[Extraction]) -> Locat
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
         from prefect_stitch.verdict import locate_job
 
         handle = StitchSyncHandle(source_id=1, job_name="ours", baseline_job_name="previous",
@@ -329,7 +331,7 @@ def started_before_baseline(handle: StitchSyncHandle, record: Extraction) -> boo
     Example:
         ```python
         from datetime import UTC, datetime, timedelta
-        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
         from prefect_stitch.verdict import started_before_baseline
 
         before = datetime(2026, 1, 1, tzinfo=UTC)
@@ -362,7 +364,7 @@ def find_earlier_attempt(
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.models import Extraction, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
         from prefect_stitch.verdict import find_earlier_attempt
 
         handle = StitchSyncHandle(source_id=1, baseline_job_name="b",
@@ -420,3 +422,106 @@ def exit_statuses_from_log(text: str) -> dict[str, int] | None:
         phase = match.group("phase").lower()
         statuses[phase] = 0 if match.group("ok") else int(match.group("code"))
     return statuses or None
+
+
+@dataclass(frozen=True)
+class LoadVerdict:
+    """What the loads listing says of the streams a job's data must reach.
+
+    Attributes:
+        loaded: Streams whose load landed at or after the job's completion.
+        failed: Streams in an error state that is new since the baseline.
+        old_errors: Streams whose error is the one the baseline already showed (an
+            earlier load's; this job's load may still land).
+        pending: Streams with no load of this job yet.
+
+    Example:
+        ```python
+        from prefect_stitch.verdict import LoadVerdict
+
+        print(LoadVerdict(loaded={}, failed={}, old_errors={}, pending=set()).done)  # True
+        ```
+    """
+
+    loaded: dict[str, Load]
+    failed: dict[str, Load]
+    old_errors: dict[str, Load]
+    pending: set[str]
+
+    @property
+    def done(self) -> bool:
+        """Whether every expected stream's load landed."""
+        return not self.failed and not self.old_errors and not self.pending
+
+
+def judge_loads(
+    *,
+    source_name: str,
+    expected: Iterable[str],
+    completed_at: datetime | None,
+    baseline: Sequence[Load],
+    current: Sequence[Load],
+) -> LoadVerdict:
+    """Decide where a job's data stands in the warehouse, stream by stream.
+
+    Stitch's loads listing shows the *latest* load attempt of each stream (its
+    ``source_name`` is the source's ``name``), without a job link and without a time on
+    errors. So:
+
+    * a stream is **loaded** when its record has no error and ``last_batch_loaded_at``
+      is at or after the job's ``completion_time`` (Stitch's clock with Stitch's clock,
+      whole seconds: the same second counts);
+    * a stream **failed** when its record is in an error state that the baseline (the
+      records listed before the job started) did not show: a new error;
+    * an error the baseline already showed may be an earlier load's: it is an
+      **old error** (this job's load may still land, and replace it);
+    * anything else is **pending**.
+
+    Only the expected streams count: deselected streams, streams that received no rows
+    and other sources' streams never block or fail a job.
+
+    Args:
+        source_name: The source's ``name`` (the schema its tables load into).
+        expected: The streams that received rows in the job.
+        completed_at: The job's ``completion_time`` (Stitch's clock).
+        baseline: Load records listed before the job started.
+        current: Load records listed now.
+
+    Returns:
+        The verdict.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Load
+        from prefect_stitch.verdict import judge_loads
+
+        done = Load(source_name="s", stream_name="a", last_batch_loaded_at="2026-01-01T00:05:00Z")
+        verdict = judge_loads(source_name="s", expected=["a"],
+                              completed_at=done.last_batch_loaded_at, baseline=[], current=[done])
+        print(verdict.done)  # True
+        ```
+    """
+    before = {r.stream_name: r for r in baseline if r.source_name == source_name}
+    now = {r.stream_name: r for r in current if r.source_name == source_name}
+    loaded: dict[str, Load] = {}
+    failed: dict[str, Load] = {}
+    old_errors: dict[str, Load] = {}
+    pending: set[str] = set()
+    for stream in sorted(set(expected)):
+        record = now.get(stream)
+        if record is None:
+            pending.add(stream)
+        elif record.failed:
+            earlier = before.get(stream)
+            if earlier is not None and earlier.failed and earlier.error_state == record.error_state:
+                old_errors[stream] = record
+            else:
+                failed[stream] = record
+        elif order_of(record.last_batch_loaded_at, completed_at) in (
+            Order.AFTER,
+            Order.SAME_SECOND,
+        ):
+            loaded[stream] = record
+        else:
+            pending.add(stream)
+    return LoadVerdict(loaded, failed, old_errors, pending)

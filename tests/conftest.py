@@ -24,14 +24,26 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+REALISTIC_BUDGET = {"jobs_rate_limit": 30, "jobs_rate_period_seconds": 3.0}
+"""Stitch's jobs budget (30 requests per 10 minutes per account), 200 times faster."""
+
+
+def enforce_budget(sim: StitchSimulator) -> StitchSimulator:
+    """Make the simulator answer 429 beyond the realistic budget, as Stitch may."""
+    sim.enforce_rate_limit = True
+    sim.jobs_rate_limit = REALISTIC_BUDGET["jobs_rate_limit"]
+    sim.jobs_rate_period_seconds = REALISTIC_BUDGET["jobs_rate_period_seconds"]
+    return sim
+
+
 @pytest.fixture
 def sim(stitch_simulator: StitchSimulator) -> StitchSimulator:
-    """The bundled Stitch simulator, fresh for each test (from the package's pytest plugin)."""
-    return stitch_simulator
+    """The bundled Stitch simulator, fresh for each test, enforcing the realistic budget."""
+    return enforce_budget(stitch_simulator)
 
 
 def make_credentials(sim: StitchSimulator, **overrides: object) -> StitchCredentials:
-    """Credentials for the simulator with test-friendly pacing (fast retries, roomy budget)."""
+    """Credentials for the simulator: fast retries, and the realistic jobs budget."""
     values: dict[str, object] = {
         "access_token": sim.token,
         "client_id": sim.client_id,
@@ -39,8 +51,7 @@ def make_credentials(sim: StitchSimulator, **overrides: object) -> StitchCredent
         "request_timeout_seconds": 2.0,
         "max_retries": 3,
         "retry_backoff_seconds": 0.01,
-        "jobs_rate_limit": 1000,
-        "jobs_rate_period_seconds": 1.0,
+        **REALISTIC_BUDGET,
     }
     values.update(overrides)
     return StitchCredentials(**values)  # type: ignore[arg-type]

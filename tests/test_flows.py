@@ -355,7 +355,9 @@ def test_pause_stitch_schedule_pauses_the_source_first(sim: StitchSimulator) -> 
     result = run(sim, 81, pause_stitch_schedule=True)
     assert result.status == "succeeded"
     [update] = sim.requests_for("update_source")
+    [trigger] = sim.requests_for("trigger")
     assert update.method == "PUT"
+    assert update.at < trigger.at, "the trigger was sent before the schedule was paused"
     assert sim.source(81)["paused_at"] is not None
 
 
