@@ -364,6 +364,7 @@ async def sync_source(
                     options.on_already_running,
                     remaining(),
                     options.loads,
+                    options.global_rate_limit,
                 )
             memory.pending = handle
         else:

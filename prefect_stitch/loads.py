@@ -9,10 +9,13 @@ through the account's shared poller until each has landed or one fails; the rule
 what a load record means live in [`judge_loads`][prefect_stitch.verdict.judge_loads].
 
 **Which streams must load.** The streams the job's log says received rows, that are
-selected in Stitch (``GET /v4/sources/{id}/streams``). When the log says nothing usable
-(no stream lines, or it cannot be read), every selected stream is waited for: a stream
-that truly received no rows then never loads, and the wait ends in
-`StitchLoadTimeout` saying why, rather than in a success nobody can vouch for.
+selected in Stitch (``GET /v4/sources/{id}/streams``). The log costs a jobs request, so
+it is read only when the loads listing cannot settle the job by itself: when every
+selected stream has loaded since the job's completion, or one failed anew, no log is
+needed. When the log says nothing usable (no stream lines, or it cannot be read), every
+selected stream is waited for: a stream that truly received no rows then never loads,
+and the wait ends in `StitchLoadTimeout` saying why, rather than in a success nobody can
+vouch for.
 """
 
 from __future__ import annotations
@@ -126,24 +129,10 @@ async def settle_loads(
     """
     source_name = (await client.get_source(source_id)).name or ""
     selected = await _selected_streams(client, source_id, logger)
-    if log is None or not log.names_streams:
-        log = await _scan(client, job_name, logger)
-    names_streams = log is not None and log.names_streams
-    if names_streams and log is not None:
-        expected = log.streams_with_rows & selected if selected else log.streams_with_rows
-    else:
-        expected = set(selected)
-        logger.warning(
-            "The log of Stitch job %s does not say which streams received rows: waiting for "
-            "every selected stream of source %s to load (%s)",
-            job_name,
-            source_id,
-            ", ".join(sorted(expected)) or "none selected",
-        )
-    outcome = LoadOutcome(log_names_streams=names_streams, source_name=source_name)
-    if not expected:
-        outcome.streams = _entries(selected, set(), None)
-        return outcome
+    outcome = LoadOutcome(source_name=source_name)
+    expected, log_read = set(selected), False
+    if log is not None and log.names_streams:
+        expected, log_read = _expected(log, selected), True
 
     watch = poller_for(credentials, client_id, global_limit_name=client.global_limit_name).watch(
         poll_interval_seconds, extractions=False, loads=True
@@ -152,14 +141,13 @@ async def settle_loads(
     verdict: LoadVerdict | None = None
     failures = 0
     try:
-        while True:
+        while expected or not log_read:
             left = deadline - time.monotonic()
             if mode == "wait" and left <= 0 and verdict is not None:
                 break
+            wait = max(left, 0.0) if mode == "wait" else max(4 * poll_interval_seconds, 120.0)
             try:
-                snapshot = await watch.next_snapshot(
-                    max(left, poll_interval_seconds * 4 + 60) if mode == "check" else max(left, 0)
-                )
+                snapshot = await watch.next_snapshot(wait)
             except TimeoutError:
                 break
             if snapshot.error is not None or snapshot.loads is None:
@@ -170,13 +158,32 @@ async def settle_loads(
                     raise snapshot.error
                 continue
             failures = 0
-            verdict = judge_loads(
-                source_name=source_name,
-                expected=expected,
-                completed_at=completed_at,
-                baseline=baseline or (),
-                current=snapshot.loads,
-            )
+
+            def judge(streams: set[str], loads: Sequence[Load] = snapshot.loads) -> LoadVerdict:
+                return judge_loads(
+                    source_name=source_name,
+                    expected=streams,
+                    completed_at=completed_at,
+                    baseline=baseline or (),
+                    current=loads,
+                )
+
+            verdict = judge(expected)
+            if not (verdict.failed or verdict.done) and not log_read:
+                # The listing alone cannot settle it: which streams received rows?
+                log, log_read = await _scan(client, job_name, logger), True
+                if log is not None and log.names_streams:
+                    expected = _expected(log, selected)
+                    verdict = judge(expected)
+                else:
+                    outcome.log_names_streams = False
+                    logger.warning(
+                        "The log of Stitch job %s does not say which streams received rows: "
+                        "waiting for every selected stream of source %s to load (%s)",
+                        job_name,
+                        source_id,
+                        ", ".join(sorted(expected)) or "none selected",
+                    )
             if verdict.failed or verdict.done or mode == "check":
                 break
             logger.debug(
@@ -211,6 +218,11 @@ async def settle_loads(
             if entry.state == "loaded" and entry.asset_key
         ]
     return outcome
+
+
+def _expected(log: LogScan, selected: set[str]) -> set[str]:
+    """The streams that received rows, among the selected ones (if the list was read)."""
+    return log.streams_with_rows & selected if selected else set(log.streams_with_rows)
 
 
 def _entries(

@@ -715,8 +715,8 @@ class StitchSyncManyResult(BaseModel):
     jobs_requests: int = Field(
         default=0,
         description=(
-            "Extraction-list requests (pages, retries included) this process's pollers made "
-            "during the run; runs in the same process share them."
+            "Listing requests (extractions and loads pages, retries included) this "
+            "process's pollers made during the run; runs in the same process share them."
         ),
     )
 

@@ -312,6 +312,7 @@ async def start_stitch_sync(
     on_already_running: AlreadyRunningPolicy = "attach",
     max_wait_seconds: float | None = None,
     loads: LoadsMode = "wait",
+    global_rate_limit: str | None = None,
 ) -> StitchSyncHandle:
     """Start a Stitch replication job for a source (``POST /v4/sources/{id}/sync``).
 
@@ -341,6 +342,8 @@ async def start_stitch_sync(
         max_wait_seconds: Wall-clock bound of the trigger, its retries included.
         loads: Unless ``"ignore"``, the baseline also holds the source's load records,
             so that a later wait can tell this job's load errors from earlier ones.
+        global_rate_limit: The Prefect global concurrency limit that paces the
+            account's jobs requests across processes (see `wait_for_stitch_sync`).
 
     Returns:
         The handle of the job to wait for (``handle.job_name`` is the job name when we
@@ -380,9 +383,13 @@ async def start_stitch_sync(
         # Learn the account and the baseline first: if Stitch cannot be read, nothing is
         # started that nobody would watch.
         client_id = await client.resolve_client_id(source_id)
-        if loads != "ignore" and memory.source_name is None:
-            memory.source_name = (await client.get_source(source_id)).name or ""
-        watch = poller_for(credentials, client_id).watch(
+        limit = await resolve_global_limit(
+            client_id,
+            global_rate_limit,
+            limit=credentials.jobs_rate_limit,
+            period=credentials.jobs_rate_period_seconds,
+        )
+        watch = poller_for(credentials, client_id, global_limit_name=limit).watch(
             _LOOKUP_INTERVAL_SECONDS, loads=loads != "ignore"
         )
         try:
@@ -425,6 +432,8 @@ async def start_stitch_sync(
                 source_id,
                 on_already_running,
             )
+            if loads != "ignore":
+                memory.source_name = await _source_name(client, source_id)
             handle = _handle(source_id, memory, exc.stitch_time, "attached")
             await report_outcome(
                 SyncReport(
@@ -447,6 +456,8 @@ async def start_stitch_sync(
             if exc.status_code == 429 and exc.retry_after:
                 await asyncio.sleep(min(exc.retry_after, _MAX_RETRY_AFTER_SLEEP))
             raise
+        if loads != "ignore":
+            memory.source_name = await _source_name(client, source_id)
     _forget_trigger(source_id)
     await report_outcome(
         SyncReport(
@@ -460,6 +471,17 @@ async def start_stitch_sync(
         logger,
     )
     return _handle(source_id, memory, answer.stitch_time, "started", answer.job_name)
+
+
+async def _source_name(client: StitchClient, source_id: int) -> str | None:
+    """The source's ``name`` (its schema, the loads' ``source_name``); ``None`` if unread."""
+    try:
+        return (await client.get_source(source_id)).name
+    except StitchError as exc:
+        _logger().warning(
+            "Could not read source %s (%s): loads get a later baseline", source_id, exc
+        )
+        return None
 
 
 def _handle(

@@ -1,0 +1,263 @@
+"""Success means the data reached the warehouse: load-aware verdicts, end to end.
+
+The real flows, over real HTTP, against the simulator (per-stream loads with delays and
+errors, the streams and destinations endpoints, logs naming the streams with rows), with
+the Prefect harness and the realistic compressed jobs budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+from prefect_stitch import (
+    StitchLoadFailed,
+    StitchLoadTimeout,
+    StitchReplicationFailed,
+    StitchSyncManyFailed,
+    StitchSyncResult,
+    StitchSyncTimeout,
+    stitch_sync_flow,
+    stitch_sync_many_flow,
+)
+from prefect_stitch.simulator import Fault, Outcome, StitchSimulator, StreamLoad
+from tests.conftest import make_credentials
+from tests.helpers import stitch_events, until
+
+FAST = {"poll_interval_seconds": 0.1, "max_wait_seconds": 30.0}
+
+
+def run(sim: StitchSimulator, source_id: int, **options: Any) -> Any:
+    """Run stitch_sync_flow; return its result or the exception it ended with."""
+    state = stitch_sync_flow(
+        source_id=source_id,
+        credentials=make_credentials(sim),
+        return_state=True,
+        **{**FAST, **options},
+    )
+    try:
+        return state.result()
+    except BaseException as exc:
+        return exc
+
+
+def states(result: StitchSyncResult) -> dict[str, str]:
+    return {load.stream_name: load.state for load in result.loads}
+
+
+def within_budget(sim: StitchSimulator) -> None:
+    assert sim.rate_limit_violations == 0
+    assert all(request.status != 429 for request in sim.requests)
+
+
+def test_a_slow_load_holds_the_flow_until_it_lands(sim: StitchSimulator) -> None:
+    sim.add_source(
+        1, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(delay_seconds=2.5)})]
+    )
+    started = time.monotonic()
+    result = run(sim, 1)
+    elapsed = time.monotonic() - started
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result) == {"accounts": "loaded", "contacts": "loaded"}
+    accounts = next(load for load in result.loads if load.stream_name == "accounts")
+    assert accounts.last_batch_loaded_at is not None and result.completion_time is not None
+    assert (accounts.last_batch_loaded_at - result.completion_time).total_seconds() >= 2
+    assert elapsed >= 2.5, "the flow returned before the slow load landed"
+    within_budget(sim)
+
+
+def test_ignore_returns_when_the_extraction_ends(sim: StitchSimulator) -> None:
+    sim.add_source(
+        2,
+        outcomes=[
+            Outcome.success(
+                0.2,
+                loads={
+                    "accounts": StreamLoad(delay_seconds=20),
+                    "contacts": StreamLoad(error="permission denied"),
+                },
+            )
+        ],
+    )
+    started = time.monotonic()
+    result = run(sim, 2, loads="ignore")
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert result.loads == [] and result.status == "succeeded"
+    assert time.monotonic() - started < 15
+    assert sim.requests_for("loads") == []
+
+
+def test_a_load_error_fails_the_sync_naming_the_stream_and_the_warehouse_message(
+    sim: StitchSimulator,
+) -> None:
+    message = 'permission denied for schema "hubspot_3"'
+    sim.add_source(3, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(error=message)})])
+    outcome = run(sim, 3)
+    assert type(outcome) is StitchLoadFailed, repr(outcome)
+    assert isinstance(outcome, StitchReplicationFailed)  # a failed sync, for every `except`
+    assert outcome.failed_streams == {"contacts": message}
+    assert "contacts" in str(outcome) and message in str(outcome)
+    assert outcome.result is not None and outcome.result.status == "load_failed"
+    assert states(outcome.result) == {"accounts": "loaded", "contacts": "failed"}
+    events = asyncio.run(events_of(3, {"stitch.sync.failed"}))
+    payload = events["stitch.sync.failed"].payload
+    assert payload["stage"] == "load"
+    assert {"stream_name": "contacts", "state": "failed"}.items() <= {
+        **next(load for load in payload["loads"] if load["stream_name"] == "contacts")
+    }.items()
+
+
+def test_a_deselected_streams_old_error_and_a_stream_without_rows_never_block(
+    sim: StitchSimulator,
+) -> None:
+    sim.add_source(
+        4,
+        streams=("accounts", "contacts", "deals"),
+        selected=("accounts", "contacts"),
+        outcomes=[Outcome.success(0.2, rows={"accounts": 12, "contacts": 0})],
+    )
+    sim.seed_load(4, "deals", error="an old error of a deselected stream")
+    sim.seed_load(4, "contacts", error="an old error of a stream with no rows this time")
+    result = run(sim, 4, max_load_wait_seconds=20)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result) == {"accounts": "loaded", "contacts": "no_rows"}
+
+
+def test_an_earlier_loads_error_then_this_jobs_load_is_a_success(sim: StitchSimulator) -> None:
+    sim.add_source(
+        5, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(delay_seconds=1.5)})]
+    )
+    sim.seed_load(5, "accounts", error="yesterday's load failed")
+    result = run(sim, 5)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result) == {"accounts": "loaded", "contacts": "loaded"}
+
+
+def test_an_old_error_is_all_there_is_when_the_wait_runs_out(sim: StitchSimulator) -> None:
+    sim.add_source(6, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(never=True)})])
+    sim.seed_load(6, "accounts", error="still broken")
+    outcome = run(sim, 6, max_load_wait_seconds=1.5)
+    assert type(outcome) is StitchLoadFailed, repr(outcome)
+    assert outcome.failed_streams == {"accounts": "still broken"}
+
+
+def test_a_load_that_never_lands_times_out_naming_the_streams(sim: StitchSimulator) -> None:
+    sim.add_source(7, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(never=True)})])
+    started = time.monotonic()
+    outcome = run(sim, 7, max_load_wait_seconds=1.5)
+    assert type(outcome) is StitchLoadTimeout, repr(outcome)
+    assert isinstance(outcome, StitchSyncTimeout)
+    assert outcome.pending_streams == ["contacts"]
+    assert "contacts" in str(outcome)
+    assert outcome.result is not None and states(outcome.result)["accounts"] == "loaded"
+    assert time.monotonic() - started < 15
+
+
+def test_the_load_wait_is_a_bound_of_its_own(sim: StitchSimulator) -> None:
+    """max_wait_seconds bounds the extraction; the load wait starts when it succeeded."""
+    sim.add_source(
+        8, outcomes=[Outcome.success(1.0, loads={"accounts": StreamLoad(delay_seconds=2.0)})]
+    )
+    result = run(sim, 8, max_wait_seconds=2.0, max_load_wait_seconds=10)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result)["accounts"] == "loaded"
+
+
+def test_check_fails_on_an_error_now_and_does_not_wait(sim: StitchSimulator) -> None:
+    sim.add_source(9, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(error="bad")})])
+    sim.add_source(
+        10, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(delay_seconds=30)})]
+    )
+    failed = run(sim, 9, loads="check")
+    assert type(failed) is StitchLoadFailed, repr(failed)
+    assert failed.failed_streams == {"contacts": "bad"}
+    started = time.monotonic()
+    result = run(sim, 10, loads="check")
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result) == {"accounts": "unchecked", "contacts": "loaded"}
+    assert time.monotonic() - started < 15
+
+
+def test_a_log_that_names_no_stream_falls_back_to_every_selected_stream(
+    sim: StitchSimulator,
+) -> None:
+    sim.add_source(11, outcomes=[Outcome.success(0.2, rows={"accounts": 0, "contacts": 0})])
+    outcome = run(sim, 11, max_load_wait_seconds=1.5)
+    assert type(outcome) is StitchLoadTimeout, repr(outcome)
+    assert outcome.pending_streams == ["accounts", "contacts"]
+    assert "did not say which streams received rows" in str(outcome)
+
+
+def test_many_sources_fail_on_one_sources_load_error(sim: StitchSimulator) -> None:
+    sim.add_source(12, outcomes=[Outcome.success(0.2)])
+    sim.add_source(13, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(error="x")})])
+    sim.add_source(
+        14, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(delay_seconds=1)})]
+    )
+    with pytest.raises(StitchSyncManyFailed) as caught:
+        stitch_sync_many_flow(
+            source_ids=[12, 13, 14], credentials=make_credentials(sim), **FAST
+        )
+    results = caught.value.results
+    assert results[12].ok and results[14].ok
+    assert results[13].status == "load_failed"
+    assert isinstance(caught.value.failures[13], StitchLoadFailed)
+    assert "13 (StitchLoadFailed" in str(caught.value)
+    within_budget(sim)
+
+
+def test_loaded_tables_become_prefect_assets_keyed_like_dbt_sources(sim: StitchSimulator) -> None:
+    sim.set_destination(type="snowflake", database="analytics")
+    sim.add_source(15, name="recurly", outcomes=[Outcome.success(0.2)])
+    result = run(sim, 15)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    keys = {load.stream_name: load.asset_key for load in result.loads}
+    assert keys == {
+        "accounts": "snowflake://ANALYTICS/RECURLY/ACCOUNTS",
+        "contacts": "snowflake://ANALYTICS/RECURLY/CONTACTS",
+    }
+    events = asyncio.run(asset_events(set(keys.values())))
+    assert {event.resource.id for event in events} == set(keys.values())
+    related = {(r.id, r.role) for event in events for r in event.related}
+    assert ("stitch", "asset-materialized-by") in related
+
+
+def test_no_destination_means_no_assets_and_still_a_success(sim: StitchSimulator) -> None:
+    sim.inject("destinations", Fault.status(500), times=50)
+    sim.add_source(16, outcomes=[Outcome.success(0.2)])
+    result = run(sim, 16)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert all(load.asset_key is None for load in result.loads)
+    assert states(result) == {"accounts": "loaded", "contacts": "loaded"}
+
+
+async def events_of(source_id: int, names: set[str]) -> dict[str, Any]:
+    async with get_client() as client:
+
+        async def found() -> dict[str, Any] | None:
+            events = {event.event: event for event in await stitch_events(client, source_id)}
+            return events if names <= set(events) else None
+
+        return await until(found, 30, f"events {sorted(names)} of source {source_id}")
+
+
+async def asset_events(keys: set[str]) -> list[Any]:
+    async with get_client() as client:
+
+        async def found() -> list[Any] | None:
+            page = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(name=["prefect.asset.materialization.succeeded"]),
+                    resource=EventResourceFilter(id=sorted(keys)),
+                ),
+                limit=50,
+            )
+            events = list(page.events)
+            return events if {e.resource.id for e in events} >= keys else None
+
+        return await until(found, 30, f"asset events for {sorted(keys)}")
