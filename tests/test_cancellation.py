@@ -96,7 +96,11 @@ async def test_cancelling_a_served_run_stops_the_stitch_job(
                 logs = await client.read_logs(
                     log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
                 )
-                return [log.message for log in logs if "a stop of the Stitch job was requested" in log.message]
+                return [
+                    log.message
+                    for log in logs
+                    if "a stop of the Stitch job was requested" in log.message
+                ]
 
             [message] = await until(stop_logged, 30, "the log line about the stop")
             assert "cancelled" in message

@@ -96,7 +96,9 @@ def test_a_load_error_fails_the_sync_naming_the_stream_and_the_warehouse_message
     sim: StitchSimulator,
 ) -> None:
     message = 'permission denied for schema "hubspot_3"'
-    sim.add_source(3, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(error=message)})])
+    sim.add_source(
+        3, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(error=message)})]
+    )
     outcome = run(sim, 3)
     assert type(outcome) is StitchLoadFailed, repr(outcome)
     assert isinstance(outcome, StitchReplicationFailed)  # a failed sync, for every `except`
@@ -200,9 +202,7 @@ def test_many_sources_fail_on_one_sources_load_error(sim: StitchSimulator) -> No
         14, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(delay_seconds=1)})]
     )
     with pytest.raises(StitchSyncManyFailed) as caught:
-        stitch_sync_many_flow(
-            source_ids=[12, 13, 14], credentials=make_credentials(sim), **FAST
-        )
+        stitch_sync_many_flow(source_ids=[12, 13, 14], credentials=make_credentials(sim), **FAST)
     results = caught.value.results
     assert results[12].ok and results[14].ok
     assert results[13].status == "load_failed"
