@@ -6,8 +6,9 @@ on 127.0.0.1 that answers like Stitch's Connect API, and Prefect starts its embe
 
     python -m prefect_stitch.demo
 
-It syncs one healthy source and one whose tap dies with exit status -9, and prints the
-typed result and the typed error.
+It syncs one healthy source (and waits for its data to load into the warehouse), one
+whose tap dies with exit status -9, and one whose extraction succeeds but whose load into
+the warehouse fails; it prints the typed result and the typed errors.
 
 Example:
     ```python
@@ -23,13 +24,14 @@ import time
 
 HEALTHY_SOURCE = 120643
 FAILING_SOURCE = 120644
+LOAD_FAILING_SOURCE = 120645
 
 
 def main() -> int:
     """Run the demo; return the process exit code (0 when both paths behaved).
 
     Returns:
-        0 if the healthy source succeeded and the failing one raised its typed error.
+        0 if the healthy source succeeded and the failing ones raised their typed errors.
 
     Example:
         ```python
@@ -56,20 +58,45 @@ def main() -> int:
 
 
 def _run_demo() -> int:
-    from prefect_stitch import StitchCredentials, StitchReplicationFailed, stitch_sync_flow
-    from prefect_stitch.simulator import Outcome, StitchSimulator
+    from prefect_stitch import (
+        StitchCredentials,
+        StitchLoadFailed,
+        StitchReplicationFailed,
+        stitch_sync_flow,
+    )
+    from prefect_stitch.simulator import Outcome, StitchSimulator, StreamLoad
 
     started = time.monotonic()
     with StitchSimulator(token="demo-token", client_id=116078) as sim:  # noqa: S106
         sim.add_source(
-            HEALTHY_SOURCE, display_name="Recurly", outcomes=[Outcome.success(duration_seconds=3)]
+            HEALTHY_SOURCE,
+            name="recurly",
+            display_name="Recurly",
+            outcomes=[
+                Outcome.success(duration_seconds=3, loads={"accounts": StreamLoad(delay_seconds=2)})
+            ],
         )
         sim.add_source(
             FAILING_SOURCE,
             display_name="HubSpot",
             outcomes=[Outcome.failure("tap", -9, "Killed: out of memory", duration_seconds=2)],
         )
-        for source_id in (HEALTHY_SOURCE, FAILING_SOURCE):
+        sim.add_source(
+            LOAD_FAILING_SOURCE,
+            name="stripe",
+            display_name="Stripe",
+            outcomes=[
+                Outcome.success(
+                    duration_seconds=2,
+                    loads={
+                        "contacts": StreamLoad(
+                            error='permission denied for schema "stripe"', delay_seconds=1
+                        )
+                    },
+                )
+            ],
+        )
+        for source_id in (HEALTHY_SOURCE, FAILING_SOURCE, LOAD_FAILING_SOURCE):
             sim.seed_completed(source_id)  # a previous, successful job is listed
         print(f"Stitch simulator listening on {sim.base_url}", flush=True)
 
@@ -87,7 +114,7 @@ def _run_demo() -> int:
         result = stitch_sync_flow(
             source_id=HEALTHY_SOURCE, credentials=credentials, poll_interval_seconds=1
         )
-        print("stitch_sync_flow returned a StitchSyncResult:")
+        print("stitch_sync_flow returned a StitchSyncResult (its data is in the warehouse):")
         print(json.dumps(result.model_dump(mode="json"), indent=2))
 
         print(f"\n== 2. A source whose tap is killed ({FAILING_SOURCE}) ==", flush=True)
@@ -104,6 +131,24 @@ def _run_demo() -> int:
         else:
             failed_as_expected = False
             print("ERROR: the failing source was reported as a success")
+
+        print(
+            f"\n== 3. A source whose data fails to load into the warehouse "
+            f"({LOAD_FAILING_SOURCE}) ==",
+            flush=True,
+        )
+        try:
+            stitch_sync_flow(
+                source_id=LOAD_FAILING_SOURCE, credentials=credentials, poll_interval_seconds=1
+            )
+        except StitchLoadFailed as error:
+            print(f"stitch_sync_flow raised {type(error).__name__} (every phase exited 0):")
+            print(f"  failed_streams = {error.failed_streams}")
+            print(f"  job_name       = {error.job_name}")
+            print(f"  message        = {str(error).splitlines()[0]}")
+        else:
+            failed_as_expected = False
+            print("ERROR: the load failure was reported as a success")
 
     print(f"\nDemo finished in {time.monotonic() - started:.1f} s.")
     return 0 if result.succeeded and failed_as_expected else 1
