@@ -57,6 +57,7 @@ from prefect_stitch.tasks import (
     stop_stitch_sync,
     wait_for_stitch_sync,
 )
+from prefect_stitch.watcher import StitchWatchSummary, run_stitch_watch, stitch_watch_flow
 
 try:
     __version__ = version("prefect-stitch")
@@ -89,6 +90,7 @@ __all__ = [
     "StitchSyncTimeout",
     "StitchTransportError",
     "StitchVerdictUnavailable",
+    "StitchWatchSummary",
     "Stream",
     "StreamLoadResult",
     "SyncAttempt",
@@ -98,9 +100,11 @@ __all__ = [
     "pause_stitch_source",
     "run_stitch_sync",
     "run_stitch_sync_many",
+    "run_stitch_watch",
     "start_stitch_sync",
     "stitch_sync_flow",
     "stitch_sync_many_flow",
+    "stitch_watch_flow",
     "stop_stitch_sync",
     "wait_for_stitch_sync",
 ]

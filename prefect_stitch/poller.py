@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchError, StitchTransportError
 from prefect_stitch.models import Extraction, Load
+from prefect_stitch.ratelimit import SlidingWindowLimiter, limiter_for
+from prefect_stitch.sharing import Sharing, sharing_enabled
 
 __all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for"]
 
@@ -194,6 +196,9 @@ class AccountPoller:
         """The latest listing read without error (any waiter may use it as a baseline)."""
         self.latest_at = 0.0
         """When ``latest`` was read (``time.monotonic()``)."""
+        self.received = 0
+        """Listings received from another process's poller (see `sharing`)."""
+        self._sharing: Sharing | None = None
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -240,6 +245,35 @@ class AccountPoller:
                 self._watches.remove(watch)
             self._poke()
 
+    def poke(self) -> None:
+        """Wake the poller's loop (a waiter or a follower changed what it needs)."""
+        self._poke()
+
+    def limiter(self) -> SlidingWindowLimiter:
+        """This process's rate limiter of the account's jobs requests.
+
+        Returns:
+            The limiter every client of the account in this process shares.
+        """
+        return limiter_for(
+            self.credentials.base_url,
+            self.client_id,
+            self.credentials.jobs_rate_limit,
+            self.credentials.jobs_rate_period_seconds,
+        )
+
+    def receive(self, snapshot: Snapshot) -> None:
+        """Hand the waiters a listing another process's poller read (see `sharing`).
+
+        Args:
+            snapshot: The listing.
+        """
+        self.latest = snapshot
+        self.latest_at = time.monotonic()
+        self.last_pages = max(snapshot.pages, 1)
+        self.received += 1
+        self._deliver(snapshot)
+
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
@@ -256,6 +290,10 @@ class AccountPoller:
             if not self._watches:
                 return None
             wanted = min(watch.poll_interval_seconds for watch in self._watches)
+        if self._sharing is not None and self._sharing.leading:
+            remote, _, _ = self._sharing.remote_demand()
+            if remote is not None:
+                wanted = min(wanted, remote)
         budget = (
             self.last_pages
             * self.credentials.jobs_rate_period_seconds
@@ -272,7 +310,12 @@ class AccountPoller:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         last_start = -math.inf  # the first listing is read at once
+        sharing = Sharing(self) if sharing_enabled() else None
         try:
+            if sharing is not None:
+                await sharing.start()
+                await sharing.try_lead()
+                self._sharing = sharing
             async with self.credentials.get_client(
                 global_limit_name=self.global_limit_name
             ) as client:
@@ -280,14 +323,23 @@ class AccountPoller:
                     interval = self.tick_seconds()
                     if interval is None:
                         return
+                    if sharing is not None and sharing.step_down:
+                        sharing.step_down = False
+                        await sharing.release()
+                    if sharing is not None and not sharing.leading:
+                        if sharing.leader_silent(interval):
+                            await sharing.free_the_slot()
+                        if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
+                            last_start = -math.inf  # lead: read at once
+                        else:
+                            want_extractions, want_loads = self._wanted()
+                            sharing.heartbeat_if_due(interval, want_extractions, want_loads)
+                            pause = min(sharing.next_attempt, sharing.next_heartbeat)
+                            await self._sleep(pause - time.monotonic())
+                            continue
                     remaining = last_start + interval - time.monotonic()
                     if remaining > 0:
-                        self._wake.clear()
-                        try:
-                            async with asyncio.timeout(remaining):
-                                await self._wake.wait()
-                        except TimeoutError:
-                            pass
+                        await self._sleep(remaining)
                         continue  # re-evaluate: a waiter may have joined or left
                     last_start = time.monotonic()
                     client.global_limit_name = self.global_limit_name
@@ -298,7 +350,14 @@ class AccountPoller:
                     if retry_after:  # Stitch asked us to come back later: the next tick waits
                         last_start = max(last_start, time.monotonic() + retry_after - interval)
                     self._deliver(snapshot)
+                    if sharing is not None:
+                        sharing.publish(snapshot)
+                        await sharing.renew_if_due()
         finally:
+            if sharing is not None:
+                self._sharing = None
+                with contextlib.suppress(Exception):
+                    await sharing.stop()
             with self._lock:
                 self._loop = None
                 self._wake = None
@@ -313,10 +372,23 @@ class AccountPoller:
                         )
                         self._thread.start()
 
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, or until poked."""
+        assert self._wake is not None
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
     def _wanted(self) -> tuple[bool, bool]:
         with self._lock:
             extractions = any(watch.extractions for watch in self._watches)
             loads = any(watch.loads for watch in self._watches)
+        if self._sharing is not None and self._sharing.leading:
+            _, remote_extractions, remote_loads = self._sharing.remote_demand()
+            extractions, loads = extractions or remote_extractions, loads or remote_loads
         return extractions or not loads, loads
 
     async def _list(self, client: object) -> Snapshot:

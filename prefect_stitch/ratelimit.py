@@ -76,6 +76,8 @@ class SlidingWindowLimiter:
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
         self.requests = 0
+        self.local_requests = 0
+        """Requests made through `slot` in this process (not those `record`-ed)."""
         self.waited_seconds = 0.0
 
     def tighten(self, limit: int, period: float) -> None:
@@ -110,6 +112,7 @@ class SlidingWindowLimiter:
                 slot = _Slot()
                 self._slots.append(slot)
                 self.requests += 1
+                self.local_requests += 1
                 return slot
             finished = [slot.stamp for slot in self._slots if slot.stamp != _IN_FLIGHT]
             if not finished:
@@ -119,6 +122,28 @@ class SlidingWindowLimiter:
     def _release(self, slot: _Slot) -> None:
         with self._lock:
             slot.stamp = self._clock()
+
+    def record(self, count: int) -> None:
+        """Count requests made elsewhere (another process) against this window, as of now.
+
+        Args:
+            count: How many requests another process made since it last said so.
+
+        Example:
+            ```python
+            from prefect_stitch.ratelimit import SlidingWindowLimiter
+
+            limiter = SlidingWindowLimiter(2, 60)
+            limiter.record(2)
+            print(limiter.delay_for(1) > 0)  # True
+            ```
+        """
+        if count <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            self._prune(now)
+            self._slots.extend(_Slot(now) for _ in range(min(count, 10 * self.limit)))
 
     def delay_for(self, requests: int) -> float:
         """Seconds until ``requests`` more requests would fit in the window right now.

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from uuid import UUID
 
 from prefect_stitch.models import StitchSyncResult, stitch_source_url
 
@@ -153,6 +154,7 @@ def emit_sync_event(
     client_id: int | None,
     job_name: str | None,
     result: StitchSyncResult | None = None,
+    event_id: UUID | None = None,
     **payload: Any,
 ) -> None:
     """Emit one ``stitch.sync.<kind>`` Prefect event.
@@ -164,6 +166,8 @@ def emit_sync_event(
         client_id: The Stitch account, if known.
         job_name: The job's name, if known.
         result: The job's result, whose statuses go into the payload.
+        event_id: The event's id (a deterministic one makes the Prefect API keep one
+            event however often it is emitted); random by default.
         **payload: More payload fields (JSON-serialisable).
 
     Example:
@@ -207,6 +211,7 @@ def emit_sync_event(
             },
             related=related,
             payload=body,
+            id=event_id,
         )
     except Exception as exc:  # reporting must never fail the sync
         _logger.warning("Could not emit the %s.%s event: %s", EVENT_PREFIX, kind, exc)

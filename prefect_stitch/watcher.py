@@ -1,0 +1,456 @@
+"""``stitch_watch_flow``: an event for every Stitch job that ends, whoever started it.
+
+Stitch's own schedule runs jobs nobody orchestrates; a team wants to hear when one of
+them fails as much as when an orchestrated one does. The watcher reads the account's
+extraction listing (through the account's shared poll, within the jobs budget) and emits
+``stitch.sync.succeeded``, ``stitch.sync.failed`` or ``stitch.sync.terminated`` for
+**every** job that completes, exactly once per job across watcher runs:
+
+* a compact cursor in a Prefect Variable (``stitch-watch-<client_id>``) remembers the
+  jobs already announced: the latest completion time seen (Stitch's clock) and short
+  hashes of the jobs that completed in the lookback window before it; a Variable holds
+  at most 5,000 characters, so the window shrinks when an account is very busy;
+* each event's id is derived from the job's name, so even an event emitted twice (a run
+  that crashed between emitting and saving its cursor) is kept once by the Prefect API.
+
+The first run of an account only records what is listed: it announces the jobs that
+complete from then on. With ``loads=True`` it also announces each *new* load error of a
+stream (``stitch.sync.failed`` with ``"stage": "load"``).
+"""
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.errors import StitchConfigurationError
+from prefect_stitch.models import Extraction, Load, stitch_source_url
+from prefect_stitch.poller import poller_for
+from prefect_stitch.reporting import emit_sync_event
+from prefect_stitch.verdict import ExtractionState, judge_extraction
+
+__all__ = [
+    "StitchWatchSummary",
+    "WatchCursor",
+    "run_stitch_watch",
+    "stitch_watch_flow",
+]
+
+_NAMESPACE = uuid.UUID("8f5e3c4e-6f0b-4d8f-9b51-0c9a7a3e2d11")
+_MAX_CURSOR_CHARS = 4800
+_HASH_CHARS = 10
+DEFAULT_LOOKBACK = timedelta(hours=1)
+
+
+def _job_hash(job_name: str) -> str:
+    return hashlib.sha256(job_name.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def event_id(client_id: int, *parts: object) -> uuid.UUID:
+    """A deterministic event id: the Prefect API keeps one event per id.
+
+    Args:
+        client_id: The Stitch account.
+        *parts: What identifies the event (a job name and the verdict, ...).
+
+    Returns:
+        The id.
+
+    Example:
+        ```python
+        from prefect_stitch.watcher import event_id
+
+        assert event_id(1, "job", "failed") == event_id(1, "job", "failed")
+        ```
+    """
+    return uuid.uuid5(_NAMESPACE, ":".join(str(part) for part in (client_id, *parts)))
+
+
+@dataclass
+class WatchCursor:
+    """Which completed jobs were already announced, compactly (it lives in a Variable).
+
+    Attributes:
+        watermark: The latest completion time seen (Stitch's clock), if any.
+        seen: Short hashes of announced jobs, with their completion time (epoch s).
+        lookback: Jobs that completed this long before the watermark are still checked
+            against ``seen`` (a listing may show a job late); older ones are not news.
+
+    Example:
+        ```python
+        from prefect_stitch.models import Extraction
+        from prefect_stitch.watcher import WatchCursor
+
+        cursor = WatchCursor()
+        record = Extraction(job_name="j", source_id=1, completion_time="2026-01-01T00:00:00Z")
+        print(cursor.is_new(record))  # True
+        cursor.add(record)
+        print(cursor.is_new(record))  # False
+        ```
+    """
+
+    watermark: datetime | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+    lookback: timedelta = DEFAULT_LOOKBACK
+
+    def is_new(self, record: Extraction) -> bool:
+        """Whether a completed record is a job not announced yet."""
+        if record.completion_time is None:
+            return False
+        if self.watermark is not None and record.completion_time < self.watermark - self.lookback:
+            return False
+        return _job_hash(record.job_name) not in self.seen
+
+    def add(self, record: Extraction) -> None:
+        """Remember a job as announced."""
+        if record.completion_time is None:
+            return
+        self.seen[_job_hash(record.job_name)] = int(record.completion_time.timestamp())
+        if self.watermark is None or record.completion_time > self.watermark:
+            self.watermark = record.completion_time
+        self._prune()
+
+    def _prune(self) -> None:
+        if self.watermark is None:
+            return
+        horizon = int((self.watermark - self.lookback).timestamp())
+        self.seen = {h: t for h, t in self.seen.items() if t >= horizon}
+        while len(self.dumps()) > _MAX_CURSOR_CHARS and self.seen:
+            # Too busy for the window: keep the newer half, and shrink the window to it.
+            times = sorted(self.seen.values())
+            keep_from = times[len(times) // 2]
+            self.seen = {h: t for h, t in self.seen.items() if t > keep_from}
+            newest = int(self.watermark.timestamp())
+            self.lookback = timedelta(seconds=max(newest - keep_from, 0))
+
+    def dumps(self) -> str:
+        """The cursor as the Variable's JSON text (at most ~4,800 characters)."""
+        return json.dumps(
+            {
+                "v": 1,
+                "w": None if self.watermark is None else self.watermark.isoformat(),
+                "l": int(self.lookback.total_seconds()),
+                "s": self.seen,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> "WatchCursor":
+        """Read a cursor from the Variable's JSON text.
+
+        Args:
+            text: What `dumps` wrote.
+
+        Returns:
+            The cursor.
+
+        Raises:
+            ValueError: The text is not a cursor.
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("not a Stitch watch cursor")
+        watermark = datetime.fromisoformat(data["w"]) if data.get("w") else None
+        seen = {str(k): int(v) for k, v in dict(data.get("s") or {}).items()}
+        return cls(watermark, seen, timedelta(seconds=int(data.get("l", 3600))))
+
+
+class StitchWatchSummary(BaseModel):
+    """What one watcher run saw and announced.
+
+    Example:
+        ```python
+        from prefect_stitch.watcher import StitchWatchSummary
+
+        print(StitchWatchSummary(client_id=1).announced)  # 0
+        ```
+    """
+
+    client_id: int
+    listings: int = Field(default=0, description="Listings read (or received).")
+    announced: int = Field(default=0, description="Job verdicts announced.")
+    succeeded: int = 0
+    failed: int = 0
+    terminated: int = 0
+    load_failures: int = Field(default=0, description="New load errors announced.")
+    jobs: list[str] = Field(default_factory=list, description="The jobs announced.")
+
+
+def _variable_name(client_id: int) -> str:
+    return f"stitch-watch-{client_id}"
+
+
+async def _read_cursor(client_id: int) -> WatchCursor | None:
+    from prefect.variables import Variable
+
+    value: Any = await Variable.aget(_variable_name(client_id), default="")
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return WatchCursor.loads(value)
+    except (ValueError, KeyError, TypeError):
+        get_run_logger().warning(
+            "The watch cursor of account %s is unreadable: starting over", client_id
+        )
+        return None
+
+
+async def _save_cursor(client_id: int, cursor: WatchCursor) -> None:
+    from prefect.variables import Variable
+
+    await Variable.aset(_variable_name(client_id), cursor.dumps(), overwrite=True)
+
+
+def _announce(client_id: int, record: Extraction, summary: StitchWatchSummary) -> None:
+    verdict = judge_extraction(record)
+    if not verdict.state.is_final:
+        return
+    kind = {
+        ExtractionState.SUCCEEDED: "succeeded",
+        ExtractionState.FAILED: "failed",
+        ExtractionState.TERMINATED: "terminated",
+    }[verdict.state]
+    emit_sync_event(
+        kind,
+        source_id=record.source_id,
+        client_id=client_id,
+        job_name=record.job_name,
+        event_id=event_id(client_id, record.job_name, kind),
+        watched=True,
+        start_time=None if record.start_time is None else record.start_time.isoformat(),
+        completion_time=record.completion_time.isoformat() if record.completion_time else None,
+        summary=verdict.summary,
+        failed_phases=[
+            {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
+            for f in verdict.failed_phases
+        ],
+        **{
+            f"{phase}_{what}": getattr(record, f"{phase}_{what}")
+            for phase in ("discovery", "tap", "target")
+            for what in ("exit_status", "description")
+        },
+    )
+    summary.announced += 1
+    setattr(summary, kind, getattr(summary, kind) + 1)
+    summary.jobs.append(record.job_name)
+    log = get_run_logger()
+    level = 20 if kind == "succeeded" else 40
+    log.log(
+        level,
+        "Stitch job %s of source %s %s: %s. See %s",
+        record.job_name,
+        record.source_id,
+        kind,
+        verdict.summary,
+        stitch_source_url(client_id, record.source_id),
+    )
+
+
+def _announce_load_errors(
+    client_id: int,
+    before: dict[tuple[str, str], Any],
+    loads: tuple[Load, ...],
+    summary: StitchWatchSummary,
+) -> dict[tuple[str, str], Any]:
+    now: dict[tuple[str, str], Any] = {}
+    for load in loads:
+        key = (load.source_name, load.stream_name)
+        now[key] = load.error_state
+        if load.error_state is None or before.get(key) == load.error_state:
+            continue
+        fingerprint = hashlib.sha256(
+            json.dumps(load.error_state, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        from prefect.events import emit_event
+
+        emit_event(
+            event="stitch.sync.failed",
+            resource={
+                "prefect.resource.id": (
+                    f"stitch.account.{client_id}.stream.{load.source_name}.{load.stream_name}"
+                ),
+                "prefect.resource.name": f"{load.source_name}.{load.stream_name}",
+            },
+            related=[
+                {
+                    "prefect.resource.id": f"stitch.account.{client_id}",
+                    "prefect.resource.role": "stitch-account",
+                }
+            ],
+            payload={
+                "stage": "load",
+                "watched": True,
+                "client_id": client_id,
+                "source_name": load.source_name,
+                "stream_name": load.stream_name,
+                "warehouse_message": load.warehouse_message,
+            },
+            id=event_id(client_id, load.source_name, load.stream_name, fingerprint),
+        )
+        summary.load_failures += 1
+        get_run_logger().error(
+            "Stitch could not load stream %s of %s: %s",
+            load.stream_name,
+            load.source_name,
+            load.warehouse_message or "no message from Stitch",
+        )
+    return now
+
+
+async def run_stitch_watch(
+    credentials: StitchCredentials | str = "stitch",
+    *,
+    poll_interval_seconds: float = 30.0,
+    duration_seconds: float | None = None,
+    loads: bool = False,
+) -> StitchWatchSummary:
+    """The body of :func:`stitch_watch_flow`, as a coroutine.
+
+    Args:
+        credentials: A block or a block name.
+        poll_interval_seconds: Seconds between listings (the budget may stretch it).
+        duration_seconds: Stop after this long; ``None`` runs until cancelled.
+        loads: Also announce new load errors.
+
+    Returns:
+        What the run saw and announced.
+
+    Example:
+        ```python
+        import asyncio
+        from prefect_stitch.watcher import run_stitch_watch
+
+        summary = asyncio.run(run_stitch_watch("stitch", duration_seconds=600))
+        ```
+    """
+    from prefect_stitch.flows import load_credentials
+
+    if isinstance(poll_interval_seconds, bool) or not poll_interval_seconds > 0:
+        raise StitchConfigurationError(
+            "poll_interval_seconds must be positive", parameter="poll_interval_seconds"
+        )
+    if duration_seconds is not None and not duration_seconds > 0:
+        raise StitchConfigurationError(
+            "duration_seconds must be positive or None", parameter="duration_seconds"
+        )
+    resolved = await load_credentials(credentials)
+    async with resolved.get_client() as client:
+        client_id = await client.resolve_client_id()
+    summary = StitchWatchSummary(client_id=client_id)
+    logger = get_run_logger()
+    cursor = await _read_cursor(client_id)
+    first_run = cursor is None
+    cursor = cursor or WatchCursor()
+    deadline = None if duration_seconds is None else time.monotonic() + duration_seconds
+    watch = poller_for(resolved, client_id).watch(poll_interval_seconds, loads=loads)
+    load_states: dict[tuple[str, str], Any] | None = None
+    logger.info(
+        "Watching every Stitch job of account %s (%s)",
+        client_id,
+        "until cancelled" if deadline is None else f"for {duration_seconds:.0f} s",
+    )
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            try:
+                snapshot = await watch.next_snapshot(left)
+            except TimeoutError:
+                break
+            if snapshot.error is not None:
+                logger.warning("Could not read the account's listing: %s", snapshot.error)
+                continue
+            summary.listings += 1
+            changed = False
+            if snapshot.extractions_read:
+                fresh = sorted(
+                    (r for r in snapshot.records if cursor.is_new(r)),
+                    key=lambda r: r.completion_time or datetime.min.replace(tzinfo=UTC),
+                )
+                for record in fresh:
+                    if not first_run:
+                        _announce(client_id, record, summary)
+                    cursor.add(record)
+                    changed = True
+                first_run = False
+            if loads and snapshot.loads is not None:
+                current = _announce_load_errors(
+                    client_id,
+                    load_states
+                    if load_states is not None
+                    else {(r.source_name, r.stream_name): r.error_state for r in snapshot.loads},
+                    snapshot.loads,
+                    summary,
+                )
+                load_states = current
+            if changed:
+                await _save_cursor(client_id, cursor)
+    finally:
+        watch.close()
+    logger.info(
+        "Watched %d listings of account %s: %d jobs announced (%d failed, %d terminated)",
+        summary.listings,
+        client_id,
+        summary.announced,
+        summary.failed,
+        summary.terminated,
+    )
+    return summary
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+@flow(
+    name="stitch-watch",
+    description=(
+        "Announce every Stitch job of the account that ends (Stitch's own schedule's too) "
+        "with a stitch.sync.succeeded, failed or terminated event, exactly once per job."
+    ),
+    persist_result=True,
+)
+def stitch_watch_flow(
+    credentials: StitchCredentials | str = "stitch",
+    poll_interval_seconds: PositiveSeconds = 30.0,
+    duration_seconds: PositiveSeconds | None = None,
+    loads: bool = False,
+) -> StitchWatchSummary:
+    """Watch an account and emit an event for every job that completes, exactly once.
+
+    Args:
+        credentials: A StitchCredentials block, or the name of a saved one.
+        poll_interval_seconds: Seconds between readings of the account's listing (shared
+            with every sync of the account; the budget may stretch it).
+        duration_seconds: Run this long (for a scheduled deployment), or, when empty,
+            until the run is cancelled.
+        loads: Also announce each new load error of a stream (stitch.sync.failed with
+            stage "load").
+
+    Returns:
+        What the run saw and announced.
+
+    Example:
+        ```python
+        from prefect_stitch import stitch_watch_flow
+
+        summary = stitch_watch_flow(credentials="stitch", duration_seconds=600)
+        print(summary.announced, summary.jobs)
+        ```
+    """
+    from prefect_stitch.flows import run_cancellable
+
+    return run_cancellable(
+        lambda: run_stitch_watch(
+            credentials,
+            poll_interval_seconds=poll_interval_seconds,
+            duration_seconds=duration_seconds,
+            loads=loads,
+        )
+    )

@@ -1,0 +1,273 @@
+"""One poll per account across every process, and the watcher's exactly-once events.
+
+End to end: flows run in separate processes against the session's Prefect API (the test
+harness) and one simulator; the simulator counts the jobs requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.settings import PREFECT_API_URL
+
+from prefect_stitch.models import Extraction, Load
+from prefect_stitch.poller import Snapshot
+from prefect_stitch.ratelimit import SlidingWindowLimiter
+from prefect_stitch.sharing import decode_listing, encode_listing
+from prefect_stitch.simulator import Outcome, StitchSimulator
+from prefect_stitch.watcher import WatchCursor, event_id, stitch_watch_flow
+from tests.conftest import REALISTIC_BUDGET, make_credentials
+from tests.helpers import until
+
+CHILD = """
+import json, sys, time
+from prefect_stitch import StitchCredentials, stitch_sync_flow
+source_id, base_url = int(sys.argv[1]), sys.argv[2]
+credentials = StitchCredentials(access_token="sim-token", client_id=116078, base_url=base_url,
+                                jobs_rate_limit={limit}, jobs_rate_period_seconds={period})
+print("STARTED", flush=True)
+result = stitch_sync_flow(source_id=source_id, credentials=credentials,
+                          poll_interval_seconds={poll}, loads="ignore", max_wait_seconds=300)
+print("RESULT " + json.dumps([result.status, result.job_name]), flush=True)
+"""
+POLL = 0.5
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start ``stitch_sync_flow`` for one source in a process of its own."""
+    script = tmp_path / "sync_child.py"
+    script.write_text(
+        CHILD.format(
+            poll=POLL,
+            **{
+                "limit": REALISTIC_BUDGET["jobs_rate_limit"],
+                "period": REALISTIC_BUDGET["jobs_rate_period_seconds"],
+            },
+        )
+    )
+    started: list[subprocess.Popen[str]] = []
+
+    def start(source_id: int, sim: StitchSimulator, shared: bool = True) -> subprocess.Popen[str]:
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+            "PREFECT_STITCH_SHARED_POLLING": "1" if shared else "0",
+        }
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(source_id), sim.base_url],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def result_of(process: subprocess.Popen[str], timeout: float = 240) -> list[str]:
+    output, _ = process.communicate(timeout=timeout)
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert lines, output[-3000:]
+    return list(json.loads(lines[-1].removeprefix("RESULT ")))
+
+
+def run_processes(
+    sim: StitchSimulator, child: Callable[..., subprocess.Popen[str]], shared: bool
+) -> tuple[list[list[str]], int]:
+    processes = [child(source_id, sim, shared) for source_id in (1, 2, 3)]
+    results = [result_of(process) for process in processes]
+    return results, len(sim.requests_for("extractions"))
+
+
+def test_processes_share_one_poll_of_the_account(
+    stitch_simulator_factory: Callable[..., StitchSimulator],
+    child: Callable[..., subprocess.Popen[str]],
+) -> None:
+    shared_sim = stitch_simulator_factory(
+        enforce_rate_limit=True, jobs_rate_limit=30, jobs_rate_period_seconds=3.0
+    )
+    alone_sim = stitch_simulator_factory()
+    for sim in (shared_sim, alone_sim):
+        sim.add_sources((1, 2, 3), outcomes=[Outcome.success(duration_seconds=8)])
+
+    shared, shared_requests = run_processes(shared_sim, child, shared=True)
+    alone, alone_requests = run_processes(alone_sim, child, shared=False)
+
+    for sim, results in ((shared_sim, shared), (alone_sim, alone)):
+        for source_id, (status, job_name) in zip((1, 2, 3), results, strict=True):
+            assert (status, job_name) == ("succeeded", sim.jobs_started(source_id)[0])
+    # Three processes polling alone make about three times the requests of one shared poll.
+    assert shared_requests * 2 <= alone_requests, (shared_requests, alone_requests)
+    # One poller at a time: never two listings of the account within half a tick.
+    assert shared_sim.jobs_requests_in_window(POLL / 2) <= 2
+    assert shared_sim.rate_limit_violations == 0
+
+
+def test_a_follower_takes_over_when_the_leader_dies(
+    stitch_simulator_factory: Callable[..., StitchSimulator],
+    child: Callable[..., subprocess.Popen[str]],
+) -> None:
+    sim = stitch_simulator_factory(
+        enforce_rate_limit=True, jobs_rate_limit=30, jobs_rate_period_seconds=3.0
+    )
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])  # the leader's
+    sim.add_source(2, outcomes=[Outcome.success(duration_seconds=None)])
+    leader = child(1, sim)
+    asyncio.run(until(_started(sim, 1), 90, "the first process's job"))
+    time.sleep(3)  # it leads: it polls
+    follower = child(2, sim)
+    asyncio.run(until(_started(sim, 2), 90, "the second process's job"))
+    time.sleep(3)
+    before = len(sim.requests_for("extractions"))
+    leader.send_signal(signal.SIGKILL)  # no goodbye: its lease must expire
+    leader.wait(10)
+    killed_at = time.monotonic()
+    sim.finish_job(2)
+    status, job_name = result_of(follower, timeout=200)
+    took = time.monotonic() - killed_at
+    assert (status, job_name) == ("succeeded", sim.jobs_started(2)[0])
+    assert len(sim.requests_for("extractions")) > before  # someone polls again: the follower
+    # Prefect's shortest lease is 60 s; its server reclaims expired leases every 15 s.
+    assert took < 60 + 15 + 30, f"took over after {took:.0f} s"
+    assert sim.rate_limit_violations == 0
+
+
+def _started(sim: StitchSimulator, source_id: int) -> Callable[[], Any]:
+    async def started() -> bool:
+        return bool(sim.jobs_started(source_id))
+
+    return started
+
+
+# -- the watcher --------------------------------------------------------------------------------
+
+
+def test_the_watcher_announces_every_job_exactly_once_across_runs(sim: StitchSimulator) -> None:
+    sim.add_source(31, outcomes=[Outcome.success(duration_seconds=0.3)])
+    sim.add_source(32, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.3)])
+    credentials = make_credentials(sim)
+    sim.seed_completed(31)  # listed before any watcher ran: not news
+    sim.schedule_job(31, in_seconds=2.0)  # Stitch's own schedule, while the first run watches
+    first = stitch_watch_flow(
+        credentials=credentials, poll_interval_seconds=0.2, duration_seconds=4.0
+    )
+    [scheduled] = [j["job_name"] for j in sim.jobs(31) if j["triggered_via"] == "scheduler"]
+    assert first.jobs == [scheduled] and first.succeeded == 1
+
+    sim.schedule_job(32, in_seconds=1.0)
+    second = stitch_watch_flow(
+        credentials=credentials, poll_interval_seconds=0.2, duration_seconds=3.0
+    )
+    [failed] = [j["job_name"] for j in sim.jobs(32) if j["triggered_via"] == "scheduler"]
+    assert second.jobs == [failed] and second.failed == 1  # the first run's job: not again
+
+    events = asyncio.run(_watched_events(sim.client_id, {scheduled, failed}))
+    assert sorted((e.event, e.payload["job_name"]) for e in events) == sorted(
+        [("stitch.sync.succeeded", scheduled), ("stitch.sync.failed", failed)]
+    )
+    assert {e.id for e in events} == {
+        event_id(sim.client_id, scheduled, "succeeded"),
+        event_id(sim.client_id, failed, "failed"),
+    }
+
+
+async def _watched_events(client_id: int, jobs: set[str]) -> list[Any]:
+    async with get_client() as client:
+
+        async def found() -> list[Any] | None:
+            page = await client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(prefix=["stitch.sync."]),
+                    related=EventRelatedFilter(id=[f"stitch.account.{client_id}"]),
+                ),
+                limit=50,
+            )
+            events = [e for e in page.events if e.payload.get("job_name") in jobs]
+            return events if {e.payload["job_name"] for e in events} >= jobs else None
+
+        events = await until(found, 30, "the watcher's events")
+        await asyncio.sleep(2)  # anything emitted twice would have landed by now
+        return await found() or events
+
+
+# -- the pieces ---------------------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_a_listing_travels_whole_in_one_or_many_events() -> None:
+    records = tuple(
+        Extraction(
+            job_name=f"116078.{i}.sync.{'x' * 40}",
+            source_id=i,
+            start_time=T0,
+            completion_time=T0 + timedelta(seconds=i),
+            discovery_exit_status=0,
+            tap_exit_status=-9 if i % 7 == 0 else 0,
+            tap_description="Killed " * 20 if i % 7 == 0 else None,
+            target_exit_status=None if i % 7 == 0 else 0,
+        )
+        for i in range(1, 6001)
+    )
+    loads = tuple(
+        Load(source_name=f"s{i}", stream_name="accounts", error_state={"m": "x"} if i % 3 else None)
+        for i in range(2000)
+    )
+    snapshot = Snapshot(
+        tick=7, records=records, fetched_at=T0, pages=61, stitch_time=T0, loads=loads
+    )
+    payloads = encode_listing(snapshot, leader="L", requests=61)
+    assert len(payloads) > 1  # ~2 MB: split under the event size limit
+    assert all(len(json.dumps(p)) < 1_000_000 for p in payloads)
+    back = decode_listing(list(reversed(payloads)))
+    assert back.records == records and back.loads == loads
+    assert (back.tick, back.pages, back.stitch_time) == (7, 61, T0)
+    with pytest.raises(ValueError):
+        decode_listing(payloads[:-1])
+
+
+def test_requests_made_elsewhere_count_against_the_window() -> None:
+    limiter = SlidingWindowLimiter(limit=3, period=60.0)
+    assert limiter.delay_for(3) == 0.0
+    limiter.record(2)
+    assert limiter.delay_for(1) == 0.0 and limiter.delay_for(2) > 0
+    assert limiter.local_requests == 0
+
+
+def test_the_watch_cursor_stays_small_and_never_repeats_a_job() -> None:
+    cursor = WatchCursor()
+    for i in range(5000):  # a very busy hour
+        record = Extraction(
+            job_name=f"j{i}", source_id=1, completion_time=T0 + timedelta(seconds=i)
+        )
+        assert cursor.is_new(record)
+        cursor.add(record)
+    assert len(cursor.dumps()) <= 5000  # a Prefect Variable's limit
+    again = WatchCursor.loads(cursor.dumps())
+    latest = Extraction(job_name="j4999", source_id=1, completion_time=T0 + timedelta(seconds=4999))
+    old = Extraction(job_name="j0", source_id=1, completion_time=T0)
+    assert not again.is_new(latest) and not again.is_new(old)
+    assert again.is_new(
+        Extraction(job_name="new", source_id=1, completion_time=T0 + timedelta(seconds=5000))
+    )
