@@ -22,6 +22,7 @@ Reporting never fails a sync: a broken events or artifacts API is logged and ign
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +34,7 @@ __all__ = [
     "OutcomeKind",
     "SyncReport",
     "emit_sync_event",
+    "event_id",
     "report_outcome",
     "sync_artifact_markdown",
     "write_sync_artifact",
@@ -50,6 +52,31 @@ OutcomeKind = Literal[
 ]
 
 _LEVELS: dict[str, int] = {"started": logging.INFO, "succeeded": logging.INFO}
+_VERDICTS = frozenset({"succeeded", "failed", "terminated"})
+_NAMESPACE = uuid.UUID("8f5e3c4e-6f0b-4d8f-9b51-0c9a7a3e2d11")
+
+
+def event_id(client_id: int | None, *parts: object) -> UUID:
+    """A deterministic event id: the Prefect API keeps one event per id.
+
+    A job's verdict event gets the same id whoever emits it (the sync that waited for it,
+    or the account's watcher), so the Prefect API records one event per job and verdict.
+
+    Args:
+        client_id: The Stitch account.
+        *parts: What identifies the event (a job name and the verdict, ...).
+
+    Returns:
+        The id.
+
+    Example:
+        ```python
+        from prefect_stitch.reporting import event_id
+
+        assert event_id(1, "job", "failed") == event_id(1, "job", "failed")
+        ```
+    """
+    return uuid.uuid5(_NAMESPACE, ":".join(str(part) for part in (client_id, *parts)))
 
 
 @dataclass(frozen=True)
@@ -123,12 +150,14 @@ async def report_outcome(
     """
     logger.log(report.level, report.headline)
     job_name = report.result.job_name if report.result is not None else report.job_name
+    verdict = report.kind in _VERDICTS and job_name and "stage" not in report.payload
     emit_sync_event(
         report.kind,
         source_id=report.source_id,
         client_id=report.client_id,
         job_name=job_name,
         result=report.result,
+        event_id=event_id(report.client_id, job_name, report.kind) if verdict else None,
         **dict(report.payload),
     )
     if write_artifact and report.kind != "started":

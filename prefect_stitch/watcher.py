@@ -10,8 +10,9 @@ extraction listing (through the account's shared poll, within the jobs budget) a
   jobs already announced: the latest completion time seen (Stitch's clock) and short
   hashes of the jobs that completed in the lookback window before it; a Variable holds
   at most 5,000 characters, so the window shrinks when an account is very busy;
-* each event's id is derived from the job's name, so even an event emitted twice (a run
-  that crashed between emitting and saving its cursor) is kept once by the Prefect API.
+* each event's id is derived from the job's name and verdict, so even an event emitted
+  twice (a run that crashed between emitting and saving its cursor, or a sync that
+  waited for the same job) is kept once by the Prefect API.
 
 The first run of an account only records what is listed: it announces the jobs that
 complete from then on. With ``loads=True`` it also announces each *new* load error of a
@@ -21,7 +22,6 @@ stream (``stitch.sync.failed`` with ``"stage": "load"``).
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -33,17 +33,17 @@ from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.models import Extraction, Load, stitch_source_url
 from prefect_stitch.poller import poller_for
-from prefect_stitch.reporting import emit_sync_event
+from prefect_stitch.reporting import emit_sync_event, event_id
 from prefect_stitch.verdict import ExtractionState, judge_extraction
 
 __all__ = [
     "StitchWatchSummary",
     "WatchCursor",
+    "event_id",
     "run_stitch_watch",
     "stitch_watch_flow",
 ]
 
-_NAMESPACE = uuid.UUID("8f5e3c4e-6f0b-4d8f-9b51-0c9a7a3e2d11")
 _MAX_CURSOR_CHARS = 4800
 _HASH_CHARS = 10
 DEFAULT_LOOKBACK = timedelta(hours=1)
@@ -51,26 +51,6 @@ DEFAULT_LOOKBACK = timedelta(hours=1)
 
 def _job_hash(job_name: str) -> str:
     return hashlib.sha256(job_name.encode()).hexdigest()[:_HASH_CHARS]
-
-
-def event_id(client_id: int, *parts: object) -> uuid.UUID:
-    """A deterministic event id: the Prefect API keeps one event per id.
-
-    Args:
-        client_id: The Stitch account.
-        *parts: What identifies the event (a job name and the verdict, ...).
-
-    Returns:
-        The id.
-
-    Example:
-        ```python
-        from prefect_stitch.watcher import event_id
-
-        assert event_id(1, "job", "failed") == event_id(1, "job", "failed")
-        ```
-    """
-    return uuid.uuid5(_NAMESPACE, ":".join(str(part) for part in (client_id, *parts)))
 
 
 @dataclass
