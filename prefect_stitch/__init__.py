@@ -50,6 +50,7 @@ from prefect_stitch.models import (
     SyncAttempt,
     SyncOutcome,
 )
+from prefect_stitch.source import StitchSource, StitchSyncRun, stitch_source_sync_flow
 from prefect_stitch.tasks import (
     fetch_stitch_extraction_logs,
     pause_stitch_source,
@@ -60,7 +61,7 @@ from prefect_stitch.tasks import (
 from prefect_stitch.watcher import StitchWatchSummary, run_stitch_watch, stitch_watch_flow
 
 try:
-    __version__ = version("prefect-stitch")
+    __version__ = version("prefect-stitchdata")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
@@ -83,10 +84,12 @@ __all__ = [
     "StitchLoadTimeout",
     "StitchNotFoundError",
     "StitchReplicationFailed",
+    "StitchSource",
     "StitchSyncHandle",
     "StitchSyncManyFailed",
     "StitchSyncManyResult",
     "StitchSyncResult",
+    "StitchSyncRun",
     "StitchSyncTimeout",
     "StitchTransportError",
     "StitchVerdictUnavailable",
@@ -102,6 +105,7 @@ __all__ = [
     "run_stitch_sync_many",
     "run_stitch_watch",
     "start_stitch_sync",
+    "stitch_source_sync_flow",
     "stitch_sync_flow",
     "stitch_sync_many_flow",
     "stitch_watch_flow",

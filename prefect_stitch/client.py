@@ -39,13 +39,12 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
     StitchAPIError,
     StitchAuthError,
@@ -70,10 +69,51 @@ from prefect_stitch.models import (
 )
 from prefect_stitch.ratelimit import SlidingWindowLimiter, limiter_for
 
-__all__ = ["StitchClient", "is_transient", "stitch_time_of"]
+__all__ = ["StitchClient", "StitchConnection", "is_transient", "stitch_time_of"]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+
+
+class StitchConnection(Protocol):
+    """What the client needs to know of an account (a `StitchCredentials` block has it).
+
+    The client depends on this shape, not on the block, so that the block may build
+    clients without the two modules importing each other.
+
+    Example:
+        ```python
+        from prefect_stitch import StitchCredentials
+        from prefect_stitch.client import StitchClient
+
+        client = StitchClient(StitchCredentials(access_token="ac_x", client_id=1))
+        ```
+    """
+
+    @property
+    def access_token(self) -> SecretStr: ...  # noqa: D102
+
+    @property
+    def base_url(self) -> str: ...  # noqa: D102
+
+    @property
+    def client_id(self) -> int | None: ...  # noqa: D102
+
+    @property
+    def request_timeout_seconds(self) -> float: ...  # noqa: D102
+
+    @property
+    def max_retries(self) -> int: ...  # noqa: D102
+
+    @property
+    def retry_backoff_seconds(self) -> float: ...  # noqa: D102
+
+    @property
+    def jobs_rate_limit(self) -> int: ...  # noqa: D102
+
+    @property
+    def jobs_rate_period_seconds(self) -> float: ...  # noqa: D102
+
 
 _MAX_BACKOFF_SECONDS = 60.0
 _MAX_RETRY_AFTER_SECONDS = 600.0
@@ -81,7 +121,7 @@ _MAX_PAGES = 10_000
 _MAX_ERROR_TEXT = 500
 
 try:
-    _VERSION = version("prefect-stitch")
+    _VERSION = version("prefect-stitchdata")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0+unknown"
 
@@ -301,7 +341,7 @@ class StitchClient:
 
     def __init__(
         self,
-        credentials: StitchCredentials,
+        credentials: StitchConnection,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         global_limit_name: str | None = None,

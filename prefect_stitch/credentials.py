@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from prefect.blocks.abstract import CredentialsBlock
@@ -18,10 +18,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prefect_stitch.client import StitchClient
 from prefect_stitch.errors import StitchConfigurationError
-
-if TYPE_CHECKING:
-    from prefect_stitch.client import StitchClient
 
 __all__ = ["DEFAULT_BASE_URL", "EU_BASE_URL", "StitchCredentials", "StitchEnvSettings"]
 
@@ -175,7 +173,8 @@ class StitchCredentials(CredentialsBlock):
         gt=0,
         title="Client (account) id",
         description=(
-            "The Stitch client (account) id, as in app.stitchdata.com/client/<id>/... "
+            "The Stitch client (account) id: the number after /client/ in the Stitch "
+            "app's addresses (app.stitchdata.com/client/CLIENT_ID/...). "
             "When empty it is read from the first source synced and cached."
         ),
     )
@@ -274,8 +273,6 @@ class StitchCredentials(CredentialsBlock):
                         print(record.source_id, record.job_name)
             ```
         """
-        from prefect_stitch.client import StitchClient
-
         return StitchClient(self, *args, **kwargs)
 
     @classmethod

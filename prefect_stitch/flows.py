@@ -295,6 +295,8 @@ async def sync_source(
     options: SyncOptions,
     *,
     trigger_slots: asyncio.Semaphore | None = None,
+    started: StitchSyncHandle | None = None,
+    deadline: float | None = None,
 ) -> StitchSyncResult:
     """Run one source's sync to its end: trigger, wait, judge, re-run on failure.
 
@@ -313,6 +315,10 @@ async def sync_source(
         source_id: The Stitch source.
         options: The knobs.
         trigger_slots: Bounds how many triggers run at once (many sources).
+        started: The handle of a job already triggered (``StitchSource.trigger``): it is
+            waited for first.
+        deadline: ``time.monotonic()`` bound of the whole sync (default: now plus
+            ``max_wait_seconds``).
 
     Returns:
         The result of the job that succeeded.
@@ -335,8 +341,10 @@ async def sync_source(
             await sync_source(credentials, 120643, SyncOptions(replication_retries=1))
         ```
     """
-    deadline = time.monotonic() + options.max_wait_seconds
+    deadline = deadline if deadline is not None else time.monotonic() + options.max_wait_seconds
     memory = _source_memory(source_id)
+    if started is not None and memory.pending is None:
+        memory.pending = started
     trigger = _trigger_task(credentials)
     reruns_left = options.replication_retries
 
@@ -367,7 +375,7 @@ async def sync_source(
                     options.global_rate_limit,
                 )
             memory.pending = handle
-        else:
+        elif handle is not started:
             get_run_logger().info(
                 "A previous attempt of this flow run started Stitch job %s of source %s and "
                 "did not see it end: following it instead of starting another",
@@ -610,7 +618,8 @@ def stitch_sync_flow(
 
     Args:
         source_id: The Stitch source id (a positive integer), as in
-            app.stitchdata.com/client/<client_id>/pipeline/v2/sources/<source_id>/summary.
+            the number after /sources/ in the address of the source's page in the
+            Stitch app (app.stitchdata.com/client/CLIENT_ID/pipeline/v2/sources/SOURCE_ID).
         credentials: A StitchCredentials block, or the name of a saved one.
         poll_interval_seconds: Seconds between status polls.
         max_wait_seconds: Wall-clock limit of the wait, polls and retries included.
@@ -911,7 +920,8 @@ def stitch_sync_many_flow(
         fetch_logs_on_failure: Put the extraction log's tail into each failure.
         global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with
             slot decay) shared by every process syncing this account; created if
-            missing. By default `stitch-jobs-<client_id>` is used when it exists.
+            missing. By default "stitch-jobs-" followed by the account id is used when
+            it exists.
         replication_retries: Start a source's job again this many times when it fails
             or is terminated.
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.

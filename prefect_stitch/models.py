@@ -67,7 +67,7 @@ SourceId = Annotated[
         title="Stitch source id",
         description=(
             "The Stitch source (integration) to sync, as in "
-            "app.stitchdata.com/client/<client_id>/pipeline/v2/sources/<source_id>/summary."
+            "app.stitchdata.com/client/CLIENT_ID/pipeline/v2/sources/SOURCE_ID/summary."
         ),
     ),
 ]

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -983,44 +983,16 @@ async def wait_for_stitch_sync(
             limit=credentials.jobs_rate_limit,
             period=credentials.jobs_rate_period_seconds,
         )
-        url = stitch_source_url(client_id, source_id)
-        shown = handle.job_name or "(the running job)"
         if loads != "ignore" and handle.baseline_loads is None:
             handle = await _with_load_baseline(client, credentials, client_id, handle)
         logger.info(
             "Waiting for Stitch job %s of source %s (poll every %.0f s, at most %.0f s): %s",
-            shown,
+            handle.job_name or "(the running job)",
             source_id,
             poll_interval_seconds,
             max_wait_seconds,
-            url,
+            stitch_source_url(client_id, source_id),
         )
-
-        async def stop_report(kind: Literal["timed_out", "cancelled"]) -> SyncReport:
-            requested = (
-                await _stop_quietly(client, source_id)
-                if (kind == "cancelled" or stop_on_timeout)
-                else False
-            )
-            stop = (
-                "a stop of the Stitch job was requested"
-                if requested
-                else "the Stitch job was left running"
-            )
-            if kind == "timed_out":
-                headline = (
-                    f"Timed out: Stitch job {shown} of source {source_id} did not finish "
-                    f"within {max_wait_seconds:.0f} s; {stop}. See {url}"
-                )
-            else:
-                headline = (
-                    f"The run was cancelled while waiting for Stitch job {shown} of source "
-                    f"{source_id}: {stop}"
-                )
-            payload = {"stopped": requested, "max_wait_seconds": max_wait_seconds}
-            return SyncReport(
-                kind, source_id, client_id, headline, job_name=handle.job_name, payload=payload
-            )
 
         try:
             final, handle = await _watch_until_final(
@@ -1035,7 +1007,9 @@ async def wait_for_stitch_sync(
                 follow_next=job_name is None,
             )
         except TimeoutError:
-            report = await stop_report("timed_out")
+            report = await _stop_report(
+                client, client_id, handle, "timed_out", stop_on_timeout, max_wait_seconds
+            )
             await report_outcome(report, logger, write_artifact=write_artifact)
             raise StitchSyncTimeout(
                 report.headline.removeprefix("Timed out: "),
@@ -1046,7 +1020,8 @@ async def wait_for_stitch_sync(
                 attempts=earlier,
             ) from None
         except asyncio.CancelledError:
-            await report_outcome(await stop_report("cancelled"), logger, write_artifact=False)
+            report = await _stop_report(client, client_id, handle, "cancelled", True, 0)
+            await report_outcome(report, logger, write_artifact=False)
             raise
 
         verdict = judge_extraction(final.record)
@@ -1077,34 +1052,75 @@ async def wait_for_stitch_sync(
         if log_tail is None and fetch_logs_on_failure and result.job_name:
             scan = await _scan_log(client, result.job_name, max(log_tail_lines, 1))
             log_tail = None if scan is None else scan.tail
-        if log_tail is not None:
-            log_tail = _bounded_tail(log_tail, log_tail_lines) or None
+    await _report_failure(result, verdict, log_tail, log_tail_lines, write_artifact)
+
+
+async def _stop_report(
+    client: StitchClient,
+    client_id: int,
+    handle: StitchSyncHandle,
+    kind: Literal["timed_out", "cancelled"],
+    stop: bool,
+    max_wait_seconds: float,
+) -> SyncReport:
+    """Ask Stitch to stop the job (when ``stop``) and describe the outcome."""
+    requested = await _stop_quietly(client, handle.source_id) if stop else False
+    said = (
+        "a stop of the Stitch job was requested" if requested else "the Stitch job was left running"
+    )
+    shown = handle.job_name or "(the running job)"
+    url = stitch_source_url(client_id, handle.source_id)
+    if kind == "timed_out":
+        headline = (
+            f"Timed out: Stitch job {shown} of source {handle.source_id} did not finish within "
+            f"{max_wait_seconds:.0f} s; {said}. See {url}"
+        )
+    else:
+        headline = (
+            f"The run was cancelled while waiting for Stitch job {shown} of source "
+            f"{handle.source_id}: {said}"
+        )
+    payload = {"stopped": requested, "max_wait_seconds": max_wait_seconds}
+    return SyncReport(
+        kind, handle.source_id, client_id, headline, job_name=handle.job_name, payload=payload
+    )
+
+
+async def _report_failure(
+    result: StitchSyncResult,
+    verdict: Verdict,
+    log_tail: str | None,
+    log_tail_lines: int,
+    write_artifact: bool,
+) -> NoReturn:
+    """Report a failed or terminated job, then raise its typed failure."""
+    if log_tail is not None:
+        log_tail = _bounded_tail(log_tail, log_tail_lines) or None
     message = _failure_message(result, verdict, log_tail)
     kind: Literal["failed", "terminated"] = (
         "terminated" if verdict.state is ExtractionState.TERMINATED else "failed"
     )
+    failed_phases = [
+        {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
+        for f in verdict.failed_phases
+    ]
     await report_outcome(
         SyncReport(
             kind,
-            source_id,
-            client_id,
+            result.source_id,
+            result.client_id,
             message.splitlines()[0],
             result=result,
             log_tail=log_tail,
-            payload={
-                "failed_phases": [
-                    {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
-                    for f in verdict.failed_phases
-                ]
-            },
+            payload={"failed_phases": failed_phases},
         ),
-        logger,
+        _logger(),
         write_artifact=write_artifact,
     )
     error_type = StitchJobTerminated if kind == "terminated" else StitchReplicationFailed
     raise error_type(
         message,
-        source_id=source_id,
+        source_id=result.source_id,
         job_name=result.job_name,
         failed_phases=verdict.failed_phases,
         result=result,

@@ -1,0 +1,294 @@
+"""``StitchSource``: a saved Stitch source, with ``trigger()`` and a run to wait for.
+
+The shape Prefect's job integrations share (prefect-dbt's dbt Cloud job, for one): a
+block that holds what a user configures once, whose ``trigger()`` starts a job and
+returns a run object with ``wait_for_completion()`` and ``fetch_result()``. Every method
+works from a plain script, a sync flow and an async flow: called where an event loop
+runs (an async flow, a coroutine) it returns a coroutine to await (or call the ``a``-
+prefixed twin explicitly); elsewhere it runs to its end. The verdicts, the shared
+polling and the typed failures are those of
+[`stitch_sync_flow`][prefect_stitch.flows.stitch_sync_flow].
+"""
+
+import time
+from typing import Annotated, cast
+
+from prefect import flow
+from prefect._internal.compatibility.async_dispatch import async_dispatch
+from prefect.blocks.abstract import JobBlock, JobRun
+from prefect.utilities.asyncutils import run_coro_as_sync
+from pydantic import Field, HttpUrl
+
+from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.flows import SyncOptions, _trigger_task, run_cancellable, sync_source
+from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
+from prefect_stitch.tasks import DEFAULT_MAX_LOAD_WAIT_SECONDS, AlreadyRunningPolicy, LoadsMode
+
+__all__ = ["StitchSource", "StitchSyncRun", "stitch_source_sync_flow"]
+
+_LOGO = HttpUrl(
+    "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
+)
+
+
+class StitchSyncRun(JobRun[StitchSyncResult]):
+    """One replication job started by [`StitchSource.trigger`][prefect_stitch.source.StitchSource].
+
+    Args:
+        source: The block that started it.
+        handle: What the trigger learnt (the job's name, the baseline).
+        deadline: ``time.monotonic()`` bound of the whole sync.
+
+    Example:
+        ```python
+        from prefect_stitch import StitchSource
+
+        run = StitchSource.load("recurly").trigger()
+        run.wait_for_completion()
+        print(run.fetch_result().job_name)
+        ```
+    """
+
+    def __init__(self, source: "StitchSource", handle: StitchSyncHandle, deadline: float) -> None:
+        self.source = source
+        self.handle = handle
+        self.deadline = deadline
+        self._result: StitchSyncResult | None = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    @property
+    def job_name(self) -> str | None:
+        """The job's name, when Stitch said it (not for a job that was already running)."""
+        return self.handle.job_name
+
+    async def await_completion(self) -> None:
+        """Wait until the job (and, per the block's ``loads``, its loads) has ended.
+
+        A failure is kept for `fetch_result`, not raised here.
+        """
+        if self._done:
+            return
+        try:
+            self._result = await sync_source(
+                self.source.credentials,
+                self.source.source_id,
+                self.source.options(),
+                started=self.handle,
+                deadline=self.deadline,
+            )
+        except Exception as exc:
+            self._error = exc
+        self._done = True
+
+    @async_dispatch(await_completion)
+    def wait_for_completion(self) -> None:  # type: ignore[override]
+        """Wait until the job has ended (from sync code; ``await`` it in async code).
+
+        Example:
+            ```python
+            from prefect_stitch import StitchSource
+
+            run = StitchSource.load("recurly").trigger()
+            run.wait_for_completion()
+            ```
+        """
+        run_coro_as_sync(self.await_completion())
+
+    async def afetch_result(self) -> StitchSyncResult:
+        """The job's result, or its typed failure raised (waits if it has not ended).
+
+        Returns:
+            The result.
+
+        Raises:
+            StitchReplicationFailed: The job failed (its phases, its loads).
+            StitchSyncTimeout: It did not end in time.
+        """
+        await self.await_completion()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    @async_dispatch(afetch_result)
+    def fetch_result(self) -> StitchSyncResult:  # type: ignore[override]
+        """The job's result, or its typed failure raised (waits if it has not ended).
+
+        Returns:
+            The result.
+
+        Example:
+            ```python
+            from prefect_stitch import StitchSource
+
+            run = StitchSource.load("recurly").trigger()
+            print(run.fetch_result().duration_seconds)
+            ```
+        """
+        return cast(StitchSyncResult, run_coro_as_sync(self.afetch_result()))
+
+
+class StitchSource(JobBlock[StitchSyncResult]):
+    """A saved Stitch source: which source to sync, with which credentials, how.
+
+    Save it once (in the UI: *Blocks → Stitch Source*, after ``prefect block register -m
+    prefect_stitch``), then sync it from code or from the ``stitch-source-sync``
+    deployment, whose form offers a block picker.
+
+    Example:
+        ```python
+        from prefect_stitch import StitchCredentials, StitchSource
+
+        source = StitchSource(credentials=StitchCredentials.load("stitch"), source_id=120643,
+                              replication_retries=1)
+        source.save("recurly")
+
+        run = StitchSource.load("recurly").trigger()
+        run.wait_for_completion()
+        result = run.fetch_result()  # or the typed failure, raised
+        ```
+    """
+
+    _block_type_name = "Stitch Source"
+    _block_type_slug = "stitch-source"
+    _logo_url = _LOGO
+    _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
+
+    credentials: StitchCredentials = Field(
+        description="The Stitch Credentials block of the account the source belongs to."
+    )
+    source_id: Annotated[int, Field(gt=0, le=MAX_STITCH_ID)] = Field(
+        title="Source id",
+        description="The Stitch source (integration) id: the number after /sources/ in "
+        "the address of the source's page in the Stitch app.",
+    )
+    poll_interval_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds between status polls of the account."
+    )
+    max_wait_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="Wall-clock limit of the whole sync: trigger, retries, wait and "
+        "replication retries.",
+    )
+    on_already_running: AlreadyRunningPolicy = Field(
+        default="attach",
+        description="When a job is already running: attach (follow it), fail, or "
+        "wait_then_start (wait for it, then start a fresh one).",
+    )
+    loads: LoadsMode = Field(
+        default="wait",
+        description="After every phase exited 0: wait for the data to load into the "
+        "warehouse, check the loads once, or ignore them.",
+    )
+    max_load_wait_seconds: float = Field(
+        default=DEFAULT_MAX_LOAD_WAIT_SECONDS,
+        gt=0,
+        description="How long to wait for the loads, from the extraction's success.",
+    )
+    replication_retries: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Start the job again this many times when it fails or is terminated.",
+    )
+    replication_retry_delay_seconds: float = Field(
+        default=60.0, ge=0, description="Seconds between a failed job and its re-run."
+    )
+    stop_on_timeout: bool = Field(
+        default=True, description="Ask Stitch to stop the job when the sync times out."
+    )
+    fetch_logs_on_failure: bool = Field(
+        default=True, description="Put the last lines of the extraction log into a failure."
+    )
+
+    def options(self) -> SyncOptions:
+        """The sync's knobs, as the flows take them.
+
+        Returns:
+            The options, checked.
+        """
+        return SyncOptions(
+            poll_interval_seconds=self.poll_interval_seconds,
+            max_wait_seconds=self.max_wait_seconds,
+            on_already_running=self.on_already_running,
+            stop_on_timeout=self.stop_on_timeout,
+            fetch_logs_on_failure=self.fetch_logs_on_failure,
+            replication_retries=self.replication_retries,
+            replication_retry_delay_seconds=self.replication_retry_delay_seconds,
+            loads=self.loads,
+            max_load_wait_seconds=self.max_load_wait_seconds,
+        ).check()
+
+    async def atrigger(self) -> StitchSyncRun:
+        """Start a replication job of the source (see `trigger`).
+
+        Returns:
+            The run to wait for.
+        """
+        options = self.options()
+        deadline = time.monotonic() + options.max_wait_seconds
+        handle = await _trigger_task(self.credentials)(
+            self.credentials,
+            self.source_id,
+            options.on_already_running,
+            options.max_wait_seconds,
+            options.loads,
+        )
+        return StitchSyncRun(self, handle, deadline)
+
+    @async_dispatch(atrigger)
+    def trigger(self) -> StitchSyncRun:  # type: ignore[override]
+        """Start a replication job of the source (or follow the one already running).
+
+        Returns:
+            The run: ``wait_for_completion()``, then ``fetch_result()``.
+
+        Raises:
+            StitchJobAlreadyRunning: A job is running and ``on_already_running="fail"``.
+            StitchAPIError: Stitch refused (unknown source, bad token, ...).
+
+        Example:
+            ```python
+            from prefect_stitch import StitchSource
+
+            run = StitchSource.load("recurly").trigger()
+            ```
+        """
+        return cast(StitchSyncRun, run_coro_as_sync(self.atrigger()))
+
+    async def arun(self) -> StitchSyncResult:
+        """Trigger, wait, and return the result (or raise the typed failure).
+
+        Returns:
+            The result.
+        """
+        run = await self.atrigger()
+        return await run.afetch_result()
+
+
+@flow(
+    name="stitch-source-sync",
+    flow_run_name="stitch-source-sync-{source.source_id}",
+    description="Sync a saved Stitch Source block: start its job, wait for it (and its "
+    "loads), and fail with the typed failure if it did not succeed.",
+    persist_result=True,
+)
+def stitch_source_sync_flow(source: StitchSource) -> StitchSyncResult:
+    """Sync a saved Stitch Source block (the deployment's form offers a block picker).
+
+    Args:
+        source: The saved Stitch Source block to sync.
+
+    Returns:
+        The job's result.
+
+    Example:
+        ```python
+        from prefect_stitch import StitchSource, stitch_source_sync_flow
+
+        stitch_source_sync_flow(source=StitchSource.load("recurly"))
+        ```
+    """
+    return run_cancellable(source.arun)
