@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchError, StitchTransportError
@@ -199,6 +200,7 @@ class AccountPoller:
         self.received = 0
         """Listings received from another process's poller (see `sharing`)."""
         self._sharing: Sharing | None = None
+        self._settings: Any = None
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -226,10 +228,7 @@ class AccountPoller:
         with self._lock:
             self._watches.append(watch)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
-                )
-                self._thread.start()
+                self._start_thread()
             else:
                 self._poke()
         return watch
@@ -303,8 +302,27 @@ class AccountPoller:
 
     # -- the poller thread -----------------------------------------------------------
 
+    def _start_thread(self) -> None:
+        """Start the poller's thread (call with the lock held)."""
+        from prefect.context import SettingsContext
+
+        # The thread outlives the run that started it: it takes the run's Prefect
+        # settings (API URL, ...), not its flow-run context.
+        self._settings = SettingsContext.get()
+        self._thread = threading.Thread(
+            target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
+        )
+        self._thread.start()
+
     def _run(self) -> None:
-        asyncio.run(self._main())
+        from prefect.context import SettingsContext
+
+        settings = self._settings
+        if settings is None:
+            asyncio.run(self._main())
+            return
+        with SettingsContext(profile=settings.profile, settings=settings.settings):
+            asyncio.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -367,10 +385,7 @@ class AccountPoller:
             if orphans:  # joined while we were closing: start again for them
                 with self._lock:
                     if self._thread is None:
-                        self._thread = threading.Thread(
-                            target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
-                        )
-                        self._thread.start()
+                        self._start_thread()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, or until poked."""
