@@ -2,9 +2,11 @@
 
 No Stitch account and no Prefect server are needed: the simulator is a real HTTP server
 on 127.0.0.1 that answers like Stitch's Connect API, and Prefect starts its embedded
-(ephemeral) API on first use. Run it with::
+(ephemeral) API on first use. Run it with:
 
-    python -m prefect_stitch.demo
+```bash
+python -m prefect_stitch.demo
+```
 
 It syncs one healthy source (and waits for its data to load into the warehouse), one
 whose tap dies with exit status -9, and one whose extraction succeeds but whose load into

@@ -4,15 +4,16 @@ The whole story of a sync:
 
 1. load the credentials (a block, or a block's name);
 2. optionally pause Stitch's own schedule of the source, so only orchestrated runs happen;
-3. start the job (:func:`~prefect_stitch.tasks.start_stitch_sync`); if one is already
-   running, follow it or fail, as ``on_already_running`` says;
-4. wait for its record (:func:`~prefect_stitch.tasks.wait_for_stitch_sync`) and judge it:
-   every phase 0 returns a :class:`~prefect_stitch.models.StitchSyncResult`; anything
-   else raises a typed error naming each failed phase, its exit status, Stitch's
-   description and the tail of the extraction log;
+3. start the job ([`start_stitch_sync`][prefect_stitch.tasks.start_stitch_sync]); if
+   one is already running, follow it or fail, as ``on_already_running`` says;
+4. wait for its record ([`wait_for_stitch_sync`][prefect_stitch.tasks.wait_for_stitch_sync])
+   and judge it: every phase 0 (and, with ``loads``, the data loaded) returns a
+   [`StitchSyncResult`][prefect_stitch.models.StitchSyncResult]; anything else raises a
+   typed error naming each failed phase, its exit status, Stitch's description and the
+   tail of the extraction log;
 5. on timeout, ask Stitch to stop the job and raise
-   :class:`~prefect_stitch.errors.StitchSyncTimeout`; on cancellation of the flow run,
-   ask Stitch to stop the job and say so in the log;
+   [`StitchSyncTimeout`][prefect_stitch.errors.StitchSyncTimeout]; on cancellation of the
+   flow run, ask Stitch to stop the job and say so in the log;
 6. with ``replication_retries``, start a failed or terminated job again (every job is
    listed in the result's ``attempts``). A Prefect retry of the flow run starts a new
    job after a judged failure, and follows the job it started after a crash.
@@ -454,7 +455,7 @@ async def run_stitch_sync(
     loads: LoadsMode = "wait",
     max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncResult:
-    """The body of :func:`stitch_sync_flow`, as a coroutine for async callers.
+    """The body of `stitch_sync_flow`, as a coroutine for async callers.
 
     It runs the tasks in the current flow run (or without one); use it inside an async
     flow that must not block its event loop while Stitch works.
@@ -738,7 +739,7 @@ async def run_stitch_sync_many(
     loads: LoadsMode = "wait",
     max_load_wait_seconds: float = DEFAULT_MAX_LOAD_WAIT_SECONDS,
 ) -> StitchSyncManyResult:
-    """The body of :func:`stitch_sync_many_flow`, as a coroutine for async callers.
+    """The body of `stitch_sync_many_flow`, as a coroutine for async callers.
 
     Args:
         source_ids: The sources to sync (distinct positive integers).
@@ -751,11 +752,12 @@ async def run_stitch_sync_many(
         stop_on_timeout: Stop a Stitch job whose wait times out.
         fetch_logs_on_failure: Put the log tail into each failure.
         global_rate_limit: A Prefect global concurrency limit for the account's jobs
-            requests (see :func:`~prefect_stitch.tasks.wait_for_stitch_sync`).
+            requests (see [`wait_for_stitch_sync`][prefect_stitch.tasks.wait_for_stitch_sync]).
         replication_retries: Re-run each source's failed or terminated job this many
             times.
         replication_retry_delay_seconds: Seconds between a failed job and its re-run.
-        loads: ``"wait"``, ``"check"`` or ``"ignore"`` (see :func:`stitch_sync_flow`).
+        loads: ``"wait"``, ``"check"`` or ``"ignore"`` (see
+            [`stitch_sync_flow`][prefect_stitch.flows.stitch_sync_flow]).
         max_load_wait_seconds: Each source's load wait bound.
 
     Returns:

@@ -128,8 +128,13 @@ async def settle_loads(
         ```
     """
     source_name = (await client.get_source(source_id)).name or ""
-    selected = await _selected_streams(client, source_id, logger)
+    selected, unreadable = await _selected_streams(client, source_id, logger)
     outcome = LoadOutcome(source_name=source_name)
+    if unreadable is not None and (log is None or not log.names_streams):
+        # Without the selected streams, only the log can say which streams must load.
+        log = await _scan(client, job_name, logger)
+        if log is None or not log.names_streams:
+            raise unreadable  # nobody could vouch for the loads
     expected, log_read = set(selected), False
     if log is not None and log.names_streams:
         expected, log_read = _expected(log, selected), True
@@ -266,13 +271,16 @@ def _entries(
     return entries
 
 
-async def _selected_streams(client: StitchClient, source_id: int, logger: Any) -> set[str]:
+async def _selected_streams(
+    client: StitchClient, source_id: int, logger: Any
+) -> tuple[set[str], StitchError | None]:
+    """The source's selected streams, or the error that kept them unknown."""
     try:
         streams = await client.list_streams(source_id)
     except StitchError as exc:
         logger.warning("Could not list the streams of source %s: %s", source_id, exc)
-        return set()
-    return {stream.stream_name for stream in streams if stream.is_selected}
+        return set(), exc
+    return {stream.stream_name for stream in streams if stream.is_selected}, None
 
 
 async def _scan(client: StitchClient, job_name: str, logger: Any) -> LogScan | None:

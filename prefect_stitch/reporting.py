@@ -150,7 +150,10 @@ async def report_outcome(
     """
     logger.log(report.level, report.headline)
     job_name = report.result.job_name if report.result is not None else report.job_name
-    verdict = report.kind in _VERDICTS and job_name and "stage" not in report.payload
+    # One event per job and verdict, whoever emits it (a load failure has its own events).
+    verdict = job_name and (
+        report.kind == "succeeded" or (report.kind in _VERDICTS and "stage" not in report.payload)
+    )
     emit_sync_event(
         report.kind,
         source_id=report.source_id,

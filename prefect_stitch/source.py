@@ -32,7 +32,7 @@ _LOGO = HttpUrl(
 
 
 class StitchSyncRun(JobRun[StitchSyncResult]):
-    """One replication job started by [`StitchSource.trigger`][prefect_stitch.source.StitchSource].
+    """One replication job started by [`trigger`][prefect_stitch.source.StitchSource.trigger].
 
     Args:
         source: The block that started it.

@@ -292,7 +292,7 @@ async def run_stitch_watch(
     duration_seconds: float | None = None,
     loads: bool = False,
 ) -> StitchWatchSummary:
-    """The body of :func:`stitch_watch_flow`, as a coroutine.
+    """The body of `stitch_watch_flow`, as a coroutine.
 
     Args:
         credentials: A block or a block name.

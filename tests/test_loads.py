@@ -16,6 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
 from prefect_stitch import (
+    StitchAPIError,
     StitchLoadFailed,
     StitchLoadTimeout,
     StitchReplicationFailed,
@@ -261,3 +262,26 @@ async def asset_events(keys: set[str]) -> list[Any]:
             return events if {e.resource.id for e in events} >= keys else None
 
         return await until(found, 30, f"asset events for {sorted(keys)}")
+
+
+def test_unreadable_streams_fall_back_to_the_log(sim: StitchSimulator) -> None:
+    """The selected streams can't be read: the log says which streams must load."""
+    sim.inject("streams", Fault.status(500), times=50)
+    sim.add_source(
+        17, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(delay_seconds=2.0)})]
+    )
+    started = time.monotonic()
+    result = run(sim, 17)
+    assert isinstance(result, StitchSyncResult), repr(result)
+    assert states(result) == {"accounts": "loaded", "contacts": "loaded"}
+    assert time.monotonic() - started >= 2.0, "returned before the slow load landed"
+
+
+def test_unreadable_streams_and_a_silent_log_fail_instead_of_vouching(
+    sim: StitchSimulator,
+) -> None:
+    sim.inject("streams", Fault.status(500), times=50)
+    sim.add_source(18, outcomes=[Outcome.success(0.2, rows={"accounts": 0, "contacts": 0})])
+    outcome = run(sim, 18)
+    assert isinstance(outcome, StitchAPIError), repr(outcome)
+    assert "streams" in outcome.path

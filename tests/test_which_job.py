@@ -154,13 +154,15 @@ def test_a_lost_trigger_answer_is_settled_whatever_stitchs_clock(
     """Stitch starts the job, the answer is lost, the retry meets it running."""
     sim, credentials = strict(offset)
     outcome_of_job = (
-        Outcome.failure("target", 3, "quota", duration_seconds=1.5)
+        Outcome.failure("target", 3, "quota", duration_seconds=None)
         if failing
-        else Outcome.success(duration_seconds=1.5)
+        else Outcome.success(duration_seconds=None)
     )
     sim.add_source(2, outcomes=[outcome_of_job])
     sim.seed_completed(2)
     sim.inject("trigger", Fault.start_then_drop())
+    # The job runs until the retry has met it running, then a little longer.
+    when(triggered(sim, 2), later(1.0, lambda: sim.finish_job(2)))
 
     started = time.monotonic()
     outcome = run(credentials, 2, on_already_running="fail")

@@ -15,7 +15,7 @@ null, a terminated job is told only by its completion time, a stop takes effect 
 stream, and every timestamp, including the `Date` header, comes from Stitch's clock (`now()`,
 possibly skewed by `clock_offset_seconds`).
 
-Example:
+Examples:
     >>> import json, urllib.request
     >>> from prefect_stitch.simulator import StitchSimulator, Outcome
     >>> with StitchSimulator() as sim:

@@ -12,9 +12,11 @@ Source specs read `<id>:<outcome>[:<duration_seconds>]`:
   the last one repeats).
 
 Example:
-    Serve two sources on port 8765 and print one line per request::
+    Serve two sources on port 8765 and print one line per request:
 
-        python -m prefect_stitch.simulator --port 8765 --source 1:success:5 --source 2:tap=-9:3
+    ```bash
+    python -m prefect_stitch.simulator --port 8765 --source 1:success:5 --source 2:tap=-9:3
+    ```
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def parse_source(spec: str) -> tuple[int, Outcome]:
     Raises:
         argparse.ArgumentTypeError: If the spec is malformed.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator.__main__ import parse_source
         >>> source_id, outcome = parse_source("1004:discovery=-9:3")
         >>> source_id, outcome.phase, outcome.exit_status, outcome.duration_seconds
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator.__main__ import build_parser
         >>> build_parser().parse_args(["--port", "0"]).port
         0
@@ -144,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator.__main__ import main
         >>> main(["--help"])  # doctest: +SKIP
     """

@@ -351,7 +351,7 @@ class StitchSimulator(SimulatorState):
             ending as terminated; until then it still runs.
         on_request: Called with each `RecordedRequest` (e.g. to print it), outside the lock.
 
-    Example:
+    Examples:
         >>> import json, urllib.request
         >>> from prefect_stitch.simulator import StitchSimulator
         >>> with StitchSimulator(token="sim-token") as sim:
@@ -414,7 +414,7 @@ class StitchSimulator(SimulatorState):
         Returns:
             The simulator itself.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator().start()
             >>> sim.base_url.startswith("http://127.0.0.1:")
@@ -444,7 +444,7 @@ class StitchSimulator(SimulatorState):
     def stop(self) -> None:
         """Stop serving, close open connections and free both ports (idempotent).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator().start()
             >>> sim.stop()
@@ -477,7 +477,7 @@ class StitchSimulator(SimulatorState):
     def running(self) -> bool:
         """Whether the simulator is serving.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator().running
             False
@@ -504,7 +504,7 @@ class StitchSimulator(SimulatorState):
         Raises:
             RuntimeError: If the simulator is not started.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> with StitchSimulator() as sim:
             ...     sim.port > 0
@@ -519,7 +519,7 @@ class StitchSimulator(SimulatorState):
         Raises:
             RuntimeError: If the simulator is not started.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> with StitchSimulator(port=0) as sim:
             ...     sim.base_url == f"http://127.0.0.1:{sim.port}"
@@ -534,7 +534,7 @@ class StitchSimulator(SimulatorState):
         Raises:
             RuntimeError: If the simulator is not started.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> with StitchSimulator() as sim:
             ...     sim.logs_base_url != sim.base_url

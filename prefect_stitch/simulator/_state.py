@@ -92,7 +92,7 @@ def iso(epoch: float) -> str:
     Returns:
         The timestamp, e.g. `"2020-06-19T15:09:38Z"`.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import iso
         >>> iso(1592579378.9)
         '2020-06-19T15:09:38Z'
@@ -123,7 +123,7 @@ class StreamLoad:
             `last_batch_loaded_at` null) instead of a success.
         never: No attempt ever lands (the record keeps showing the previous attempt).
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import Outcome, StreamLoad
         >>> outcome = Outcome.success(loads={"accounts": StreamLoad(delay_seconds=30)})
         >>> dict(outcome.loads)["accounts"].delay_seconds
@@ -151,7 +151,7 @@ class StreamLoad:
         Raises:
             ValueError: On unknown keys or invalid values.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StreamLoad
             >>> StreamLoad.from_json({"never": True}).never
             True
@@ -196,7 +196,7 @@ class Outcome:
             gives every selected stream a positive count.
         loads: For a success: how each stream is loaded, as `(stream, StreamLoad)` pairs.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import Outcome
         >>> Outcome.failure("tap", exit_status=-9).record_fields()["tap_exit_status"]
         -9
@@ -263,7 +263,7 @@ class Outcome:
         Returns:
             The outcome.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> Outcome.success(0.2, rows={"accounts": 5}).rows
             (('accounts', 5),)
@@ -304,7 +304,7 @@ class Outcome:
         Returns:
             The outcome.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> fields = Outcome.failure("discovery", exit_status=2).record_fields()
             >>> fields["discovery_exit_status"], fields["tap_exit_status"]
@@ -335,7 +335,7 @@ class Outcome:
         Returns:
             The outcome.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> Outcome.terminated().record_fields()["tap_description"] is None
             True
@@ -364,7 +364,7 @@ class Outcome:
         Raises:
             ValueError: On an unknown kind or invalid values.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> Outcome.from_json({"kind": "tap", "exit_status": -9}).exit_status
             -9
@@ -415,7 +415,7 @@ class Outcome:
         Returns:
             `{"discovery_exit_status": ..., "discovery_description": ..., "tap_exit_status": ...}`.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> Outcome.success().record_fields()["target_exit_status"]
             0
@@ -445,7 +445,7 @@ class Outcome:
         Returns:
             E.g. `Exit status is: Discovery succeeded. Tap failed with code -9. Target succeeded.`
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Outcome
             >>> Outcome.success().summary_line()
             'Exit status is: Discovery succeeded. Tap succeeded. Target succeeded.'
@@ -491,7 +491,7 @@ class Fault:
         seconds: Delay of a `slow` fault.
         fn: Callback of a `mutate` fault, called with the simulator under its lock.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import Fault
         >>> Fault.status(502, body="<html>Bad Gateway</html>").code
         502
@@ -508,7 +508,7 @@ class Fault:
     def intercepts(self) -> bool:
         """Whether the fault replaces the answer (the request never reaches the API logic).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.drop().intercepts, Fault.slow(0.1).intercepts
             (True, False)
@@ -536,7 +536,7 @@ class Fault:
         Raises:
             ValueError: If `code` is outside 200-599.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.status(429, headers={"Retry-After": "1"}).headers
             (('Retry-After', '1'),)
@@ -552,7 +552,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.drop().kind
             'drop'
@@ -569,7 +569,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.slow(0.5).seconds
             0.5
@@ -585,7 +585,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.malformed_json().kind
             'malformed_json'
@@ -603,7 +603,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.wrong_shape().kind
             'wrong_shape'
@@ -620,7 +620,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.start_then_drop().kind
             'start_then_drop'
@@ -640,7 +640,7 @@ class Fault:
         Returns:
             The fault.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.mutate(lambda sim: sim.add_source(99)).kind
             'mutate'
@@ -660,7 +660,7 @@ class Fault:
         Raises:
             ValueError: On an unknown kind, or `mutate` (a callback cannot travel as JSON).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import Fault
             >>> Fault.from_json({"kind": "status", "code": 503}).code
             503
@@ -697,7 +697,7 @@ class RecordedRequest:
         wall: `time.time()` at arrival.
         headers: Request headers with lower-case names, token masked.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import StitchSimulator
         >>> import urllib.request
         >>> with StitchSimulator() as sim:
@@ -724,7 +724,7 @@ class RecordedRequest:
         Returns:
             A dict of all fields.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import RecordedRequest
             >>> r = RecordedRequest("GET", "/v4/sources", {}, "list_sources", 200, None,
             ...                     True, True, 0.0, 0.0, {})
@@ -979,7 +979,7 @@ class SimulatorState:
         stop_delay_seconds: Time between a stop request (answered 200 at once) and the job
             actually ending as terminated; until then it still runs.
 
-    Example:
+    Examples:
         >>> from prefect_stitch.simulator import StitchSimulator
         >>> sim = StitchSimulator(page_size=10, stop_delay_seconds=2)
         >>> sim.page_size, sim.stop_delay_seconds
@@ -1051,7 +1051,7 @@ class SimulatorState:
     def token(self) -> str:
         """The access token the simulated API accepts.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator(token="t0k3n").token
             't0k3n'
@@ -1062,7 +1062,7 @@ class SimulatorState:
     def client_id(self) -> int:
         """The Stitch client (account) ID the token belongs to.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator(client_id=42).client_id
             42
@@ -1077,7 +1077,7 @@ class SimulatorState:
         Returns:
             Seconds since the epoch.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator(clock_offset_seconds=-3600)
             >>> sim.now() < __import__("time").time() - 3000
@@ -1131,7 +1131,7 @@ class SimulatorState:
             ValueError: If the source already exists, `outcomes` is empty, a selection names an
                 unknown stream, or an outcome names a stream the source does not have.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> sim.add_source(1001, outcomes=[Outcome.failure("tap")])["name"]
@@ -1197,7 +1197,7 @@ class SimulatorState:
         Returns:
             The Source objects.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> len(StitchSimulator().add_sources(range(1, 151)))
             150
@@ -1216,7 +1216,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             ValueError: If `outcomes` is empty or names a stream the source does not have.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1244,7 +1244,7 @@ class SimulatorState:
         Raises:
             KeyError: If the source is unknown.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(7, paused=True)
@@ -1269,7 +1269,7 @@ class SimulatorState:
         Raises:
             KeyError: If the source is unknown.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1, streams=("orders", "refunds"), selected=["orders"])
@@ -1314,7 +1314,7 @@ class SimulatorState:
         Returns:
             The Destination object.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> sim.set_destination("snowflake", database="raw", port=443)["properties"]["port"]
@@ -1371,7 +1371,7 @@ class SimulatorState:
     def remove_destination(self) -> None:
         """Remove the destination: `GET /v4/destinations` then returns `[]`.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> sim.remove_destination()
@@ -1387,7 +1387,7 @@ class SimulatorState:
         Returns:
             The list.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> [(d["type"], d["properties"]["database"]) for d in StitchSimulator().destinations()]
             [('postgres', 'analytics')]
@@ -1425,7 +1425,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             ValueError: If the job name is already taken.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator(client_id=5)
             >>> _ = sim.add_source(1)
@@ -1475,7 +1475,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             ValueError: If the source has no such stream.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1507,7 +1507,7 @@ class SimulatorState:
             RuntimeError: If a job is already running or the source is deleted.
             ValueError: If the outcome names a stream the source does not have.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1, outcomes=[Outcome.success(None)])
@@ -1544,7 +1544,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             ValueError: If `in_seconds` is negative or the outcome names an unknown stream.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1583,7 +1583,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             ValueError: If `gap_seconds` is negative or the outcome names an unknown stream.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1, outcomes=[Outcome.success(None)])
@@ -1615,7 +1615,7 @@ class SimulatorState:
         Returns:
             The count.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1, outcomes=[Outcome.success(None)])
@@ -1640,7 +1640,7 @@ class SimulatorState:
             KeyError: If the source is unknown.
             RuntimeError: If no job is running.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1, outcomes=[Outcome.success(None)])
@@ -1667,7 +1667,7 @@ class SimulatorState:
         Returns:
             A job dict (see `jobs`) or None.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1690,7 +1690,7 @@ class SimulatorState:
             job), `phase`, `exit_status`, `started_at`, `completed_at`, `running`, `stopped`,
             `stop_requested_at` and `triggered_via` (`"api"`, `"scheduler"` or `"seed"`).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1715,7 +1715,7 @@ class SimulatorState:
         Returns:
             Job names (seeded and scheduler jobs excluded).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)
@@ -1744,7 +1744,7 @@ class SimulatorState:
         Raises:
             ValueError: On an unknown endpoint name or `times < 1`.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Fault
             >>> StitchSimulator().inject("extractions", Fault.status(502), times=2)
         """
@@ -1758,7 +1758,7 @@ class SimulatorState:
     def requests(self) -> list[RecordedRequest]:
         """Every Stitch request received so far, in arrival order (control API excluded).
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator().requests
             []
@@ -1778,7 +1778,7 @@ class SimulatorState:
         Raises:
             ValueError: On an unknown endpoint name.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator().requests_for("loads")
             []
@@ -1798,7 +1798,7 @@ class SimulatorState:
         Returns:
             The maximum count.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator().jobs_requests_in_window()
             0
@@ -1817,7 +1817,7 @@ class SimulatorState:
     def rate_limit_violations(self) -> int:
         """How many jobs requests arrived while the sliding window was already full.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> StitchSimulator().rate_limit_violations
             0
@@ -1830,7 +1830,7 @@ class SimulatorState:
 
         Configuration is kept, and a running server keeps running.
 
-        Example:
+        Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
             >>> sim = StitchSimulator()
             >>> _ = sim.add_source(1)

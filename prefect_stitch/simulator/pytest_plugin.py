@@ -1,11 +1,13 @@
 """pytest fixtures that start a Stitch simulator (registered through the `pytest11` entry point).
 
 Example:
-    A test that drives the simulator through the fixture::
+    A test that drives the simulator through the fixture:
 
-        def test_trigger(stitch_simulator):
-            stitch_simulator.add_source(1001)
-            assert stitch_simulator.base_url.startswith("http://127.0.0.1:")
+    ```python
+    def test_trigger(stitch_simulator):
+        stitch_simulator.add_source(1001)
+        assert stitch_simulator.base_url.startswith("http://127.0.0.1:")
+    ```
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ def stitch_simulator() -> Iterator[StitchSimulator]:
         The running simulator.
 
     Example:
-        A test using it::
+        A test using it:
 
-            def test_sources(stitch_simulator):
-                stitch_simulator.add_source(1)
-                assert stitch_simulator.source(1)["id"] == 1
+        ```python
+        def test_sources(stitch_simulator):
+            stitch_simulator.add_source(1)
+            assert stitch_simulator.source(1)["id"] == 1
+        ```
     """
     with StitchSimulator(token="sim-token", client_id=116078) as sim:  # noqa: S106
         yield sim
@@ -46,11 +50,13 @@ def stitch_simulator_factory() -> Iterator[SimulatorFactory]:
         `factory(**kwargs) -> StitchSimulator` (defaults: token "sim-token", client 116078).
 
     Example:
-        A test using it::
+        A test using it:
 
-            def test_small_pages(stitch_simulator_factory):
-                sim = stitch_simulator_factory(page_size=2, enforce_rate_limit=True)
-                assert sim.page_size == 2
+        ```python
+        def test_small_pages(stitch_simulator_factory):
+            sim = stitch_simulator_factory(page_size=2, enforce_rate_limit=True)
+            assert sim.page_size == 2
+        ```
     """
     started: list[StitchSimulator] = []
 
