@@ -27,6 +27,11 @@ DEFAULT_BASE_URL = "https://api.stitchdata.com"
 """Stitch's documented Connect API host (North America)."""
 
 EU_BASE_URL = "https://api.eu-central-1.stitchdata.com"
+
+LOGO_URL = HttpUrl(
+    "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
+)
+"""The blocks' logo in the Prefect UI: `docs/img/stitch.png` of this repository."""
 """The host for accounts in Stitch's Europe region."""
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -155,9 +160,7 @@ class StitchCredentials(CredentialsBlock):
 
     _block_type_name = "Stitch Credentials"
     _block_type_slug = "stitch-credentials"
-    _logo_url = HttpUrl(
-        "https://github.com/PrefectHQ/prefect/blob/main/docs/img/collections/stitch.png?raw=true"
-    )
+    _logo_url = LOGO_URL
     _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
 
     access_token: SecretStr = Field(

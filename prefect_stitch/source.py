@@ -19,16 +19,13 @@ from prefect.blocks.abstract import JobBlock, JobRun
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, HttpUrl
 
-from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.credentials import LOGO_URL, StitchCredentials
 from prefect_stitch.flows import SyncOptions, _trigger_task, run_cancellable, sync_source
 from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
 from prefect_stitch.tasks import DEFAULT_MAX_LOAD_WAIT_SECONDS, AlreadyRunningPolicy, LoadsMode
 
 __all__ = ["StitchSource", "StitchSyncRun", "stitch_source_sync_flow"]
 
-_LOGO = HttpUrl(
-    "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
-)
 
 
 class StitchSyncRun(JobRun[StitchSyncResult]):
@@ -152,7 +149,7 @@ class StitchSource(JobBlock[StitchSyncResult]):
 
     _block_type_name = "Stitch Source"
     _block_type_slug = "stitch-source"
-    _logo_url = _LOGO
+    _logo_url = LOGO_URL
     _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
 
     credentials: StitchCredentials = Field(
