@@ -135,7 +135,8 @@ class StitchSource(JobBlock[StitchSyncResult]):
 
     Example:
         ```python
-        from prefect_stitch import StitchCredentials, StitchSource
+        from prefect_stitch import StitchCredentials
+        from prefect_stitch import StitchSource
 
         source = StitchSource(credentials=StitchCredentials.load("stitch"), source_id=120643,
                               replication_retries=1)
