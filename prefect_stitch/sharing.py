@@ -362,9 +362,17 @@ class Sharing:
                 )
                 self.lease_id = response.json().get("lease_id")
         except Exception as exc:
-            if "423" not in str(exc) and "Locked" not in str(exc):
-                _logger.debug("Could not take the lead of %s: %s", self.resource, exc)
-            return False
+            if "423" in str(exc) or "Locked" in str(exc):
+                return False  # another process leads
+            # The API cannot coordinate (no concurrency leases, no permission...): poll
+            # alone rather than wait for listings that will never come.
+            _logger.warning(
+                "Cannot share the poll of %s through the Prefect API (%s): polling alone",
+                self.resource,
+                exc,
+            )
+            self.leading, self.lease_id = True, None
+            return True
         self.leading = self.lease_id is not None
         self.next_renew = time.monotonic() + RENEW_SECONDS
         if self.leading:
@@ -408,7 +416,7 @@ class Sharing:
 
     async def renew_if_due(self) -> None:
         """Renew the leader's lease (it expires if this process dies)."""
-        if not self.leading or time.monotonic() < self.next_renew:
+        if not self.leading or self.lease_id is None or time.monotonic() < self.next_renew:
             return
         from prefect.client.orchestration import get_client
 

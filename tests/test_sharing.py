@@ -292,3 +292,26 @@ def test_the_watch_cursor_stays_small_and_never_repeats_a_job() -> None:
     assert again.is_new(
         Extraction(job_name="new", source_id=1, completion_time=T0 + timedelta(seconds=5000))
     )
+
+
+def test_a_prefect_api_that_cannot_coordinate_means_polling_alone(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No concurrency leases (a permission, an old server): poll alone, never wait forever."""
+    from prefect_stitch import stitch_sync_flow
+    from prefect_stitch.sharing import Sharing
+
+    async def refuse(self: Sharing, client: Any) -> None:
+        raise RuntimeError("403 Forbidden: concurrency limits")
+
+    monkeypatch.setattr(Sharing, "_ensure_limit", refuse)
+    sim.add_source(41, outcomes=[Outcome.success(duration_seconds=0.5)])
+    result = stitch_sync_flow(
+        source_id=41,
+        credentials=make_credentials(sim),
+        poll_interval_seconds=0.2,
+        max_wait_seconds=20,
+        loads="ignore",
+    )
+    assert (result.status, result.job_name) == ("succeeded", sim.jobs_started(41)[0])
+    assert sim.requests_for("extractions")  # this process polled Stitch itself
