@@ -293,3 +293,11 @@ async def test_prefect_block_register_registers_the_block() -> None:
     assert schema is not None
     assert "access_token" in schema.fields["properties"]
     assert schema.fields["secret_fields"] == ["access_token"]
+
+    async with get_client() as client:  # the saved-source job block too
+        source_type = await client.read_block_type_by_slug("stitch-source")
+        source_schema = await client.get_most_recent_block_schema_for_block_type(source_type.id)
+    assert source_type.name == "Stitch Source"
+    assert source_schema is not None
+    assert {"credentials", "source_id", "loads"} <= set(source_schema.fields["properties"])
+    assert "Successfully registered 2 blocks" in output.decode(errors="replace")
