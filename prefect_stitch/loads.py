@@ -12,7 +12,9 @@ what a load record means live in [`judge_loads`][prefect_stitch.verdict.judge_lo
 selected in Stitch (``GET /v4/sources/{id}/streams``). The log costs a jobs request, so
 it is read only when the loads listing cannot settle the job by itself: when every
 selected stream has loaded since the job's completion, or one failed anew, no log is
-needed. When the log says nothing usable (no stream lines, or it cannot be read), every
+needed; and while loads keep landing, the log is not read either: only after
+``_STALLED_LISTINGS`` listings in a row bring no new load (or when the wait nears its
+end). When the log says nothing usable (no stream lines, or it cannot be read), every
 selected stream is waited for: a stream that truly received no rows then never loads,
 and the wait ends in `StitchLoadTimeout` saying why, rather than in a success nobody can
 vouch for.
@@ -39,6 +41,8 @@ __all__ = ["LoadOutcome", "LoadsMode", "settle_loads"]
 LoadsMode = Literal["wait", "check", "ignore"]
 
 _destinations: dict[tuple[str, int], Destination | None] = {}
+_STALLED_LISTINGS = 2
+"""Listings in a row without a new load before the job's log is read (it costs budget)."""
 
 
 @dataclass
@@ -144,7 +148,7 @@ async def settle_loads(
     )
     deadline = time.monotonic() + (max_load_wait_seconds if mode == "wait" else 0)
     verdict: LoadVerdict | None = None
-    failures = 0
+    failures = stalled = landed = 0
     try:
         while expected or not log_read:
             left = deadline - time.monotonic()
@@ -174,7 +178,13 @@ async def settle_loads(
                 )
 
             verdict = judge(expected)
-            if not (verdict.failed or verdict.done) and not log_read:
+            stalled = stalled + 1 if len(verdict.loaded) <= landed else 0
+            landed = len(verdict.loaded)
+            if not (verdict.failed or verdict.done) and not log_read and (
+                mode == "check"
+                or stalled > _STALLED_LISTINGS
+                or deadline - time.monotonic() < 3 * poll_interval_seconds
+            ):
                 # The listing alone cannot settle it: which streams received rows?
                 log, log_read = await _scan(client, job_name, logger), True
                 if log is not None and log.names_streams:

@@ -201,6 +201,8 @@ class AccountPoller:
         """Listings received from another process's poller (see `sharing`)."""
         self._sharing: Sharing | None = None
         self._settings: Any = None
+        self._last_start = -math.inf
+        """When the latest listing of this process was started (``time.monotonic()``)."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -327,7 +329,9 @@ class AccountPoller:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        last_start = -math.inf  # the first listing is read at once
+        # The pacing survives the thread: a thread restarted because its waiters came
+        # and went (a trigger's, then a wait's) reads no listing before its tick is due.
+        last_start = self._last_start
         sharing = Sharing(self) if sharing_enabled() else None
         try:
             if sharing is not None:
@@ -348,7 +352,7 @@ class AccountPoller:
                         if sharing.leader_silent(interval):
                             await sharing.free_the_slot()
                         if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
-                            last_start = -math.inf  # lead: read at once
+                            last_start = self._last_start  # lead: read when due
                         else:
                             want_extractions, want_loads = self._wanted()
                             sharing.heartbeat_if_due(interval, want_extractions, want_loads)
@@ -359,7 +363,7 @@ class AccountPoller:
                     if remaining > 0:
                         await self._sleep(remaining)
                         continue  # re-evaluate: a waiter may have joined or left
-                    last_start = time.monotonic()
+                    last_start = self._last_start = time.monotonic()
                     client.global_limit_name = self.global_limit_name
                     before = client.requests_made
                     snapshot = await self._list(client)
@@ -367,6 +371,7 @@ class AccountPoller:
                     retry_after = getattr(snapshot.error, "retry_after", None)
                     if retry_after:  # Stitch asked us to come back later: the next tick waits
                         last_start = max(last_start, time.monotonic() + retry_after - interval)
+                        self._last_start = last_start
                     self._deliver(snapshot)
                     if sharing is not None:
                         sharing.publish(snapshot)
