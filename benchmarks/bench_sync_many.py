@@ -3,14 +3,20 @@
 Not a test: it measures. For N = 1, 10, 100, 500 concurrent source syncs of scripted
 durations it runs, each in a fresh process:
 
-* ``shared``: ``stitch_sync_many_flow`` (one shared extraction poller per account);
+* ``shared``: ``stitch_sync_many_flow(..., loads="ignore")`` (one shared extraction poller
+  per account; the loads are not followed, so its figures compare with the results of
+  the package before loads were followed);
 * ``baseline``: the same triggers, then one naive wait task per source that polls the
   extraction list itself, page by page, every poll interval, without any rate limiter
-  (the way other Stitch integrations wait for a job).
+  (the way other Stitch integrations wait for a job);
+* ``shared-loads``: ``stitch_sync_many_flow(..., loads="wait")`` (the default): each
+  source has two streams whose loads land a scripted delay after its job ends, and the
+  shared poller reads the loads listing in the same tick as the extraction listing.
 
-and prints, per run, the jobs-API requests made, requests per tick, the time from each
-job's completion to its verdict (p50, p95), wall time, peak RSS and CPU seconds of the
-flow process. Time is compressed 100x (see ``COMPRESSION``). Results go to stdout and to
+and prints, per run, the jobs-API requests made (by endpoint), requests per tick, the
+time from each job's completion (``shared-loads``: its last load's landing) to its
+verdict (p50, p95), wall time, peak RSS and CPU seconds of the flow process. Time is
+compressed 100x (see ``COMPRESSION``). Results go to stdout and to
 ``benchmarks/RESULTS.md``.
 
 Usage (from the project root)::
@@ -37,6 +43,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -71,12 +78,25 @@ SEED = 20_240_601
 MAX_CONCURRENT = 50
 """Triggers in flight at a time (the same for both modes)."""
 MAX_WAIT_SECONDS = 300.0
+STREAMS = ("accounts", "contacts")
+"""Every source's streams (all selected; each receives rows in every job)."""
+LOAD_DELAY_RANGE = (30.0 / COMPRESSION, 300.0 / COMPRESSION)
+"""``shared-loads``: each stream's load lands this long after its job ends (uniform)."""
+MAX_LOAD_WAIT_SECONDS = 3600.0 / COMPRESSION
+"""``shared-loads``: ``max_load_wait_seconds``, the flow's default (one hour), compressed."""
 CLIENT_ID = 116078
 TOKEN = "sim-token"  # the simulator's well-known test token, not a secret
 FIRST_SOURCE_ID = 200_001
 DEFAULT_NS = (1, 10, 100, 500)
-MODES = ("shared", "baseline")
-WAIT_TASK_PREFIX = {"shared": "wait-for-stitch-sync-", "baseline": "naive-wait-"}
+MODES = ("shared", "baseline", "shared-loads")
+LOADS_MODE = "shared-loads"
+WAIT_TASK_PREFIX = {
+    "shared": "wait-for-stitch-sync-",
+    "baseline": "naive-wait-",
+    LOADS_MODE: "wait-for-stitch-sync-",
+}
+FLOW_LOADS = {"shared": "ignore", LOADS_MODE: "wait"}
+"""The ``loads`` argument each product mode passes (``shared`` explicitly ignores them)."""
 TARGET_RATIO_AT_100 = 50.0
 TARGET_RSS_MB = 400.0
 TARGET_CPU_SECONDS = 60.0
@@ -91,6 +111,13 @@ def job_durations(n: int) -> dict[int, float]:
     rng = random.Random(SEED)
     low, high = JOB_DURATION_RANGE
     return {sid: round(rng.uniform(low, high), 3) for sid in source_ids(n)}
+
+
+def load_delays(n: int) -> dict[int, dict[str, float]]:
+    """Scripted load delays per source and stream (their own seed: same durations)."""
+    rng = random.Random(SEED + 1)
+    low, high = LOAD_DELAY_RANGE
+    return {sid: {s: round(rng.uniform(low, high), 3) for s in STREAMS} for sid in source_ids(n)}
 
 
 # -- child mode: the flow process -----------------------------------------------------------
@@ -171,7 +198,9 @@ def build_baseline_flow() -> Callable[..., Any]:
 
         async def one(source_id: int) -> str:
             async with triggers:
-                handle = await start_stitch_sync(credentials, source_id)
+                # The baseline waits for the extraction only: its trigger must not read
+                # the loads listing for a load baseline (start_stitch_sync's default).
+                handle = await start_stitch_sync(credentials, source_id, loads="ignore")
             assert handle.job_name is not None
             return await naive_wait_for_stitch_sync(
                 credentials, source_id, handle.job_name, poll_interval_seconds, max_wait_seconds
@@ -201,8 +230,12 @@ def build_baseline_flow() -> Callable[..., Any]:
 
 
 def child_main(args: argparse.Namespace) -> int:
-    """Run one flow (shared or baseline) and write the process's own measurements."""
+    """Run one flow (shared, shared-loads or baseline) and write the process's own measurements."""
+    import prefect_stitch
     from prefect_stitch import StitchCredentials, stitch_sync_many_flow
+    from prefect_stitch.errors import StitchSyncManyFailed
+    from prefect_stitch.models import StitchSyncManyResult
+    from prefect_stitch.poller import pollers_of
 
     credentials = StitchCredentials(
         access_token=TOKEN,
@@ -217,6 +250,10 @@ def child_main(args: argparse.Namespace) -> int:
     started = time.time()
     t0 = time.monotonic()
     if baseline is None:
+        loads = FLOW_LOADS[args.mode]
+        options: dict[str, Any] = {"loads": loads}
+        if loads == "wait":
+            options["max_load_wait_seconds"] = MAX_LOAD_WAIT_SECONDS
         state = stitch_sync_many_flow(
             source_ids=ids,
             credentials=credentials,
@@ -224,6 +261,7 @@ def child_main(args: argparse.Namespace) -> int:
             poll_interval_seconds=POLL_INTERVAL_SECONDS,
             max_wait_seconds=MAX_WAIT_SECONDS,
             return_state=True,
+            **options,
         )
     else:
         state = baseline(
@@ -237,8 +275,29 @@ def child_main(args: argparse.Namespace) -> int:
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
     reported_requests = None
-    if state.is_completed() and baseline is None:
-        reported_requests = state.result().jobs_requests
+    outcomes: list[dict[str, Any]] = []
+    if baseline is None:
+        try:
+            value = state.result(raise_on_failure=False)
+        except Exception as exc:  # a result we cannot read is reported, not raised
+            value = exc
+        items: list[Any] = []
+        if isinstance(value, StitchSyncManyResult):
+            reported_requests = value.jobs_requests
+            items = list(value.outcomes)
+        elif isinstance(value, StitchSyncManyFailed):
+            items = list(value.results.values())
+        for item in items:
+            streams = item.result.loads if item.result is not None else []
+            outcomes.append(
+                {
+                    "source_id": item.source_id,
+                    "status": item.status,
+                    "error_type": item.error_type,
+                    "message": (item.message or "")[:400],
+                    "loads": [[e.stream_name, e.state] for e in streams],
+                }
+            )
     out = {
         "flow_run_id": str(state.state_details.flow_run_id),
         "state": state.type.value,
@@ -249,6 +308,9 @@ def child_main(args: argparse.Namespace) -> int:
         "cpu_seconds_in_flow": _cpu(after) - _cpu(before),
         "peak_rss_mb": after.ru_maxrss / 1024.0,
         "reported_jobs_requests": reported_requests,
+        "poller_ticks": sum(poller.ticks for poller in pollers_of(credentials)),
+        "outcomes": outcomes,
+        "package_file": str(Path(prefect_stitch.__file__).resolve()),
     }
     Path(args.out).write_text(json.dumps(out))
     return 0 if state.is_completed() else 1
@@ -472,6 +534,18 @@ class RunResult:
     late_verdicts: int = 0
     late_p95: float = float("nan")
     simulator_cpu_seconds: float = 0.0
+    extraction_requests: int = 0
+    loads_requests: int = 0
+    logs_requests: int = 0
+    loads_pages: int = 0
+    listing_pages_per_tick: float = 0.0
+    max_pages_in_tick: int = 0
+    poller_ticks: int | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+    early_verdicts: int = 0
+    load_delay_p50: float = float("nan")
+    load_delay_p95: float = float("nan")
+    package_file: str = ""
     notes: list[str] = field(default_factory=list)
 
 
@@ -494,12 +568,16 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     child: Process | None = None
     try:
         durations = job_durations(n)
+        delays = load_delays(n) if mode == LOADS_MODE else {}
         for sid, seconds in durations.items():
-            sim.control(
-                "POST",
-                "sources",
-                {"source_id": sid, "outcomes": [{"kind": "success", "duration_seconds": seconds}]},
-            )
+            outcome: dict[str, Any] = {"kind": "success", "duration_seconds": seconds}
+            source: dict[str, Any] = {"source_id": sid, "outcomes": [outcome]}
+            if mode == LOADS_MODE:
+                # Both streams receive rows (the default) and load a scripted delay after
+                # the job ends; until then /loads shows the seeded job's loads.
+                outcome["loads"] = {s: {"delay_seconds": d} for s, d in delays[sid].items()}
+                source["streams"] = list(STREAMS)
+            sim.control("POST", "sources", source)
             # Every source of a real account is listed (its last job): the listing has
             # ceil(N / 100) pages from the first poll on.
             sim.control("POST", "seed_completed", {"source_id": sid})
@@ -524,7 +602,14 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
         simulator_cpu = group_cpu_seconds(sim.process.pid)
         if code is None:
             child.stop()
-            return RunResult(n, mode, False, f"timed out after {timeout:.0f} s")
+            rate = sim.control("GET", "rate")
+            return RunResult(
+                n,
+                mode,
+                False,
+                f"timed out after {timeout:.0f} s (max in window {rate['max_in_window']}, "
+                f"{rate['violations']} over the budget)",
+            )
         if not out.exists():
             return RunResult(n, mode, False, f"child exited {code}:\n{child.tail()}")
         measured = json.loads(out.read_text())
@@ -548,6 +633,31 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     result.cpu_seconds = measured["cpu_seconds"]
     result.cpu_seconds_in_flow = measured["cpu_seconds_in_flow"]
     result.reported_jobs_requests = measured["reported_jobs_requests"]
+    result.poller_ticks = measured["poller_ticks"] if mode != "baseline" else None
+    result.package_file = measured["package_file"]
+    if not Path(result.package_file).is_relative_to(ROOT):
+        result.notes.append("prefect_stitch was NOT imported from this checkout")
+    for outcome in measured["outcomes"]:
+        result.statuses[outcome["status"]] = result.statuses.get(outcome["status"], 0) + 1
+    wrong = [o for o in measured["outcomes"] if o["status"] != "succeeded"]
+    if wrong:
+        first = wrong[0]
+        result.notes.append(
+            f"{len(wrong)} sources not succeeded; first: {first['source_id']} "
+            f"{first['error_type']}: {first['message'][:200]}"
+        )
+    if mode == LOADS_MODE:
+        unloaded = [
+            o["source_id"]
+            for o in measured["outcomes"]
+            if o["status"] == "succeeded"
+            and sorted(s for s, state in o["loads"] if state == "loaded") != sorted(STREAMS)
+        ]
+        if unloaded:
+            result.notes.append(
+                f"{len(unloaded)} succeeded sources do not report both streams loaded "
+                f"(first: {unloaded[0]})"
+            )
     if child is not None and child.rusage is not None:
         whole = child.rusage.ru_utime + child.rusage.ru_stime
         result.notes.append(f"whole child process incl. exit: {whole:.1f} CPU s")
@@ -558,16 +668,42 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     jobs_endpoints = {"extractions", "logs", "loads"}
     jobs_requests = [r for r in requests if r["endpoint"] in jobs_endpoints]
     listing = [r for r in requests if r["endpoint"] == "extractions"]
+    load_listing = [r for r in requests if r["endpoint"] == "loads"]
     result.jobs_requests = len(jobs_requests)
+    result.extraction_requests = len(listing)
+    result.loads_requests = len(load_listing)
+    result.logs_requests = sum(1 for r in requests if r["endpoint"] == "logs")
     result.pages = max((int(r["query"].get("page", "1")) for r in listing), default=0)
+    result.loads_pages = max((int(r["query"].get("page", "1")) for r in load_listing), default=0)
     first_pages = sorted(r["at"] for r in listing if r["query"].get("page", "1") == "1")
     result.listings = len(first_pages)
     result.max_in_window = int(rate["max_in_window"])
     result.violations = int(rate["violations"])
-    if mode == "shared":
-        gaps = [b - a for a, b in itertools.pairwise(first_pages)]
+    # Ticks of the shared poller, from the request log: a tick reads the extraction pages
+    # (if some wait needs them), then the loads pages (if some wait needs them). A tick
+    # starts at an extraction page 1, or at a loads page 1 that no extraction page of the
+    # same tick precedes.
+    tick_starts: list[float] = []
+    tick_pages: list[int] = []
+    previous: dict[str, Any] | None = None
+    for r in sorted(listing + load_listing, key=lambda r: r["at"]):
+        first = r["query"].get("page", "1") == "1"
+        if first and (
+            r["endpoint"] == "extractions" or previous is None or previous["endpoint"] == "loads"
+        ):
+            tick_starts.append(r["at"])
+            tick_pages.append(0)
+        if tick_pages:
+            tick_pages[-1] += 1
+        previous = r
+    if mode != "baseline":
+        gaps = [b - a for a, b in itertools.pairwise(tick_starts)]
         result.tick_seconds = statistics.median(gaps) if gaps else POLL_INTERVAL_SECONDS
-        result.ticks = float(len(first_pages))
+        result.ticks = float(len(tick_starts))
+        result.max_pages_in_tick = max(tick_pages, default=0)
+        result.listing_pages_per_tick = (
+            (len(listing) + len(load_listing)) / len(tick_starts) if tick_starts else 0.0
+        )
     else:
         result.tick_seconds = POLL_INTERVAL_SECONDS  # each waiter's own poll interval
         span = (jobs_requests[-1]["at"] - jobs_requests[0]["at"]) if jobs_requests else 0.0
@@ -575,15 +711,31 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     result.requests_per_tick = result.jobs_requests / result.ticks if result.ticks else 0.0
 
     # Completion of each job: the trigger's arrival (the job starts as it is answered)
-    # plus its scripted duration; the simulator completes it exactly then.
+    # plus its scripted duration; the simulator completes it exactly then. Its loads land
+    # their scripted delays after that (shared-loads); the reference of a verdict is the
+    # completion, or the landing of the source's last load.
     triggered: dict[int, float] = {}
     for r in requests:
         if r["endpoint"] == "trigger" and r["status"] == 200:
             sid = int(r["path"].rstrip("/").split("/")[-2])
             triggered.setdefault(sid, r["wall"])
     completion = {sid: triggered[sid] + durations[sid] for sid in triggered}
+    landing = {
+        sid: {s: done + d for s, d in delays[sid].items()}
+        for sid, done in completion.items()
+        if sid in delays
+    }
+    reference = (
+        {sid: max(streams.values()) for sid, streams in landing.items()}
+        if mode == LOADS_MODE
+        else completion
+    )
+    if mode == LOADS_MODE:
+        scripted = [max(d.values()) for d in delays.values()]
+        result.load_delay_p50 = percentile(scripted, 50)
+        result.load_delay_p95 = percentile(scripted, 95)
     result.critical_path_seconds = (
-        max(completion.values()) - measured["flow_started_wall"] if completion else 0.0
+        max(reference.values()) - measured["flow_started_wall"] if reference else 0.0
     )
 
     # The per-source baseline's own schedule for this work: a waiter polls every interval
@@ -617,12 +769,24 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
         result.flow_run_seconds = parse_time(flow_run["end_time"]) - parse_time(
             flow_run["start_time"]
         )
-    latencies = [verdict[sid] - completion[sid] for sid in verdict if sid in completion]
+    latencies = [verdict[sid] - reference[sid] for sid in verdict if sid in reference]
     timeline = {
-        sid: [triggered.get(sid), completion.get(sid), verdict.get(sid)] for sid in durations
+        sid: {
+            "triggered": triggered.get(sid),
+            "completed": completion.get(sid),
+            "loads_landed": landing.get(sid),
+            "verdict": verdict.get(sid),
+        }
+        for sid in durations
     }
     (home / f"timeline-{label}.json").write_text(json.dumps(timeline))
     result.verdicts = len(latencies)
+    result.early_verdicts = sum(1 for value in latencies if value < 0)
+    if result.early_verdicts:
+        result.notes.append(
+            f"{result.early_verdicts} verdicts came before the "
+            + ("last load landed" if mode == LOADS_MODE else "job completed")
+        )
     # How much of its polling schedule the process kept (a CPU-starved process polls late).
     if mode == "shared" and len(first_pages) > 1:
         nominal = max(
@@ -630,6 +794,13 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
         )
         scheduled = (first_pages[-1] - first_pages[0]) / nominal + 1
         result.polls_kept = len(first_pages) / scheduled
+    elif mode == LOADS_MODE and len(tick_starts) > 1:
+        # The poller waits max(poll interval, pages of its last tick x period / limit).
+        wanted = sum(
+            max(POLL_INTERVAL_SECONDS, pages * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT)
+            for pages in tick_pages[:-1]
+        )
+        result.polls_kept = wanted / (tick_starts[-1] - tick_starts[0])
     elif mode == "baseline":
         scheduled = sum(
             (verdict[sid] - triggered[sid]) / POLL_INTERVAL_SECONDS
@@ -640,28 +811,45 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     result.latency_p50 = percentile(latencies, 50)
     result.latency_p95 = percentile(latencies, 95)
     result.latency_max = max(latencies, default=float("nan"))
-    # Jobs that completed after the last trigger: no trigger burst competes with them.
+    # Sources done after the last trigger: no trigger burst competes with them.
     last_trigger = max(triggered.values(), default=0.0)
-    late = [verdict[s] - completion[s] for s in verdict if completion.get(s, 0) > last_trigger]
+    late = [verdict[s] - reference[s] for s in verdict if reference.get(s, 0) > last_trigger]
     result.late_verdicts = len(late)
     result.late_p95 = percentile(late, 95)
 
-    # Decomposition (shared): completion -> first listing of the record's page that
-    # arrived after it (bounded by the tick), then -> verdict (the process's own work).
+    # Decomposition: reference -> first listing of the record's page(s) that arrived after
+    # it (bounded by the tick while the poller keeps its pace), then -> verdict (the
+    # process's own work, and for shared-loads the reads of the log and the source).
+    detect, overhead = [], []
+    order = {sid: i for i, sid in enumerate(sorted(durations))}
     if mode == "shared":
-        page_of = {sid: i // PAGE_SIZE + 1 for i, sid in enumerate(sorted(durations))}
         arrivals: dict[int, list[float]] = {}
         for r in listing:
             arrivals.setdefault(int(r["query"].get("page", "1")), []).append(r["wall"])
-        detect, overhead = [], []
         for sid, done in completion.items():
-            seen = [t for t in arrivals.get(page_of[sid], []) if t >= done]
+            seen = [t for t in arrivals.get(order[sid] // PAGE_SIZE + 1, []) if t >= done]
             if seen and sid in verdict:
                 detect.append(min(seen) - done)
                 overhead.append(verdict[sid] - min(seen))
-        result.detect_p95 = percentile(detect, 95)
-        result.overhead_p50 = percentile(overhead, 50)
-        result.overhead_p95 = percentile(overhead, 95)
+    elif mode == LOADS_MODE:
+        # /loads lists records by (stream, source name): stream k of the i-th source is
+        # record k * N + i (every source's streams are listed, seeded loads included).
+        arrivals = {}
+        for r in load_listing:
+            arrivals.setdefault(int(r["query"].get("page", "1")), []).append(r["wall"])
+        for sid, streams in landing.items():
+            seen_all = []
+            for k, stream in enumerate(STREAMS):
+                page = (k * n + order[sid]) // PAGE_SIZE + 1
+                seen = [t for t in arrivals.get(page, []) if t >= streams[stream]]
+                if seen:
+                    seen_all.append(min(seen))
+            if len(seen_all) == len(STREAMS) and sid in verdict:
+                detect.append(max(seen_all) - reference[sid])
+                overhead.append(verdict[sid] - max(seen_all))
+    result.detect_p95 = percentile(detect, 95)
+    result.overhead_p50 = percentile(overhead, 50)
+    result.overhead_p95 = percentile(overhead, 95)
     return result
 
 
@@ -696,6 +884,8 @@ COLUMNS = (
 def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
     rows = []
     for r in results:
+        if r.mode == LOADS_MODE:
+            continue
         if not r.ok and not r.verdicts:
             rows.append([str(r.n), r.mode, f"FAILED: {(r.error or '').splitlines()[0][:60]}"])
             continue
@@ -742,6 +932,8 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def detail_rows(results: Sequence[RunResult]) -> list[list[str]]:
     rows = []
     for r in results:
+        if r.mode == LOADS_MODE:
+            continue
         rows.append(
             [
                 str(r.n),
@@ -791,6 +983,125 @@ DETAIL_COLUMNS = (
     "CPU busy % of a core",
     "notes",
 )
+
+
+def in_ticks(value: float, r: RunResult) -> str:
+    return f"{fmt(value)} ({fmt(value / r.tick_seconds, 1)})" if r.tick_seconds else "n/a"
+
+
+def notes_of(r: RunResult) -> str:
+    return "; ".join(r.notes + ([r.error.splitlines()[0][:160]] if r.error else []))
+
+
+def statuses_of(r: RunResult) -> str:
+    return ", ".join(f"{count} {status}" for status, count in sorted(r.statuses.items())) or "none"
+
+
+LOADS_COLUMNS = (
+    "N",
+    "jobs reqs",
+    "extractions pages",
+    "loads pages",
+    "logs",
+    "ticks",
+    "tick s",
+    "listing pages/tick (max)",
+    "jobs reqs/tick",
+    "max in window (budget 30)",
+    "violations",
+    "outcomes",
+    "last load→verdict p50 s (ticks)",
+    "last load→verdict p95 s (ticks)",
+    "wall s",
+    "peak RSS MB",
+    "CPU s",
+    "CPU s in flow",
+)
+
+
+def loads_rows(results: Sequence[RunResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        if r.mode != LOADS_MODE:
+            continue
+        if not r.ok and not r.verdicts:
+            rows.append([str(r.n), f"FAILED: {(r.error or '').splitlines()[0][:160]}"])
+            continue
+        rows.append(
+            [
+                str(r.n),
+                str(r.jobs_requests),
+                str(r.extraction_requests),
+                str(r.loads_requests),
+                str(r.logs_requests),
+                fmt(r.ticks, 0),
+                fmt(r.tick_seconds),
+                f"{fmt(r.listing_pages_per_tick, 1)} ({r.max_pages_in_tick})",
+                fmt(r.requests_per_tick, 1),
+                str(r.max_in_window),
+                str(r.violations),
+                statuses_of(r),
+                in_ticks(r.latency_p50, r),
+                in_ticks(r.latency_p95, r),
+                fmt(r.wall_seconds, 1),
+                fmt(r.peak_rss_mb, 0),
+                fmt(r.cpu_seconds, 1),
+                fmt(r.cpu_seconds_in_flow, 1),
+            ]
+        )
+    return rows
+
+
+LOADS_DETAIL_COLUMNS = (
+    "N",
+    "pages per listing (extractions / loads)",
+    "poller ticks (flow's count)",
+    "listing reqs (flow's count)",
+    "scripted last-load delay p50 / p95 s",
+    "verdicts",
+    "verdicts before the last load",
+    "last load→verdict max s",
+    "last load→listing p95 s",
+    "listing→verdict p50 / p95 s",
+    "last load landed s",
+    "flow run s (Prefect)",
+    "child process s",
+    "Prefect server CPU s",
+    "simulator CPU s",
+    "polls kept %",
+    "CPU busy % of a core",
+    "notes",
+)
+
+
+def loads_detail_rows(results: Sequence[RunResult]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        if r.mode != LOADS_MODE:
+            continue
+        rows.append(
+            [
+                str(r.n),
+                f"{r.pages} / {r.loads_pages}",
+                "n/a" if r.poller_ticks is None else str(r.poller_ticks),
+                "n/a" if r.reported_jobs_requests is None else str(r.reported_jobs_requests),
+                f"{fmt(r.load_delay_p50)} / {fmt(r.load_delay_p95)}",
+                f"{r.verdicts}/{r.n}",
+                str(r.early_verdicts),
+                fmt(r.latency_max),
+                fmt(r.detect_p95),
+                f"{fmt(r.overhead_p50)} / {fmt(r.overhead_p95)}",
+                fmt(r.critical_path_seconds, 1),
+                fmt(r.flow_run_seconds, 1),
+                fmt(r.child_wall_seconds, 1),
+                fmt(r.server_cpu_seconds, 1),
+                fmt(r.simulator_cpu_seconds, 1),
+                fmt(100 * r.polls_kept, 0),
+                fmt(100 * r.cpu_seconds_in_flow / r.wall_seconds, 0) if r.wall_seconds else "n/a",
+                notes_of(r),
+            ]
+        )
+    return rows
 
 
 def find(results: Sequence[RunResult], n: int, mode: str) -> RunResult | None:
@@ -886,6 +1197,101 @@ def reading(results: Sequence[RunResult]) -> list[str]:
         "a core, its event loop is saturated, its polls come late (polls kept < 100 %) and "
         "its verdicts wait for the loop, not for Stitch."
     )
+    lines += reading_loads(results)
+    return lines
+
+
+def reading_loads(results: Sequence[RunResult]) -> list[str]:
+    """What the ``shared-loads`` runs show (nothing when it was not run)."""
+    runs = [r for r in results if r.mode == LOADS_MODE]
+    if not runs:
+        return []
+    measured = [r for r in runs if r.verdicts]
+    failed = [r for r in runs if not r.verdicts]
+    lines = [
+        "",
+        f'`{LOADS_MODE}` (`loads="wait"`; the issue\'s targets were set for the extraction '
+        "waits, so these are readings, not targets):",
+        "",
+    ]
+    if failed:
+        lines.append(
+            "- **Runs without verdicts**: "
+            + "; ".join(f"N={r.n}: {(r.error or '').splitlines()[0][:200]}" for r in failed)
+            + "."
+        )
+    if not measured:
+        return lines
+    lines.append(
+        "- **Listing pages per tick = extraction pages + loads pages, independent of N**: "
+        + "; ".join(
+            f"N={r.n}: {r.listing_pages_per_tick:.2f} per tick (at most {r.max_pages_in_tick}) "
+            f"for {r.pages} + {r.loads_pages} pages"
+            for r in measured
+        )
+        + ". A tick reads the loads only while some wait follows loads, and the extractions "
+        "only while some wait needs them, so the mean is below the sum."
+    )
+    lines.append(
+        "- **Logs**: "
+        + "; ".join(
+            f"N={r.n}: {r.logs_requests} log reads for {r.n} sources "
+            f"({100 * r.logs_requests / max(r.jobs_requests, 1):.0f} % of the "
+            f"{r.jobs_requests} jobs requests)"
+            for r in measured
+        )
+        + ". A source reads its job's log (one jobs request) when the loads listing alone "
+        "cannot settle it: when its loads have not all landed at the first loads listing "
+        "after its job's end."
+    )
+    over = [r for r in measured if r.max_in_window > JOBS_RATE_LIMIT or r.violations]
+    lines.append(
+        f"- **Budget ({JOBS_RATE_LIMIT} per {JOBS_RATE_PERIOD_SECONDS:g} s window, all jobs "
+        f"requests) never exceeded**: {'met' if not over else 'NOT met'} ("
+        + "; ".join(
+            f"N={r.n}: max {r.max_in_window} in a window, {r.violations} violations"
+            for r in measured
+        )
+        + ")."
+    )
+    wrong = [
+        r
+        for r in measured
+        if r.statuses.get("succeeded", 0) != r.n or r.early_verdicts or r.verdicts != r.n
+    ]
+    lines.append(
+        "- **Verdicts**: "
+        + ("every source succeeded after its loads landed" if not wrong else "**NOT all right**")
+        + " ("
+        + "; ".join(
+            f"N={r.n}: {statuses_of(r)}, {r.verdicts}/{r.n} wait task runs ended, "
+            f"{r.early_verdicts} before the last load landed"
+            for r in measured
+        )
+        + ")."
+    )
+    lines.append(
+        "- **Verdict after the last load**: "
+        + "; ".join(
+            f"N={r.n}: p50 {r.latency_p50:.2f} s, p95 {r.latency_p95:.2f} s for a "
+            f"{r.tick_seconds:.2f} s tick = {r.latency_p50 / r.tick_seconds:.2f} / "
+            f"{r.latency_p95 / r.tick_seconds:.2f} ticks, of which last load→listing p95 "
+            f"{r.detect_p95:.2f} s and listing→verdict p50 / p95 {r.overhead_p50:.2f} / "
+            f"{r.overhead_p95:.2f} s; polls kept {fmt(100 * r.polls_kept, 0)} %"
+            for r in measured
+        )
+        + "."
+    )
+    lines.append(
+        f"- **Cost of the flow process** (targets of N=500 for the extraction waits: < "
+        f"{TARGET_RSS_MB:.0f} MB, < {TARGET_CPU_SECONDS:.0f} CPU s): "
+        + "; ".join(
+            f"N={r.n}: {r.peak_rss_mb:.0f} MB, {r.cpu_seconds:.1f} CPU s "
+            f"({r.cpu_seconds_in_flow:.1f} in the flow run), wall {r.wall_seconds:.1f} s"
+            for r in measured
+        )
+        + "."
+    )
     return lines
 
 
@@ -933,6 +1339,116 @@ def package_revision() -> str:
     return f"`{commit}` ({subject[:80]}), {state}"
 
 
+def command_line(argv: Sequence[str]) -> str:
+    """The command, relative to the project root (never an absolute path)."""
+    env = ""
+    if "BENCH_COMPRESSION" in os.environ:
+        env = f"BENCH_COMPRESSION={shlex.quote(os.environ['BENCH_COMPRESSION'])} "
+    args = "".join(" " + shlex.quote(arg) for arg in argv)
+    return f"{env}.venv/bin/python benchmarks/bench_sync_many.py{args}"
+
+
+def interpreter_note(results: Sequence[RunResult]) -> str:
+    """Where the interpreter and the measured package came from, without absolute paths."""
+    outside = not Path(sys.executable).absolute().is_relative_to(ROOT)
+    files = {r.package_file for r in results if r.package_file}
+    here = all(Path(f).is_relative_to(ROOT) for f in files)
+    if not outside and here:
+        return ""
+    text = []
+    if outside:
+        text.append(
+            "The interpreter was not this checkout's `.venv/bin/python` but that of a "
+            f"virtualenv outside this checkout (Python {platform.python_version()}; the "
+            "versions under Machine are its)"
+            + (", with `PYTHONPATH` set to this checkout" if os.environ.get("PYTHONPATH") else "")
+            + "."
+        )
+    if here:
+        text.append(
+            "Every flow process checked that `prefect_stitch` was imported from this "
+            "checkout's `prefect_stitch/`."
+        )
+    else:
+        text.append(
+            "**`prefect_stitch` was NOT imported from this checkout** in some flow "
+            "processes: the figures may be of another copy of the package."
+        )
+    return " ".join(text)
+
+
+def runs_of(results: Sequence[RunResult], loads: bool) -> str:
+    modes: dict[str, list[str]] = {}
+    for r in results:
+        if (r.mode == LOADS_MODE) == loads:
+            modes.setdefault(r.mode, []).append(str(r.n))
+    return "; ".join(f"`{mode}` at N = {', '.join(ns)}" for mode, ns in modes.items()) or "none"
+
+
+def loads_section(results: Sequence[RunResult]) -> list[str]:
+    """The results of ``shared-loads`` (nothing when it was not run)."""
+    if not any(r.mode == LOADS_MODE for r in results):
+        return []
+    return [
+        f'## Results: waiting for the loads (`{LOADS_MODE}`, `loads="wait"`)',
+        "",
+        f"Runs: {runs_of(results, True)}.",
+        "",
+        markdown_table(LOADS_COLUMNS, loads_rows(results)),
+        "",
+        "Columns:",
+        "",
+        "- **jobs reqs**: every request to the jobs endpoints the simulator received, "
+        "split into **extractions pages** (`GET /v4/{client}/extractions`), **loads pages** "
+        "(`GET /v4/{client}/loads`) and **logs** (`GET /v4/{client}/extractions/{job}`, one "
+        "per log read; the download it redirects to is not a jobs request).",
+        "- **ticks**: the shared poller's listings, from the simulator's request log (a tick "
+        "reads the extraction pages if a wait needs them, then the loads pages if a wait "
+        "needs them; it starts at an extractions page 1, or at a loads page 1 that no "
+        "extractions page of the same tick precedes). **tick s**: median gap between two "
+        "ticks' first requests. **listing pages/tick**: (extractions + loads pages) / "
+        "ticks, in brackets the most pages one tick read. **jobs reqs/tick**: all jobs "
+        "requests, logs included, / ticks.",
+        "- **max in window**: most jobs requests (all three endpoints) the simulator saw in "
+        f"any sliding window of {JOBS_RATE_PERIOD_SECONDS:g} s, against the budget of "
+        f"{JOBS_RATE_LIMIT}; **violations**: requests that arrived when the window already "
+        f"held {JOBS_RATE_LIMIT}.",
+        "- **outcomes**: each source's status in the flow's result "
+        "(`StitchSyncManyResult.outcomes`, or `StitchSyncManyFailed.results`).",
+        "- **last load→verdict**: from the landing of the source's last load (its job's "
+        "completion, as above, plus the larger of its two scripted load delays: the "
+        "simulator lands a load exactly then) to its verdict (the `end_time` of its "
+        "`wait-for-stitch-sync-<id>` task run, which waits for the loads); in brackets, in "
+        "ticks of this run.",
+        "- **wall s**, **peak RSS MB**, **CPU s**, **CPU s in flow**: as above.",
+        "",
+        "Details:",
+        "",
+        markdown_table(LOADS_DETAIL_COLUMNS, loads_detail_rows(results)),
+        "",
+        "- **pages per listing**: pages of the extraction list / of the loads list. "
+        "**poller ticks (flow's count)**: `AccountPoller.ticks` in the flow process. "
+        "**listing reqs (flow's count)**: `StitchSyncManyResult.jobs_requests` "
+        "(extractions and loads pages; the logs are not in it).",
+        "- **scripted last-load delay**: the larger of a source's two load delays, over "
+        "the sources (from the job's end to its last load's landing).",
+        "- **verdicts before the last load**: wait task runs that ended before the "
+        "source's last load landed (a success then would be a wrong verdict).",
+        "- **last load→listing**: from the last load's landing to the first loads "
+        "listing after it of the page of each of the source's two records (the loads list "
+        "is sorted by stream, then source); **listing→verdict**: from that listing to the "
+        "wait task run's end (hand-off, judging, the log read when it is needed, the "
+        "source's streams and name, events, task run end).",
+        "- **last load landed s**: from the flow call to the last load's landing (a lower "
+        "bound of the wall time).",
+        "- **polls kept %**: the poller's intended time for its ticks (after each tick, "
+        "max(poll interval, that tick's pages x period / limit)) / the time they took. "
+        "Below 100 %, the ticks came later than the poller meant (the limiter held them "
+        "back, or the process was busy).",
+        "",
+    ]
+
+
 def write_results(
     results: Sequence[RunResult],
     command: str,
@@ -942,7 +1458,7 @@ def write_results(
 ) -> None:
     header = list(COLUMNS)
     text = [
-        "# Benchmark: `stitch_sync_many_flow` vs per-source polling",
+        "# Benchmark: `stitch_sync_many_flow` vs per-source polling, and waiting for loads",
         "",
         f"Generated by `benchmarks/bench_sync_many.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} "
         f"UTC; the whole benchmark took {total_seconds:.0f} s.",
@@ -953,6 +1469,7 @@ def write_results(
         command,
         "```",
         "",
+        *([interpreter_note(results), ""] if interpreter_note(results) else []),
         f"Package measured: {revision}.",
         "",
         "## Machine",
@@ -974,22 +1491,38 @@ def write_results(
         f"| extraction list page size | {PAGE_SIZE} | {PAGE_SIZE} |",
         "| shared tick at N=500 (5 pages): pages x period / limit | "
         f"{5 * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT:g} s | 100 s |",
+        f"| `{LOADS_MODE}`: each stream's load lands after its job's end (uniform, seed "
+        f"{SEED + 1}) | {LOAD_DELAY_RANGE[0]:g}-{LOAD_DELAY_RANGE[1]:g} s | 30-300 s |",
+        f"| `{LOADS_MODE}`: `max_load_wait_seconds` (the flow's default, compressed) | "
+        f"{MAX_LOAD_WAIT_SECONDS:g} s | 3600 s |",
         "",
         "- Each source has a previous completed job (seeded), as in a real account, so the "
         "listing has ceil(N/100) pages from the first poll: 1 page up to N=100, 5 at N=500.",
         "- The simulator counts the budget with a sliding window of the same size as the "
         "client's and does **not** enforce it (no 429): requests over the budget are counted "
         "(`GET /_simulator/rate`: `max_in_window`, `violations`), not refused.",
-        f"- Both modes trigger with `start_stitch_sync`, {MAX_CONCURRENT} triggers in flight. "
-        "`shared` then runs `stitch_sync_many_flow`'s waits (one poller per account, "
-        f"`max_concurrent={MAX_CONCURRENT}`); `baseline` runs one naive task per source that "
+        f"- Every mode triggers with `start_stitch_sync`, {MAX_CONCURRENT} triggers in "
+        "flight. `shared` then runs `stitch_sync_many_flow`'s waits (one poller per account, "
+        f'`max_concurrent={MAX_CONCURRENT}`) with **`loads="ignore"` passed explicitly**: '
+        '`loads="wait"` is now the flow\'s default, and `shared` measures the extraction '
+        "waits alone, as the results before loads were followed did, so that its figures "
+        'stay comparable with them. `baseline` triggers with `loads="ignore"` too (no '
+        "load baseline is read) and then runs one naive task per source that "
         "sleeps the poll interval, reads `GET /v4/{client}/extractions` page by page with "
         "plain httpx (no limiter) until it finds its `job_name`, and judges the record with "
         "`prefect_stitch.verdict.judge_extraction`.",
-        "- All jobs succeed; every run is a fresh simulator process and a fresh flow process "
-        "against one real `prefect server`.",
+        f'- `{LOADS_MODE}` runs `stitch_sync_many_flow` with `loads="wait"` (the default) '
+        f"and `max_load_wait_seconds={MAX_LOAD_WAIT_SECONDS:g}`. Each source has two "
+        f"streams ({', '.join(f'`{s}`' for s in STREAMS)}), both selected; its job gives "
+        "both rows, and each stream's load lands its own scripted delay after the job's "
+        "end. Before that, `GET /v4/{client}/loads` lists the seeded job's loads of both "
+        "streams (landed an hour earlier): 2N load records, ceil(2N/100) pages.",
+        "- All jobs and loads succeed; every run is a fresh simulator process and a fresh "
+        "flow process against one real `prefect server`.",
         "",
-        "## Results",
+        "## Results: extraction waits (`shared`, `baseline`)",
+        "",
+        f'`shared` passes `loads="ignore"` (see above). Runs: {runs_of(results, False)}.',
         "",
         markdown_table(header, table_rows(results)),
         "",
@@ -1042,6 +1575,7 @@ def write_results(
         "poll as often as it meant to. **CPU busy %**: CPU s in flow / wall s (100 % = "
         "one core saturated: the flow's event loop is one thread).",
         "",
+        *loads_section(results),
         "## Reading against the targets",
         "",
         *reading(results),
@@ -1071,7 +1605,13 @@ def driver_main(args: argparse.Namespace) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-stitch-"))
     results: list[RunResult] = []
     capped = None
-    plan = [(n, mode) for n in args.ns for mode in args.modes]
+    loads_ns = args.ns if args.loads_ns is None else args.loads_ns
+    plan = [
+        (n, mode)
+        for n in sorted(set(args.ns) | set(loads_ns))
+        for mode in args.modes
+        if n in (loads_ns if mode == LOADS_MODE else args.ns)
+    ]
     skipped = [(n, m) for n, m in plan if m == "baseline" and n > args.baseline_max_n]
     if skipped:
         capped = (
@@ -1095,19 +1635,21 @@ def driver_main(args: argparse.Namespace) -> int:
     print(text_table(COLUMNS, table_rows(results)))
     print()
     print(text_table(DETAIL_COLUMNS, detail_rows(results)))
+    if any(r.mode == LOADS_MODE for r in results):
+        print()
+        print(text_table(LOADS_COLUMNS, loads_rows(results)))
+        print()
+        print(text_table(LOADS_DETAIL_COLUMNS, loads_detail_rows(results)))
     print()
     print("\n".join(reading(results)))
     if capped:
         print(capped)
     print(f"\nWhole benchmark: {total:.0f} s")
     if not args.no_write:
-        command = "cd /work/main && .venv/bin/python benchmarks/bench_sync_many.py" + (
-            " " + " ".join(args.argv) if args.argv else ""
-        )
         after = package_revision()
         if after != revision:
             revision = f"{revision} at the start, {after} at the end"
-        write_results(results, command, total, capped, revision)
+        write_results(results, command_line(args.argv), total, capped, revision)
         print(f"Wrote {RESULTS}")
     return 0 if all(r.ok for r in results) else 1
 
@@ -1116,6 +1658,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ns", type=int, nargs="+", default=list(DEFAULT_NS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--loads-ns",
+        type=int,
+        nargs="+",
+        help=f"numbers of sources for the {LOADS_MODE} mode (default: those of --ns)",
+    )
     parser.add_argument(
         "--baseline-max-n", type=int, default=500, help="skip the baseline above this N"
     )
