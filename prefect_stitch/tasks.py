@@ -23,6 +23,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
@@ -494,7 +495,7 @@ def _handle(
     baseline = memory.baseline
     listed = None
     if baseline is not None:
-        listed = next((r.job_name for r in baseline.records if r.source_id == source_id), None)
+        listed = _completed_record_of(baseline.records, source_id)
     loads = None
     if baseline is not None and baseline.loads is not None and memory.source_name is not None:
         loads = tuple(r for r in baseline.loads if r.source_name == memory.source_name)
@@ -508,6 +509,19 @@ def _handle(
         requested_at=memory.first_at,
         source_name=memory.source_name,
         baseline_loads=loads,
+    )
+
+
+def _completed_record_of(records: Sequence[Extraction], source_id: int) -> str | None:
+    """The name of the source's *completed* listed job: the baseline.
+
+    A listing that shows a running job (null completion time) instead of the last
+    completed one must not make that running job the baseline: its final record, with
+    the same name, is the one a wait looks for.
+    """
+    return next(
+        (r.job_name for r in records if r.source_id == source_id and r.completion_time),
+        None,
     )
 
 
@@ -615,9 +629,7 @@ async def _watch_until_final(
             base = await watch.baseline(max(deadline - time.monotonic(), 0))
             if base.error is not None:
                 raise base.error
-            listed = next(
-                (r.job_name for r in base.records if r.source_id == handle.source_id), None
-            )
+            listed = _completed_record_of(base.records, handle.source_id)
             handle = handle.model_copy(
                 update={"baseline_job_name": listed, "baseline_stitch_time": base.stitch_time}
             )

@@ -474,3 +474,38 @@ async def test_a_huge_log_is_scanned_in_bounded_memory(strict: Callable[..., Any
     assert len(scan.tail.splitlines()) == 20
     assert scan.exit_statuses == {"discovery": 0, "tap": -9, "target": 0}
     assert peak < 5_000_000, f"peak {peak / 1e6:.1f} MB while scanning a ~30 MB log"
+
+
+# -- a Stitch that lists running jobs too ------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["attach", "fail"])
+def test_a_listing_that_shows_the_running_job_never_makes_it_the_baseline(
+    strict: Callable[..., Any], policy: str
+) -> None:
+    """Some readings of the docs list a running job (null completion) instead of the last one."""
+    sim, credentials = strict(0.0, list_running_jobs=True)
+    sim.add_source(20, outcomes=[Outcome.success(duration_seconds=0.3)])
+    sim.seed_completed(20)
+    running = sim.start_job(20, outcome=Outcome.failure("tap", -9, "Killed", duration_seconds=None))
+    when(triggered(sim), later(0.8, lambda: sim.finish_job(20)))
+    outcome = run(credentials, 20, on_already_running=policy)
+    if policy == "fail":
+        assert type(outcome) is StitchJobAlreadyRunning, repr(outcome)
+        return
+    assert type(outcome) is StitchReplicationFailed, repr(outcome)
+    assert outcome.job_name == running
+    assert outcome.result is not None and outcome.result.attached is True
+
+
+def test_our_own_job_listed_while_it_runs_is_followed_to_its_end(
+    strict: Callable[..., Any],
+) -> None:
+    sim, credentials = strict(0.0, list_running_jobs=True)
+    sim.add_source(21, outcomes=[Outcome.failure("target", 2, "quota", duration_seconds=1.0)])
+    sim.seed_completed(21)
+    outcome = run(credentials, 21)
+    [job] = api_jobs(sim, 21)
+    assert type(outcome) is StitchReplicationFailed, repr(outcome)
+    assert outcome.job_name == job
+    within_budget(sim)
