@@ -933,7 +933,8 @@ async def wait_for_stitch_sync(
             the tick longer).
         max_wait_seconds: Wall-clock limit of the whole wait, polls and retries
             included.
-        stop_on_timeout: Ask Stitch to stop the job when the wait times out.
+        stop_on_timeout: Ask Stitch to stop the job when the wait times out (never a job
+            this run did not start: one it attached to is left running).
         fetch_logs_on_failure: Put the tail of the extraction log into the error.
         log_tail_lines: How many log lines to keep.
         max_poll_failures: Consecutive failed polls tolerated before giving up.
@@ -1075,11 +1076,14 @@ async def _stop_report(
     stop: bool,
     max_wait_seconds: float,
 ) -> SyncReport:
-    """Ask Stitch to stop the job (when ``stop``) and describe the outcome."""
-    requested = await _stop_quietly(client, handle.source_id) if stop else False
+    """Ask Stitch to stop the job (when ``stop``, and only a job this run started)."""
+    ours = handle.origin == "started"  # never stop a job this run did not start
+    requested = await _stop_quietly(client, handle.source_id) if stop and ours else False
     said = (
         "a stop of the Stitch job was requested" if requested else "the Stitch job was left running"
     )
+    if stop and not ours:
+        said += " (this run did not start it)"
     shown = handle.job_name or "(the running job)"
     url = stitch_source_url(client_id, handle.source_id)
     if kind == "timed_out":

@@ -509,3 +509,14 @@ def test_our_own_job_listed_while_it_runs_is_followed_to_its_end(
     assert type(outcome) is StitchReplicationFailed, repr(outcome)
     assert outcome.job_name == job
     within_budget(sim)
+
+
+def test_a_timeout_never_stops_a_job_this_run_did_not_start(strict: Callable[..., Any]) -> None:
+    sim, credentials = strict()
+    sim.add_source(22, outcomes=[Outcome.success(duration_seconds=None)])
+    sim.start_job(22)  # Stitch's own schedule: we attach to it
+    outcome = run(credentials, 22, max_wait_seconds=1.5)
+    assert type(outcome) is StitchSyncTimeout, repr(outcome)
+    assert outcome.stopped is False and "did not start" in str(outcome)
+    assert sim.requests_for("stop") == []
+    assert sim.running_job(22) is not None
