@@ -180,10 +180,14 @@ async def settle_loads(
             verdict = judge(expected)
             stalled = stalled + 1 if len(verdict.loaded) <= landed else 0
             landed = len(verdict.loaded)
-            if not (verdict.failed or verdict.done) and not log_read and (
-                mode == "check"
-                or stalled > _STALLED_LISTINGS
-                or deadline - time.monotonic() < 3 * poll_interval_seconds
+            if (
+                not (verdict.failed or verdict.done)
+                and not log_read
+                and (
+                    mode == "check"
+                    or stalled > _STALLED_LISTINGS
+                    or deadline - time.monotonic() < 3 * poll_interval_seconds
+                )
             ):
                 # The listing alone cannot settle it: which streams received rows?
                 log, log_read = await _scan(client, job_name, logger), True

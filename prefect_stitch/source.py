@@ -27,7 +27,6 @@ from prefect_stitch.tasks import DEFAULT_MAX_LOAD_WAIT_SECONDS, AlreadyRunningPo
 __all__ = ["StitchSource", "StitchSyncRun", "stitch_source_sync_flow"]
 
 
-
 class StitchSyncRun(JobRun[StitchSyncResult]):
     """One replication job started by [`trigger`][prefect_stitch.source.StitchSource.trigger].
 
