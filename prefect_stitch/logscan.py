@@ -109,10 +109,9 @@ class LogScan:
         """
         self.lines += 1
         line = line.rstrip("\r\n")
-        if len(line) > self.max_line_chars:
-            line = line[: self.max_line_chars] + " …"
+        shown = line if len(line) <= self.max_line_chars else line[: self.max_line_chars] + " …"
         if self._tail.maxlen != 0:
-            self._tail.append(line)
+            self._tail.append(shown)  # the line is read whole below; only the tail is cut
         if _EXIT_MARKER in line:
             self.exit_statuses = exit_statuses_from_log(line) or {}
             self.exit_time = _line_time(line)

@@ -5,12 +5,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from prefect_stitch.errors import PhaseFailure
-from prefect_stitch.models import Extraction, StitchSyncHandle
+from prefect_stitch.models import Extraction, Load, StitchSyncHandle
 from prefect_stitch.verdict import (
     ExtractionState,
+    LoadVerdict,
+    Located,
     Order,
     find_earlier_attempt,
     judge_extraction,
+    judge_loads,
     locate_job,
     order_of,
     started_before_baseline,
@@ -103,6 +106,12 @@ S, F, R, X = (
             X,
             [],
         ),
+        (
+            "Terminated description in another case and padded, no completion time",
+            record(completed=False, descriptions=(None, " TERMINATED\n", None)),
+            X,
+            [],
+        ),
         ("running: all null, no completion", record(completed=False), R, []),
         ("running: discovery done", record(0, None, None, completed=False), R, []),
     ],
@@ -119,6 +128,22 @@ def test_failure_summary_names_phase_status_and_description():
     assert verdict.summary == (
         "tap exited with status -9: Killed; target exited with status 1: quota"
     )
+
+
+@pytest.mark.parametrize(
+    ("rec", "words"),
+    [
+        (None, "running"),
+        (record(completed=False), "running"),
+        (record(0, 0, 0), "exited 0"),
+        (record(descriptions=("Terminated",) * 3), "terminated"),
+    ],
+)
+def test_summary_says_what_the_record_means(rec, words):
+    summary = judge_extraction(rec).summary
+    assert words in summary
+    others = {"running", "exited 0", "terminated"} - {words}
+    assert not any(other in summary for other in others), summary
 
 
 def handle(**kwargs) -> StitchSyncHandle:
@@ -189,6 +214,12 @@ STARTED = {"job_name": "J", "baseline_job_name": "B", "answer_stitch_time": at(1
             "check_log:X",
         ),
         ("our record wins over a later one", [job("L", 161, 170), job("J", 100, 160)], "record:J"),
+        ("another source's later job is not ours", [job("L", 101, 130, source_id=2)], "none"),
+        (
+            "another source's job in the same second is not ours",
+            [job("X", 99, 100, source_id=2)],
+            "none",
+        ),
     ],
 )
 def test_locate_a_job_whose_name_we_know(name, records, expected):
@@ -224,6 +255,11 @@ ATTACHED = {"origin": "attached", "baseline_job_name": "B", "answer_stitch_time"
             "later:L",
         ),
         ("completed in the same second as the answer", [job("R", 50, 100)], "record:R"),
+        (
+            "started in the same second as the answer: not provably a later job",
+            [job("R", 100, 130)],
+            "record:R",
+        ),
         ("another source", [job("R", 90, 130, source_id=2)], "none"),
     ],
 )
@@ -234,6 +270,25 @@ def test_locate_the_job_we_attached_to(name, records, expected):
 def test_without_stitch_time_the_first_new_record_is_the_job_followed():
     followed = handle(origin="attached", baseline_job_name="B")
     assert describe(locate_job(followed, [job("B", 0, 1), job("R", 5, 6)])) == "record:R"
+
+
+@pytest.mark.parametrize(
+    ("located", "found"),
+    [
+        (Located(), False),
+        (Located(record=job("J", 0, 1)), True),
+        (Located(later=job("L", 0, 1)), True),
+        (Located(check_log=job("X", 0, 1)), True),
+    ],
+)
+def test_a_listing_says_something_when_any_field_is_set(located, found):
+    assert located.found is found
+
+
+def test_a_record_that_cannot_be_ordered_is_found():
+    located = locate_job(handle(**STARTED), [job("B", 0, 50), job("X", 99, 100)])
+    assert located.found is True
+    assert describe(located) == "check_log:X"
 
 
 def test_a_running_record_of_the_followed_job_is_found_but_not_final():
@@ -268,6 +323,19 @@ def test_a_lost_answers_job_is_a_new_record_that_did_not_start_before_the_baseli
     assert find_earlier_attempt(first, [job("J", 100, 104, source_id=2)]) is None
 
 
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [
+        ("the baseline, started in the baseline listing's second", [job("B", 100, 100)]),
+        ("the baseline, with no start time", [job("B", None, 50)]),
+        ("the baseline, with a later clock", [job("B", 150, 160)]),
+    ],
+)
+def test_the_baseline_record_is_never_a_lost_answers_job(name, records):
+    first = handle(baseline_job_name="B", baseline_stitch_time=at(100))
+    assert find_earlier_attempt(first, records) is None, name
+
+
 def describe(located) -> str:
     for field_name in ("record", "later", "check_log"):
         value = getattr(located, field_name)
@@ -292,6 +360,28 @@ def describe(located) -> str:
             "Exit status is: Discovery succeeded. Tap succeeded. Target succeeded.",
             {"discovery": 0, "tap": 0, "target": 0},
         ),
+        (
+            "Exit status is: Discovery failed with code 2. Tap did not run. Target did not run.",
+            {"discovery": 2},
+        ),
+        (
+            "Exit status is: Discovery succeeded. Tap was terminated. Target did not run.",
+            {"discovery": 0},
+        ),
+        (
+            "Exit status is: Discovery succeeded. Tap was terminated. Target failed with code 3.",
+            {"discovery": 0, "target": 3},
+        ),
+        (
+            # the job's last line is its verdict
+            "Exit status is: Discovery succeeded. Tap failed with code 1.\n"
+            "tap - INFO retrying\n"
+            "Exit status is: Discovery succeeded. Tap succeeded. Target succeeded.\n",
+            {"discovery": 0, "tap": 0, "target": 0},
+        ),
+        # other wordings of a failure are read too
+        ("Exit status is: Tap failed with exit code 137.", {"tap": 137}),
+        ("Exit status is: Target failed with status -1.", {"target": -1}),
         ("tap - INFO replicated 14 records", None),
         ("Exit status is: something unexpected", None),
     ],
@@ -300,3 +390,177 @@ def test_exit_statuses_from_log(log, expected):
     from prefect_stitch.verdict import exit_statuses_from_log
 
     assert exit_statuses_from_log(log) == expected
+
+
+# -- judge_loads: where a job's data stands, stream by stream --------------------------------
+# Stitch's loads listing shows each stream's *latest* load attempt, by the source's ``name``
+# (``source_name``), with no job link and no time on errors (``last_batch_loaded_at`` is null
+# then). A load of this job is one at or after its completion (Stitch's clock, whole seconds);
+# an error the baseline already showed is an earlier load's; a new error is this job's.
+
+SOURCE = "recurly"
+DONE = at(300)  # the job's completion_time
+ERROR = {"notification_data": {"warehouse_message": "permission denied"}}
+OTHER_ERROR = {"notification_data": {"warehouse_message": "disk full"}}
+
+
+def load(
+    stream: str,
+    seconds: float | None = None,
+    error: object = None,
+    *,
+    source: str = SOURCE,
+) -> Load:
+    """A load record: landed ``seconds`` after T0 (Stitch's clock), or in an error state."""
+    return Load(
+        source_name=source,
+        stream_name=stream,
+        last_batch_loaded_at=None if seconds is None else at(seconds),
+        error_state=error,
+    )
+
+
+def categories(verdict: LoadVerdict) -> dict[str, str]:
+    """Each stream's category; a stream in two categories fails the test."""
+    found: dict[str, str] = {}
+    for category, streams in (
+        ("loaded", verdict.loaded),
+        ("failed", verdict.failed),
+        ("old_error", verdict.old_errors),
+        ("pending", verdict.pending),
+    ):
+        for stream in streams:
+            assert stream not in found, f"{stream} is {found[stream]} and {category}"
+            found[stream] = category
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "baseline", "current", "verdict"),
+    [
+        ("nothing listed yet", ["a"], [], [], {"a": "pending"}),
+        ("landed after the job completed", ["a"], [], [load("a", 360)], {"a": "loaded"}),
+        ("landed in the job's completion second", ["a"], [], [load("a", 300.9)], {"a": "loaded"}),
+        (
+            "landed before the job completed: an earlier load",
+            ["a"],
+            [],
+            [load("a", 299)],
+            {"a": "pending"},
+        ),
+        ("no error and no load time", ["a"], [], [load("a")], {"a": "pending"}),
+        ("a new error", ["a"], [], [load("a", error=ERROR)], {"a": "failed"}),
+        (
+            "an error where the baseline had a success",
+            ["a"],
+            [load("a", 100)],
+            [load("a", error=ERROR)],
+            {"a": "failed"},
+        ),
+        (
+            "the baseline's error, unchanged: an earlier load's",
+            ["a"],
+            [load("a", error=ERROR)],
+            [load("a", error=ERROR)],
+            {"a": "old_error"},
+        ),
+        (
+            "a different error than the baseline's",
+            ["a"],
+            [load("a", error=OTHER_ERROR)],
+            [load("a", error=ERROR)],
+            {"a": "failed"},
+        ),
+        (
+            "the baseline's error is fixed by this job's load",
+            ["a"],
+            [load("a", error=ERROR)],
+            [load("a", 310)],
+            {"a": "loaded"},
+        ),
+        (
+            "another source's stream of the same name is not ours",
+            ["a"],
+            [],
+            [load("a", 360, source="shopify")],
+            {"a": "pending"},
+        ),
+        (
+            "another source's error is not ours",
+            ["a"],
+            [],
+            [load("a", error=ERROR, source="shopify"), load("a", 360)],
+            {"a": "loaded"},
+        ),
+        (
+            "another source's baseline error does not excuse ours",
+            ["a"],
+            [load("a", error=ERROR, source="shopify")],
+            [load("a", error=ERROR)],
+            {"a": "failed"},
+        ),
+        (
+            "streams that are not expected never count",
+            ["a"],
+            [],
+            [load("a", 360), load("deselected", error=ERROR), load("no_rows", 10)],
+            {"a": "loaded"},
+        ),
+        (
+            "every stream judged on its own",
+            ["a", "b", "c", "d"],
+            [load("c", error=ERROR)],
+            [load("a", 301), load("b", error=ERROR), load("c", error=ERROR)],
+            {"a": "loaded", "b": "failed", "c": "old_error", "d": "pending"},
+        ),
+        (
+            "a stream expected twice is judged once",
+            ["a", "a"],
+            [],
+            [load("a", 301)],
+            {"a": "loaded"},
+        ),
+        ("no stream expected", [], [], [load("a", error=ERROR)], {}),
+    ],
+)
+def test_judge_loads(name, expected, baseline, current, verdict):
+    result = judge_loads(
+        source_name=SOURCE,
+        expected=expected,
+        completed_at=DONE,
+        baseline=baseline,
+        current=current,
+    )
+    assert categories(result) == verdict, name
+    listed = {r.stream_name: r for r in current if r.source_name == SOURCE}
+    for stream, record in {**result.loaded, **result.failed, **result.old_errors}.items():
+        assert record is listed[stream], f"{name}: {stream} must carry the current record"
+    assert result.done is (set(verdict.values()) <= {"loaded"}), name
+
+
+def test_without_the_jobs_completion_time_no_load_can_be_its():
+    result = judge_loads(
+        source_name=SOURCE,
+        expected=["a", "b"],
+        completed_at=None,
+        baseline=[],
+        current=[load("a", 360), load("b", error=ERROR)],
+    )
+    assert categories(result) == {"a": "pending", "b": "failed"}
+
+
+@pytest.mark.parametrize(
+    ("loaded", "failed", "old_errors", "pending", "done"),
+    [
+        ({}, {}, {}, set(), True),
+        ({"a": load("a", 301)}, {}, {}, set(), True),
+        ({"a": load("a", 301)}, {"b": load("b", error=ERROR)}, {}, set(), False),
+        ({"a": load("a", 301)}, {}, {"c": load("c", error=ERROR)}, set(), False),
+        ({"a": load("a", 301)}, {}, {}, {"d"}, False),
+        ({}, {"b": load("b", error=ERROR)}, {"c": load("c", error=ERROR)}, {"d"}, False),
+    ],
+)
+def test_loads_are_done_only_when_every_expected_stream_landed(
+    loaded, failed, old_errors, pending, done
+):
+    assert LoadVerdict(loaded, failed, old_errors, pending).done is done
