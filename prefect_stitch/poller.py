@@ -355,14 +355,21 @@ class AccountPoller:
                             last_start = self._last_start  # lead: read when due
                         else:
                             want_extractions, want_loads = self._wanted()
-                            sharing.heartbeat_if_due(interval, want_extractions, want_loads)
-                            pause = min(sharing.next_attempt, sharing.next_heartbeat)
+                            await sharing.heartbeat_if_due(interval, want_extractions, want_loads)
+                            if time.monotonic() >= sharing.next_follow:
+                                await sharing.follow(interval)
+                            pause = min(
+                                sharing.next_attempt, sharing.next_heartbeat, sharing.next_follow
+                            )
                             await self._sleep(pause - time.monotonic())
                             continue
                     remaining = last_start + interval - time.monotonic()
                     if remaining > 0:
                         await self._sleep(remaining)
                         continue  # re-evaluate: a waiter may have joined or left
+                    if sharing is not None:
+                        await sharing.refresh_demands()  # what the followers need this tick
+                        interval = self.tick_seconds() or interval
                     last_start = self._last_start = time.monotonic()
                     client.global_limit_name = self.global_limit_name
                     before = client.requests_made
@@ -374,7 +381,7 @@ class AccountPoller:
                         self._last_start = last_start
                     self._deliver(snapshot)
                     if sharing is not None:
-                        sharing.publish(snapshot)
+                        await sharing.publish(snapshot)
                         await sharing.renew_if_due()
         finally:
             if sharing is not None:

@@ -1,48 +1,47 @@
-"""One poll per account across every process: a leader's lease, listings as Prefect events.
+"""One poll per account across every process, through the Prefect API they already use.
 
 Every process that watches a Stitch account has an
-[`AccountPoller`][prefect_stitch.poller.AccountPoller]. Through the Prefect API they
-already talk to, with no other server and no setup, they elect one of them to read
-Stitch and share what it reads:
+[`AccountPoller`][prefect_stitch.poller.AccountPoller]. With no other server and no setup,
+they elect one of them to read Stitch and share what it reads, through three Prefect
+primitives, over plain HTTP requests (no connection held open: a Prefect server on
+SQLite serves at most 100 requests at a time, websockets included):
 
-* **Leadership** is one slot of a Prefect global concurrency limit
-  (``stitch-poll-<client_id>-<host>``, limit 1, created on first use), held with a
-  *lease* that the leader renews. Only the leader reads Stitch's listings. A process that
+* **Leadership** is the one slot of a Prefect global concurrency limit
+  (``stitch-poll-<client_id>-<host>``, limit 1, created on first use), taken with a
+  *lease* the leader renews. Only the leader reads Stitch's listings. A process that
   cannot take the slot follows.
-* **Followers announce their demand** (the poll interval they want, whether they need the
-  loads listing, and the jobs requests they made themselves) in ``stitch.account.demand``
-  events, every few seconds while they wait.
+* **Followers announce their demand** in a Prefect Variable each
+  (``stitch-demand-<client_id>-<host>-<id>``, a few dozen characters): the poll interval
+  they want, whether they need the loads listing, a heartbeat counter, and the jobs
+  requests they made themselves (their log reads). The leader reads them every tick;
+  one whose counter stops moving for three heartbeats is gone (its variable is removed).
 * **The leader publishes each listing** it reads (the account's extraction records, and
-  its load records while someone needs them) in a ``stitch.account.listing`` event, but
-  only while some follower has a fresh demand: a lone process publishes nothing. Its tick
-  is the shortest interval any process wants, floored by the budget.
-* **The budget is shared**: each listing event carries the jobs requests the leader made
-  since its previous one, and each demand event those the follower made (its log reads);
-  every process records the others' requests in its own rate limiter, at the moment it
-  learns of them. So the leader paces every process's requests, and a process that takes
-  over inherits the budget already spent.
-* **Take-over**: a leader whose last waiter leaves releases its slot and says so in a
-  last listing event; a follower then takes over at once. A leader that dies without
-  releasing keeps its slot until its lease expires (Prefect's shortest lease is 60 s):
-  a follower that has heard no listing for a lease's length plus two ticks frees the
-  slot (a server's repossessor may have done it already) and takes it. Should two
-  processes ever lead at once (a split event stream), the one with the greater id steps
-  down when it hears the other.
+  its load records while someone needs them) in one Prefect artifact (type
+  ``stitch-listing``, no key, updated in place: the database does not grow), and its
+  sequence number in the Variable ``stitch-listing-<client_id>-<host>``; but only
+  while some follower has a fresh demand: a lone process publishes nothing. Followers
+  read the small Variable a few times a tick and the document only when it changed.
+  The leader's tick is the shortest interval anyone wants, floored by the budget.
+* **The budget is shared**: the listing Variable carries the jobs requests the leader has
+  made, each demand those of its follower; every process counts the others' requests in
+  its own rate limiter as it learns of them, so the leader paces every process's
+  requests, and a process that takes over inherits the budget already spent.
+* **Take-over**: a leader whose last waiter leaves releases its slot and marks the listing
+  Variable "resigned"; a follower then takes over at once. A leader that dies without
+  releasing keeps its slot until its lease expires (Prefect's shortest lease is 60 s; a
+  server's repossessor frees it then); a follower that has seen no new listing for a
+  lease's length plus two ticks frees the slot itself and takes it.
+* If the Prefect API cannot coordinate (no concurrency leases, no permission), a process
+  polls alone rather than wait for listings that will never come.
 
 Prefect Cloud and a self-hosted server work alike. Without a Prefect API URL (the
 ephemeral API of a single process), every process polls for itself.
-
-Listings travel as compact JSON; an account whose listing would exceed ~900 KB is split
-over several events. The events subscriber replays recent events when it connects:
-listings read before the follower subscribed are ignored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import time
@@ -57,27 +56,17 @@ from prefect_stitch.models import Extraction, Load
 if TYPE_CHECKING:
     from prefect_stitch.poller import AccountPoller, Snapshot
 
-__all__ = [
-    "DEMAND_EVENT",
-    "LISTING_EVENT",
-    "Sharing",
-    "decode_listing",
-    "encode_listing",
-    "sharing_enabled",
-]
+__all__ = ["Sharing", "decode_listing", "encode_listing", "sharing_enabled"]
 
-LISTING_EVENT = "stitch.account.listing"
-DEMAND_EVENT = "stitch.account.demand"
 LEASE_SECONDS = 60.0
 """Prefect's shortest concurrency lease."""
 RENEW_SECONDS = 15.0
 HEARTBEAT_SECONDS = 5.0
-"""How often a follower repeats its demand (the leader forgets it after three misses)."""
+"""How often a follower renews its demand (the leader forgets it after three misses)."""
 FOLLOWER_ATTEMPT_SECONDS = 5.0
 """How often a follower tries to take the lead (at once when the leader resigns)."""
-_MAX_PART_BYTES = 900_000
-_REPLAY_SLACK_SECONDS = 2.0
 _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
+_STALE_SLACK_SECONDS = 5.0
 
 _logger = logging.getLogger("prefect_stitch.sharing")
 
@@ -117,16 +106,14 @@ def _parse(value: Any) -> datetime | None:
     return None
 
 
-def encode_listing(snapshot: Snapshot, *, leader: str, requests: int) -> list[dict[str, Any]]:
-    """Turn a listing into the payloads of one or more ``stitch.account.listing`` events.
+def encode_listing(snapshot: Snapshot) -> dict[str, Any]:
+    """Turn a listing into the compact JSON the leader publishes.
 
     Args:
         snapshot: The listing.
-        leader: The publishing poller's id.
-        requests: Jobs requests the leader made since its previous listing event.
 
     Returns:
-        The payloads (one per part).
+        The JSON-ready document.
 
     Example:
         ```python
@@ -135,33 +122,9 @@ def encode_listing(snapshot: Snapshot, *, leader: str, requests: int) -> list[di
         from prefect_stitch.sharing import decode_listing, encode_listing
 
         snapshot = Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
-        [payload] = encode_listing(snapshot, leader="a", requests=1)
-        print(decode_listing([payload]).pages)  # 1
+        print(decode_listing(encode_listing(snapshot)).pages)  # 1
         ```
     """
-    extractions = [
-        [
-            r.job_name,
-            r.source_id,
-            _iso(r.start_time),
-            _iso(r.completion_time),
-            r.discovery_exit_status,
-            r.discovery_description,
-            r.tap_exit_status,
-            r.tap_description,
-            r.target_exit_status,
-            r.target_description,
-        ]
-        for r in snapshot.records
-    ]
-    loads = (
-        None
-        if snapshot.loads is None
-        else [
-            [r.source_name, r.stream_name, _iso(r.last_batch_loaded_at), r.error_state]
-            for r in snapshot.loads
-        ]
-    )
     error = None
     if snapshot.error is not None:
         error = {
@@ -170,64 +133,61 @@ def encode_listing(snapshot: Snapshot, *, leader: str, requests: int) -> list[di
             "reason": getattr(snapshot.error, "reason", None),
             "retry_after": getattr(snapshot.error, "retry_after", None),
         }
-    head = {
-        "v": 1,
-        "leader": leader,
+    return {
+        "v": 2,
         "tick": snapshot.tick,
         "fetched_at": _iso(snapshot.fetched_at),
         "stitch_time": _iso(snapshot.stitch_time),
         "pages": snapshot.pages,
-        "requests": requests,
         "extractions_read": snapshot.extractions_read,
         "error": error,
+        "extractions": [
+            [
+                r.job_name,
+                r.source_id,
+                _iso(r.start_time),
+                _iso(r.completion_time),
+                r.discovery_exit_status,
+                r.discovery_description,
+                r.tap_exit_status,
+                r.tap_description,
+                r.target_exit_status,
+                r.target_description,
+            ]
+            for r in snapshot.records
+        ],
+        "loads": None
+        if snapshot.loads is None
+        else [
+            [r.source_name, r.stream_name, _iso(r.last_batch_loaded_at), r.error_state]
+            for r in snapshot.loads
+        ],
     }
-    rows: list[tuple[str, Any]] = [("e", row) for row in extractions]
-    rows += [("l", row) for row in loads or []]
-    parts: list[dict[str, Any]] = []
-    current: dict[str, Any] = {"e": [], "l": [] if loads is not None else None}
-    size = 0
-    for kind, row in rows:
-        cost = len(json.dumps(row, default=str)) + 2
-        if size + cost > _MAX_PART_BYTES and size:
-            parts.append(current)
-            current = {"e": [], "l": [] if loads is not None else None}
-            size = 0
-        current[kind].append(row)
-        size += cost
-    parts.append(current)
-    return [
-        {**head, "part": index, "parts": len(parts), "extractions": p["e"], "loads": p["l"]}
-        for index, p in enumerate(parts)
-    ]
 
 
-def decode_listing(payloads: list[dict[str, Any]]) -> Snapshot:
-    """Rebuild a listing from the payloads of its events (every part, any order).
+def decode_listing(document: dict[str, Any]) -> Snapshot:
+    """Rebuild a listing from what the leader published.
 
     Args:
-        payloads: The payloads of one listing's events.
+        document: What `encode_listing` made.
 
     Returns:
         The listing, as a snapshot of the follower's poller.
 
     Raises:
-        ValueError: A part is missing or malformed.
+        ValueError: The document is not a listing.
 
     Example:
         ```python
         from prefect_stitch.sharing import decode_listing
 
-        payload = {"v": 1, "tick": 3, "pages": 1, "part": 0, "parts": 1,
-                   "extractions": [], "loads": None}
-        print(decode_listing([payload]).tick)  # 3
+        print(decode_listing({"v": 2, "tick": 3, "pages": 1, "extractions": []}).tick)  # 3
         ```
     """
     from prefect_stitch.poller import Snapshot
 
-    ordered = sorted(payloads, key=lambda p: int(p.get("part", 0)))
-    if not ordered or len(ordered) != int(ordered[0].get("parts", 1)):
-        raise ValueError("incomplete listing")
-    head = ordered[0]
+    if not isinstance(document, dict) or document.get("v") != 2:
+        raise ValueError("not a Stitch listing")
     records = tuple(
         Extraction(
             job_name=row[0],
@@ -241,11 +201,10 @@ def decode_listing(payloads: list[dict[str, Any]]) -> Snapshot:
             target_exit_status=row[8],
             target_description=row[9],
         )
-        for part in ordered
-        for row in part.get("extractions") or []
+        for row in document.get("extractions") or []
     )
     loads: tuple[Load, ...] | None = None
-    if head.get("loads") is not None:
+    if document.get("loads") is not None:
         loads = tuple(
             Load(
                 source_name=row[0],
@@ -253,12 +212,11 @@ def decode_listing(payloads: list[dict[str, Any]]) -> Snapshot:
                 last_batch_loaded_at=row[2],
                 error_state=row[3],
             )
-            for part in ordered
-            for row in part.get("loads") or []
+            for row in document["loads"]
         )
     error: StitchError | None = None
-    if head.get("error"):
-        raw = head["error"]
+    if document.get("error"):
+        raw = document["error"]
         error = StitchAPIError(
             str(raw.get("message") or "the leader's listing failed"),
             status_code=raw.get("status"),
@@ -266,14 +224,14 @@ def decode_listing(payloads: list[dict[str, Any]]) -> Snapshot:
             retry_after=raw.get("retry_after"),
         )
     return Snapshot(
-        tick=int(head.get("tick", 0)),
+        tick=int(document.get("tick", 0)),
         records=records,
-        fetched_at=_parse(head.get("fetched_at")) or datetime.now(UTC),
-        pages=int(head.get("pages", 0)),
+        fetched_at=_parse(document.get("fetched_at")) or datetime.now(UTC),
+        pages=int(document.get("pages", 0)),
         error=error,
-        stitch_time=_parse(head.get("stitch_time")),
+        stitch_time=_parse(document.get("stitch_time")),
         loads=loads,
-        extractions_read=bool(head.get("extractions_read", True)),
+        extractions_read=bool(document.get("extractions_read", True)),
     )
 
 
@@ -282,7 +240,9 @@ class _Demand:
     interval: float
     extractions: bool
     loads: bool
-    expires: float  # time.monotonic()
+    counter: int
+    requests: int
+    seen_at: float  # time.monotonic() when the counter last moved
 
 
 class Sharing:
@@ -305,40 +265,40 @@ class Sharing:
         self.id = uuid.uuid4().hex[:12]
         self.leading = False
         self.lease_id: Any = None
-        self.resource = f"stitch.account.{poller.client_id}"
         host = hashlib.sha256(poller.credentials.base_url.encode()).hexdigest()[:8]
-        self.limit_name = f"stitch-poll-{poller.client_id}-{host}"
+        base = f"stitch-{{}}-{poller.client_id}-{host}"
+        self.limit_name = base.format("poll")
+        self.listing_name = base.format("listing")  # the Variable that points to the listing
+        self.demand_prefix = base.format("demand") + "-"
+        self.demand_name = f"{self.demand_prefix}{self.id}"
         self.demands: dict[str, _Demand] = {}
-        self.subscribed_at = time.time()
         self.next_attempt = 0.0
         self.next_heartbeat = 0.0
         self.next_renew = 0.0
-        self.reported_requests = 0
-        self.listings_received = 0
+        self.next_follow = 0.0
+        self.heartbeats = 0
+        self.seq = 0  # the leader's published listings / the last one a follower read
+        self.seen_leader: str | None = None
+        self.leader_requests = 0
         self.last_listing = time.monotonic()
-        """When a listing (or a resignation) was last heard from a leader, or we began."""
-        self._parts: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        """When a new listing (or a resignation) was last seen, or we began."""
+        self.listings_received = 0
+        self.document_id: Any = None
         self.step_down = False
-        self._listener: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
+        self.others: dict[str, int] = {}
+        """Other leaders' last published sequence numbers, as this leader saw them."""
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Subscribe to the account's events (listings and demands)."""
-        self._listener = asyncio.create_task(self._listen())
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(10):
-                await self._ready.wait()
+        """Nothing to open: every exchange is a request."""
 
     async def stop(self) -> None:
-        """Resign (if leading) and unsubscribe."""
+        """Resign (if leading) and withdraw this process's demand."""
         if self.leading:
             await self._resign()
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(BaseException):
-                await self._listener
+        with contextlib.suppress(Exception):
+            await self._delete_variable(self.demand_name)
 
     # -- leadership ------------------------------------------------------------------
 
@@ -346,7 +306,7 @@ class Sharing:
         """Take the account's leader slot if it is free.
 
         Returns:
-            True when this process now leads.
+            True when this process now leads (or must poll alone).
         """
         from prefect.client.orchestration import get_client
 
@@ -367,8 +327,10 @@ class Sharing:
             # The API cannot coordinate (no concurrency leases, no permission...): poll
             # alone rather than wait for listings that will never come.
             _logger.warning(
-                "Cannot share the poll of %s through the Prefect API (%s): polling alone",
-                self.resource,
+                "Cannot share the poll of account %s through the Prefect API (%s: %s): "
+                "polling alone",
+                self.poller.client_id,
+                type(exc).__name__,
                 exc,
             )
             self.leading, self.lease_id = True, None
@@ -376,11 +338,13 @@ class Sharing:
         self.leading = self.lease_id is not None
         self.next_renew = time.monotonic() + RENEW_SECONDS
         if self.leading:
-            _logger.debug("Poller %s leads %s", self.id, self.resource)
+            _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
+            with contextlib.suppress(Exception):
+                await self._delete_variable(self.demand_name)  # no longer a follower
         return self.leading
 
     def leader_silent(self, interval: float) -> bool:
-        """Whether the leader has said nothing for longer than its lease could last."""
+        """Whether no new listing was seen for longer than a lease could last."""
         return time.monotonic() - self.last_listing > LEASE_SECONDS + 2 * interval
 
     async def free_the_slot(self) -> None:
@@ -389,8 +353,8 @@ class Sharing:
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
         _logger.warning(
-            "No listing of %s heard for more than a lease: taking over from a silent leader",
-            self.resource,
+            "No new listing of account %s for more than a lease: taking over from a silent leader",
+            self.poller.client_id,
         )
         self.last_listing = time.monotonic()
         try:
@@ -399,7 +363,7 @@ class Sharing:
                     self.limit_name, GlobalConcurrencyLimitUpdate(active_slots=0)
                 )
         except Exception as exc:
-            _logger.debug("Could not free the lead of %s: %s", self.resource, exc)
+            _logger.debug("Could not free the lead of %s: %s", self.limit_name, exc)
         self.next_attempt = 0.0
 
     async def _ensure_limit(self, client: Any) -> None:
@@ -425,15 +389,23 @@ class Sharing:
             async with get_client() as client:
                 await client.renew_concurrency_lease(self.lease_id, LEASE_SECONDS)
         except Exception as exc:
-            _logger.warning("Lost the lead of %s (%s): following again", self.resource, exc)
+            _logger.warning(
+                "Lost the lead of account %s (%s): following again", self.poller.client_id, exc
+            )
             self.leading = False
             self.lease_id = None
 
     async def _resign(self) -> None:
         self.leading = False
         with contextlib.suppress(Exception):
-            self._emit(LISTING_EVENT, {"v": 1, "leader": self.id, "resign": True})
+            await self._set_variable(
+                self.listing_name, {"leader": self.id, "seq": self.seq, "resigned": True}
+            )
         await self.release()
+        if self.document_id is not None:
+            with contextlib.suppress(Exception):
+                await self._delete_artifact(self.document_id)
+            self.document_id = None
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -445,16 +417,64 @@ class Sharing:
             async with get_client() as client:
                 await client.release_concurrency_slots_with_lease(self.lease_id)
         except Exception as exc:
-            _logger.debug("Could not release the lead of %s: %s", self.resource, exc)
+            _logger.debug("Could not release the lead of %s: %s", self.limit_name, exc)
         self.lease_id = None
 
     # -- what the leader serves -------------------------------------------------------
 
+    async def refresh_demands(self) -> None:
+        """Read the followers' demands (the leader, once a tick); forget the silent ones.
+
+        Also checks that no other process publishes listings: should two lead at once
+        (a lease lost to a slow network), the one with the greater id steps down.
+        """
+        await self._check_for_another_leader()
+        variables = await self._demand_variables()
+        now = time.monotonic()
+        for name, value in variables.items():
+            if name == self.demand_name or not isinstance(value, dict):
+                continue
+            follower = name.removeprefix(self.demand_prefix)
+            counter, spent = int(value.get("n", 0)), int(value.get("r", 0))
+            known = self.demands.get(follower)
+            if known is None or known.counter != counter:
+                self.poller.limiter().record(spent - (known.requests if known else spent))
+                self.demands[follower] = _Demand(
+                    interval=float(value.get("i", 30.0)),
+                    extractions=bool(value.get("e", True)),
+                    loads=bool(value.get("l", False)),
+                    counter=counter,
+                    requests=spent,
+                    seen_at=now,
+                )
+        for follower, demand in list(self.demands.items()):
+            gone = f"{self.demand_prefix}{follower}" not in variables
+            if gone or now - demand.seen_at > 3 * HEARTBEAT_SECONDS:
+                del self.demands[follower]
+                if not gone:
+                    with contextlib.suppress(Exception):
+                        await self._delete_variable(f"{self.demand_prefix}{follower}")
+
+    async def _check_for_another_leader(self) -> None:
+        try:
+            marker = await self._get_variable(self.listing_name)
+        except Exception:
+            return
+        if not isinstance(marker, dict) or marker.get("resigned"):
+            return
+        other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
+        if not other or other == self.id:
+            return
+        active = self.others.get(other) not in (None, seq)  # it published since we looked
+        self.others[other] = seq
+        if active and other < self.id:
+            _logger.warning(
+                "Two pollers lead account %s: this one steps down", self.poller.client_id
+            )
+            self.leading, self.step_down = False, True
+
     def remote_demand(self) -> tuple[float | None, bool, bool]:
         """The followers' fresh demand: shortest interval, extractions wanted, loads wanted."""
-        now = time.monotonic()
-        for key in [k for k, d in self.demands.items() if d.expires < now]:
-            del self.demands[key]
         if not self.demands:
             return None, False, False
         return (
@@ -463,124 +483,174 @@ class Sharing:
             any(d.loads for d in self.demands.values()),
         )
 
-    def publish(self, snapshot: Snapshot) -> None:
+    async def publish(self, snapshot: Snapshot) -> None:
         """Publish a listing the leader read, if some follower wants it."""
         if not self.leading or not self.demands:
             return
-        spent = self._local_requests()
-        for payload in encode_listing(snapshot, leader=self.id, requests=spent):
-            self._emit(LISTING_EVENT, payload)
+        document = encode_listing(snapshot)
+        try:
+            await self._write_document(document)
+            self.seq += 1
+            await self._set_variable(
+                self.listing_name,
+                {
+                    "leader": self.id,
+                    "seq": self.seq,
+                    "doc": str(self.document_id),
+                    "r": self.poller.limiter().local_requests,
+                },
+            )
+        except Exception as exc:  # followers will see the leader silent, then take over
+            _logger.warning(
+                "Could not publish a listing of account %s: %s", self.poller.client_id, exc
+            )
 
-    # -- what a follower says ---------------------------------------------------------
+    async def _write_document(self, document: dict[str, Any]) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
-    def heartbeat_if_due(self, interval: float, extractions: bool, loads: bool) -> None:
+        async with get_client() as client:
+            if self.document_id is None:
+                with contextlib.suppress(Exception):  # a dead leader's listing: not needed
+                    marker = await self._get_variable(self.listing_name)
+                    if isinstance(marker, dict) and marker.get("doc"):
+                        await self._delete_artifact(marker["doc"])
+                artifact = await client.create_artifact(
+                    ArtifactCreate(
+                        type="stitch-listing",
+                        description=f"The shared listing of Stitch account "
+                        f"{self.poller.client_id} (prefect-stitch; updated in place)",
+                        data=document,
+                    )
+                )
+                self.document_id = artifact.id
+            else:
+                await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
+
+    # -- what a follower does ---------------------------------------------------------
+
+    async def heartbeat_if_due(self, interval: float, extractions: bool, loads: bool) -> None:
         """Tell the leader what this process needs (and the jobs requests it made)."""
         if self.leading or time.monotonic() < self.next_heartbeat:
             return
         self.next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-        self._emit(
-            DEMAND_EVENT,
-            {
-                "v": 1,
-                "follower": self.id,
-                "interval": interval,
-                "extractions": extractions,
-                "loads": loads,
-                "requests": self._local_requests(),
-            },
-        )
-
-    def _local_requests(self) -> int:
-        limiter = self.poller.limiter()
-        spent = limiter.local_requests - self.reported_requests
-        self.reported_requests = limiter.local_requests
-        return max(spent, 0)
-
-    def _emit(self, event: str, payload: dict[str, Any]) -> None:
-        from prefect.events import emit_event
-
-        emit_event(
-            event=event,
-            resource={"prefect.resource.id": self.resource, "stitch.poller": self.id},
-            payload=payload,
-        )
-
-    # -- the subscription -------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        from prefect.events.clients import get_events_subscriber
-        from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-        event_filter = EventFilter(
-            event=EventNameFilter(name=[LISTING_EVENT, DEMAND_EVENT]),
-            resource=EventResourceFilter(id=[self.resource]),
-        )
-        while True:
-            try:
-                async with get_events_subscriber(
-                    filter=event_filter, reconnect_on_clean_close=True
-                ) as subscriber:
-                    self._ready.set()
-                    async for event in subscriber:
-                        self._receive(event.event, dict(event.payload))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # reconnect; never let the poller die
-                self._ready.set()
-                _logger.debug("Events subscription of %s failed: %s", self.resource, exc)
-                await asyncio.sleep(1.0)
-
-    def _receive(self, name: str, payload: dict[str, Any]) -> None:
-        if name == DEMAND_EVENT:
-            follower = str(payload.get("follower", ""))
-            if not follower or follower == self.id:
-                return
-            self.poller.limiter().record(int(payload.get("requests") or 0))
-            interval = payload.get("interval")
-            if interval is None:
-                self.demands.pop(follower, None)
-                return
-            new = follower not in self.demands
-            self.demands[follower] = _Demand(
-                interval=float(interval),
-                extractions=bool(payload.get("extractions", True)),
-                loads=bool(payload.get("loads", False)),
-                expires=time.monotonic() + 3 * HEARTBEAT_SECONDS,
-            )
-            latest = self.poller.latest
-            if new and self.leading and latest is not None:
-                self.publish(latest)  # serve the newcomer a baseline at once
-            return
-        leader = str(payload.get("leader", ""))
-        if not leader or leader == self.id:
-            return
-        self.last_listing = time.monotonic()
-        if payload.get("resign"):
-            self.next_attempt = 0.0  # take over at once
-            self.poller.poke()
-            return
-        if self.leading and leader < self.id:
-            _logger.warning("Two pollers lead %s: this one steps down", self.resource)
-            self.leading = False
-            self.step_down = True
-            self.poller.poke()
-        fetched = _parse(payload.get("fetched_at"))
-        if fetched is not None and fetched.timestamp() < self.subscribed_at - _REPLAY_SLACK_SECONDS:
-            return  # replayed from before we subscribed
-        key = (leader, int(payload.get("tick", 0)))
-        parts = self._parts.setdefault(key, [])
-        parts.append(payload)
-        if len(parts) < int(payload.get("parts", 1)):
-            return
-        del self._parts[key]
-        for stale in [k for k in self._parts if k[0] == leader and k[1] < key[1]]:
-            del self._parts[stale]
+        self.heartbeats += 1
+        value = {
+            "i": interval,
+            "e": extractions,
+            "l": loads,
+            "n": self.heartbeats,
+            "r": self.poller.limiter().local_requests,
+        }
         try:
-            snapshot = decode_listing(parts)
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            _logger.warning("Ignored a malformed listing of %s: %s", self.resource, exc)
+            await self._set_variable(self.demand_name, value)
+        except Exception as exc:
+            _logger.debug("Could not announce the demand of %s: %s", self.demand_name, exc)
+
+    async def follow(self, interval: float) -> None:
+        """Pick up the leader's newest listing, if there is one (a follower, often)."""
+        self.next_follow = time.monotonic() + min(max(interval / 3, 0.2), 2.0)
+        try:
+            marker = await self._get_variable(self.listing_name)
+        except Exception as exc:
+            _logger.debug("Could not read %s: %s", self.listing_name, exc)
             return
-        self.poller.limiter().record(int(payload.get("requests") or 0))
+        if not isinstance(marker, dict):
+            return
+        leader, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
+        if marker.get("resigned"):
+            if leader != self.seen_leader or seq != self.seq:
+                self.seen_leader, self.seq = leader, seq
+                self.last_listing = time.monotonic()
+                self.next_attempt = 0.0  # take over at once
+            return
+        if leader == self.seen_leader and seq == self.seq:
+            return
+        first_sight = self.seen_leader is None
+        if leader != self.seen_leader:
+            self.leader_requests = int(marker.get("r", 0))  # a new leader: count from now
+        self.seen_leader, self.seq = leader, seq
+        self.last_listing = time.monotonic()
+        snapshot = await self._read_document(marker.get("doc"))
+        if snapshot is None:
+            return
+        age = time.time() - snapshot.fetched_at.timestamp()
+        if first_sight and age > 2 * interval + _STALE_SLACK_SECONDS:
+            return  # published long before we followed (a leader gone quiet): not news
+        spent = int(marker.get("r", 0))
+        self.poller.limiter().record(spent - self.leader_requests)
+        self.leader_requests = spent
         self.listings_received += 1
-        if not self.leading:
-            self.poller.receive(snapshot)
+        self.poller.receive(snapshot)
+
+    async def _read_document(self, document_id: Any) -> Snapshot | None:
+        from prefect.client.orchestration import get_client
+
+        try:
+            async with get_client() as client:
+                response = await client.request(
+                    "GET", "/artifacts/{id}", path_params={"id": str(uuid.UUID(str(document_id)))}
+                )
+            return decode_listing(response.json().get("data") or {})
+        except Exception as exc:
+            _logger.warning("Could not read the shared listing %s: %s", self.listing_name, exc)
+            return None
+
+    async def _delete_artifact(self, artifact_id: Any) -> None:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            await client.delete_artifact(uuid.UUID(str(artifact_id)))
+
+    # -- variables ---------------------------------------------------------------------
+
+    async def _get_variable(self, name: str) -> Any:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            variable = await client.read_variable_by_name(name)
+        return None if variable is None else variable.value
+
+    async def _set_variable(self, name: str, value: dict[str, Any]) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+        async with get_client() as client:
+            try:
+                await client.update_variable(VariableUpdate(name=name, value=value))
+            except Exception as exc:
+                if not isinstance(exc, ObjectNotFound) and "404" not in str(exc):
+                    raise
+                try:
+                    await client.create_variable(VariableCreate(name=name, value=value))
+                except Exception as again:  # created meanwhile by another process: update
+                    if not isinstance(again, ObjectAlreadyExists) and "409" not in str(again):
+                        raise
+                    await client.update_variable(VariableUpdate(name=name, value=value))
+
+    async def _delete_variable(self, name: str) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        async with get_client() as client:
+            with contextlib.suppress(ObjectNotFound):
+                await client.delete_variable_by_name(name)
+
+    async def _demand_variables(self) -> dict[str, Any]:
+        from prefect.client.orchestration import get_client
+
+        try:
+            async with get_client() as client:
+                response = await client.request(
+                    "POST",
+                    "/variables/filter",
+                    json={
+                        "variables": {"name": {"like_": f"{self.demand_prefix}%"}},
+                        "limit": 200,
+                    },
+                )
+        except Exception as exc:
+            _logger.debug("Could not read the demands of %s: %s", self.listing_name, exc)
+            return {f"{self.demand_prefix}{k}": None for k in self.demands}  # keep them
+        return {str(item["name"]): item.get("value") for item in response.json()}
