@@ -27,12 +27,12 @@ DEFAULT_BASE_URL = "https://api.stitchdata.com"
 """Stitch's documented Connect API host (North America)."""
 
 EU_BASE_URL = "https://api.eu-central-1.stitchdata.com"
+"""The host for accounts in Stitch's Europe region."""
 
 LOGO_URL = HttpUrl(
     "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
 )
 """The blocks' logo in the Prefect UI: `docs/img/stitch.png` of this repository."""
-"""The host for accounts in Stitch's Europe region."""
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

@@ -23,7 +23,9 @@ the last one leaves.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import hashlib
 import math
 import threading
@@ -315,6 +317,23 @@ class AccountPoller:
             target=self._run, name=f"stitch-poller-{self.client_id}", daemon=True
         )
         self._thread.start()
+        _finish_at_exit()
+
+    def finish(self, timeout: float) -> None:
+        """Wake the poller's thread and give it ``timeout`` seconds to end.
+
+        A thread whose waiters have all left ends within a request or two: a leader hands
+        the account over (frees its slot, leaves its last listing) instead of letting the
+        followers wait out its lease.
+
+        Args:
+            timeout: Seconds to wait at most.
+        """
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        self._poke()
+        thread.join(timeout)
 
     def _run(self) -> None:
         from prefect.context import SettingsContext
@@ -473,6 +492,23 @@ class AccountPoller:
 
 _pollers: dict[tuple[str, int, str], AccountPoller] = {}
 _pollers_lock = threading.Lock()
+_EXIT_GRACE_SECONDS = 5.0
+"""How long a process that exits waits for its idle pollers to hand their accounts over."""
+
+
+@functools.cache
+def _finish_at_exit() -> None:
+    """Once per process: at exit, let idle poller threads end (they are daemon threads)."""
+    atexit.register(_finish_idle_pollers)
+
+
+def _finish_idle_pollers() -> None:
+    deadline = time.monotonic() + _EXIT_GRACE_SECONDS
+    with _pollers_lock:
+        pollers = list(_pollers.values())
+    for poller in pollers:
+        if poller.tick_seconds() is None:  # nobody waits: it is closing, let it finish
+            poller.finish(max(deadline - time.monotonic(), 0.0))
 
 
 def poller_for(

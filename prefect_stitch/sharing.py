@@ -26,8 +26,10 @@ SQLite serves at most 100 requests at a time, websockets included):
   made, each demand those of its follower; every process counts the others' requests in
   its own rate limiter as it learns of them, so the leader paces every process's
   requests, and a process that takes over inherits the budget already spent.
-* **Take-over**: a leader whose last waiter leaves releases its slot and marks the listing
-  Variable "resigned"; a follower then takes over at once. A leader that dies without
+* **Take-over**: a leader whose last waiter leaves (its process exiting included) releases
+  its slot, then marks the listing Variable "resigned", its last listing still readable; a
+  follower reads that listing (it may end its wait), then takes over at once. A leader
+  that dies without
   releasing keeps its slot until its lease expires (Prefect's shortest lease is 60 s; a
   server's repossessor frees it then); a follower that has seen no new listing for a
   lease's length plus two ticks frees the slot itself and takes it.
@@ -279,6 +281,7 @@ class Sharing:
         self.heartbeats = 0
         self.seq = 0  # the leader's published listings / the last one a follower read
         self.seen_leader: str | None = None
+        self.resignation_seen: tuple[str, int] | None = None
         self.leader_requests = 0
         self.last_listing = time.monotonic()
         """When a new listing (or a resignation) was last seen, or we began."""
@@ -396,16 +399,22 @@ class Sharing:
             self.lease_id = None
 
     async def _resign(self) -> None:
+        """Hand the lead over: free the slot first, then say so.
+
+        The slot is freed before the marker says "resigned", so that a follower who reads
+        the marker can take the lead at once (and one who misses it, at its next attempt).
+        The last listing stays readable: a follower may not have read it yet, and it may be
+        the one that ends its wait. The next leader deletes it when it first publishes.
+        """
         self.leading = False
-        with contextlib.suppress(Exception):
-            await self._set_variable(
-                self.listing_name, {"leader": self.id, "seq": self.seq, "resigned": True}
-            )
         await self.release()
+        marker: dict[str, Any] = {"leader": self.id, "seq": self.seq, "resigned": True}
         if self.document_id is not None:
-            with contextlib.suppress(Exception):
-                await self._delete_artifact(self.document_id)
-            self.document_id = None
+            marker["doc"] = str(self.document_id)
+            marker["r"] = self.poller.limiter().local_requests
+        with contextlib.suppress(Exception):
+            await self._set_variable(self.listing_name, marker)
+        self.document_id = None
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -500,6 +509,13 @@ class Sharing:
                     "r": self.poller.limiter().local_requests,
                 },
             )
+            _logger.debug(
+                "Poller %s published listing %s of account %s for %s follower(s)",
+                self.id,
+                self.seq,
+                self.poller.client_id,
+                len(self.demands),
+            )
         except Exception as exc:  # followers will see the leader silent, then take over
             _logger.warning(
                 "Could not publish a listing of account %s: %s", self.poller.client_id, exc
@@ -558,13 +574,16 @@ class Sharing:
         if not isinstance(marker, dict):
             return
         leader, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
-        if marker.get("resigned"):
-            if leader != self.seen_leader or seq != self.seq:
-                self.seen_leader, self.seq = leader, seq
-                self.last_listing = time.monotonic()
-                self.next_attempt = 0.0  # take over at once
-            return
+        resigned = bool(marker.get("resigned"))
+        if resigned and self.resignation_seen != (leader, seq):
+            _logger.debug("Poller %s saw %s resign", self.id, leader)
+            self.resignation_seen = (leader, seq)
+            self.next_attempt = 0.0  # take over at once, after reading its last listing
         if leader == self.seen_leader and seq == self.seq:
+            return
+        if resigned and not marker.get("doc"):
+            self.seen_leader, self.seq = leader, seq
+            self.last_listing = time.monotonic()
             return
         first_sight = self.seen_leader is None
         if leader != self.seen_leader:
@@ -581,6 +600,7 @@ class Sharing:
         self.poller.limiter().record(spent - self.leader_requests)
         self.leader_requests = spent
         self.listings_received += 1
+        _logger.debug("Poller %s received listing %s from %s", self.id, seq, leader)
         self.poller.receive(snapshot)
 
     async def _read_document(self, document_id: Any) -> Snapshot | None:
@@ -592,8 +612,8 @@ class Sharing:
                     "GET", "/artifacts/{id}", path_params={"id": str(uuid.UUID(str(document_id)))}
                 )
             return decode_listing(response.json().get("data") or {})
-        except Exception as exc:
-            _logger.warning("Could not read the shared listing %s: %s", self.listing_name, exc)
+        except Exception as exc:  # e.g. replaced by a new leader's as we read: next time
+            _logger.debug("Could not read the shared listing %s: %s", self.listing_name, exc)
             return None
 
     async def _delete_artifact(self, artifact_id: Any) -> None:

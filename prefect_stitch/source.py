@@ -137,11 +137,12 @@ class StitchSource(JobBlock[StitchSyncResult]):
         from prefect_stitch import StitchCredentials
         from prefect_stitch import StitchSource
 
-        source = StitchSource(credentials=StitchCredentials.load("stitch"), source_id=120643,
-                              replication_retries=1)
-        source.save("recurly")
+        StitchSource(
+            credentials=StitchCredentials.load("stitch"), source_id=120643, replication_retries=1
+        ).save("BLOCK_NAME")
 
-        run = StitchSource.load("recurly").trigger()
+        stitch_source = StitchSource.load("BLOCK_NAME")
+        run = stitch_source.trigger()
         run.wait_for_completion()
         result = run.fetch_result()  # or the typed failure, raised
         ```

@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 from prefect_stitch import StitchCredentials
@@ -33,10 +31,7 @@ ENV_VARIABLES = (
 )
 
 
-class TestStitchCredentialsBlock(BlockStandardTestSuite):
-    @pytest.fixture
-    def block(self) -> type[Block]:
-        return StitchCredentials
+# Prefect's standard block tests: tests/test_source.py runs them on every block.
 
 
 # -- schema and secrecy ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
 from tests.helpers import stitch_events, until
 
-pytestmark = pytest.mark.deployment
+pytestmark = [pytest.mark.deployment, pytest.mark.xdist_group("deployment")]  # one stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

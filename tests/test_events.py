@@ -73,7 +73,7 @@ async def test_terminated_and_timed_out_events(sim: StitchSimulator) -> None:
             source_id=304,
             credentials=credentials,
             poll_interval_seconds=0.1,
-            max_wait_seconds=0.8,
+            max_wait_seconds=4.0,  # time to start the job on a loaded machine, then time out
         )
     await events_named(303, {"stitch.sync.terminated"})
     timed_out = await events_named(304, {"stitch.sync.timed_out"})

@@ -28,10 +28,11 @@ The budgets, with ``r = credentials.max_retries``:
 Faults that cost real seconds each (``Retry-After: 1``, a read timeout) run with ``r = 1``
 to keep the matrix fast; every other fault runs with the suite's ``r = 3``.
 
-The 108 cases run in a module fixture, each on its own simulator (so its own account,
-poller and rate limiter): the 24 that mostly sleep three at a time, then the others one
-after the other (Prefect's SQLite test API answers concurrent writes with 503s, which its
-client backs off from for seconds). Each case is then checked by its own test.
+The 108 cases run in a module fixture, one call's 18 at a time, each on its own simulator
+(so its own account, poller and rate limiter): the 4 that mostly sleep side by side, then
+the others one after the other (Prefect's SQLite test API answers concurrent writes with
+503s, which its client backs off from for seconds). Each case is then checked by its own
+test. pytest-xdist keeps a call's cases on one worker (``xdist_group``).
 
 Then the special cases: a trigger whose answer is lost after Stitch started the job, a
 flow run retried by Prefect while its job runs, and an extraction list that shifts between
@@ -156,7 +157,13 @@ SOURCE = {
     "log_download": 505,
 }
 MATRIX = [
-    pytest.param(call, fault, within, id=f"{call}-{fault.name}-{'within' if within else 'beyond'}")
+    pytest.param(
+        call,
+        fault,
+        within,
+        id=f"{call}-{fault.name}-{'within' if within else 'beyond'}",
+        marks=pytest.mark.xdist_group(f"fault-matrix-{call}"),  # one worker runs a call's cases
+    )
     for call in CALLS
     for fault in FAULTS
     for within in (True, False)
@@ -306,7 +313,8 @@ SLEEPY_WORKERS = 3
 side by side. The others keep Prefect's SQLite API busy and run one at a time (concurrent
 writes there get 503s, which Prefect's client backs off from for seconds)."""
 QUIET_RUNS = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None, PREFECT_LOGGING_TO_API_ENABLED: False}
-MATRIX_DEADLINE_SECONDS = 240.0
+MATRIX_DEADLINE_SECONDS = 150.0
+"""Of one call's cases."""
 
 
 def case_cost(case: Any) -> float:
@@ -317,20 +325,48 @@ def case_cost(case: Any) -> float:
     return 2.5
 
 
-@pytest.fixture(scope="module")
-def matrix(request: pytest.FixtureRequest) -> dict[str, Observed | BaseException]:
-    """Run every matrix case, each on its own simulator (so its own account, poller, limiter).
+class Matrix:
+    """Runs the matrix cases of one call when a test first asks for them, then keeps them."""
 
-    Only the cases pytest selected are run: the sleepy ones first, SLEEPY_WORKERS at a time,
-    then the others one after the other; each test below then checks one case. A case still
-    running at the deadline is reported as hung, not waited for.
+    def __init__(self, selected: set[str]) -> None:
+        self.selected = selected
+        self.results: dict[str, dict[str, Observed | BaseException]] = {}
+
+    def of(self, call: str) -> dict[str, Observed | BaseException]:
+        """The outcome of every selected case of ``call``, by case id."""
+        if call not in self.results:
+            cases = [c for c in MATRIX if c.values[0] == call and c.id in self.selected]
+            self.results[call] = run_cases(cases)
+        return self.results[call]
+
+
+@pytest.fixture(scope="module")
+def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
+    """Run the matrix cases, each on its own simulator (so its own account, poller, limiter).
+
+    Only the cases pytest selected are run, one call at a time (so that pytest-xdist can
+    hand each call's cases to a different worker: they are grouped by call). Within a call
+    the sleepy ones run first, SLEEPY_WORKERS at a time, then the others one after the
+    other; each test below then checks one case. A case still running at the deadline is
+    reported as hung, not waited for.
+
+    The cases poll alone (``PREFECT_STITCH_SHARED_POLLING=0``): each is the only process
+    of its account, so sharing would only add its lease and Variables, about half a second
+    of Prefect API writes per case; the faults are Stitch's, met by the same poller either
+    way. The special cases below, and every other end-to-end test, run with sharing on.
     """
     selected = {
         item.callspec.id
         for item in request.session.items
         if getattr(item, "originalname", None) == "test_fault_matrix"
     }
-    cases = [case for case in MATRIX if case.id in selected]  # only what pytest will check
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_STITCH_SHARED_POLLING", "0")
+        yield Matrix(selected)
+
+
+def run_cases(cases: list[Any]) -> dict[str, Observed | BaseException]:
+    """Run matrix cases: the sleepy ones side by side, then the others one at a time."""
     sleepy = sorted((c for c in cases if c.values[1].costly), key=case_cost, reverse=True)
     busy = [c for c in cases if not c.values[1].costly]
     results: dict[str, Observed | BaseException] = {}
@@ -360,20 +396,22 @@ def matrix(request: pytest.FixtureRequest) -> dict[str, Observed | BaseException
             thread.start()
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
-    return results
+    with lock:
+        return dict(results)
 
 
 @pytest.mark.parametrize(("call", "fault", "within"), MATRIX)
 def test_fault_matrix(
-    matrix: dict[str, Observed | BaseException],
+    matrix: Matrix,
     request: pytest.FixtureRequest,
     call: str,
     fault: FaultCase,
     within: bool,
 ) -> None:
     case_id = request.node.callspec.id
-    assert case_id in matrix, "the case did not finish: it hangs"
-    observed = matrix[case_id]
+    results = matrix.of(call)
+    assert case_id in results, "the case did not finish: it hangs"
+    observed = results[case_id]
     if isinstance(observed, BaseException):
         raise observed
     state, outcome, jobs = observed.state, observed.outcome, observed.jobs

@@ -188,7 +188,7 @@ def test_retried_trigger_meeting_already_running_starts_exactly_one_job(
 def test_timeout_stops_the_job(sim: StitchSimulator) -> None:
     sim.add_source(40, outcomes=[Outcome.success(duration_seconds=None)])  # runs until stopped
     with pytest.raises(StitchSyncTimeout) as caught:
-        run(sim, 40, max_wait_seconds=1.0)
+        run(sim, 40, max_wait_seconds=4.0)
     assert caught.value.stopped is True
     assert len(sim.requests_for("stop")) == 1
     assert sim.running_job(40) is None
@@ -197,7 +197,7 @@ def test_timeout_stops_the_job(sim: StitchSimulator) -> None:
 def test_timeout_can_leave_the_job_running(sim: StitchSimulator) -> None:
     sim.add_source(41, outcomes=[Outcome.success(duration_seconds=None)])
     with pytest.raises(StitchSyncTimeout) as caught:
-        run(sim, 41, max_wait_seconds=0.6, stop_on_timeout=False)
+        run(sim, 41, max_wait_seconds=4.0, stop_on_timeout=False)
     assert caught.value.stopped is False
     assert sim.requests_for("stop") == []
     assert sim.running_job(41) is not None

@@ -164,9 +164,9 @@ def test_a_load_that_never_lands_times_out_naming_the_streams(sim: StitchSimulat
 def test_the_load_wait_is_a_bound_of_its_own(sim: StitchSimulator) -> None:
     """max_wait_seconds bounds the extraction; the load wait starts when it succeeded."""
     sim.add_source(
-        8, outcomes=[Outcome.success(1.0, loads={"accounts": StreamLoad(delay_seconds=2.0)})]
+        8, outcomes=[Outcome.success(1.0, loads={"accounts": StreamLoad(delay_seconds=5.0)})]
     )
-    result = run(sim, 8, max_wait_seconds=2.0, max_load_wait_seconds=10)
+    result = run(sim, 8, max_wait_seconds=4.0, max_load_wait_seconds=15)
     assert isinstance(result, StitchSyncResult), repr(result)
     assert states(result)["accounts"] == "loaded"
 

@@ -96,28 +96,43 @@ OVERLAP_SECONDS = 6.0
 """How long the three processes wait together: the window where their requests are counted."""
 
 
-def requests_while_all_wait(
-    sim: StitchSimulator, child: Callable[..., subprocess.Popen[str]], shared: bool
-) -> tuple[list[list[str]], float]:
-    """Run three processes whose jobs end only once all three wait; count listings meanwhile.
+def listings_while_all_wait(
+    sims: dict[bool, StitchSimulator], child: Callable[..., subprocess.Popen[str]]
+) -> dict[bool, tuple[list[list[str]], float]]:
+    """On each simulator, run three processes whose jobs end only once all three wait.
 
-    Returns the processes' results and the listing requests per second while all waited.
+    Both groups (sharing on, sharing off) run at the same time, each against its own
+    simulator, so that neither waits for the other's processes to start.
+
+    Returns, for each group, its processes' results and the listing requests per second
+    its simulator received while all its processes waited.
     """
-    processes = [child(source_id, sim, shared) for source_id in (1, 2, 3)]
+    processes = {
+        shared: [child(source_id, sim, shared) for source_id in (1, 2, 3)]
+        for shared, sim in sims.items()
+    }
 
     async def all_started() -> bool:
-        return all(sim.jobs_started(source_id) for source_id in (1, 2, 3))
+        return all(sim.jobs_started(i) for sim in sims.values() for i in (1, 2, 3))
 
-    asyncio.run(until(all_started, 180, "the three processes' jobs"))
+    asyncio.run(until(all_started, 180, "the six processes' jobs"))
     time.sleep(2.0)  # every process is past its trigger and polls (or follows)
     window_start = time.monotonic()
     time.sleep(OVERLAP_SECONDS)
     window_end = time.monotonic()
-    for source_id in (1, 2, 3):
-        sim.finish_job(source_id)
-    results = [result_of(process) for process in processes]
-    during = [r for r in sim.requests_for("extractions") if window_start <= r.at < window_end]
-    return results, len(during) / OVERLAP_SECONDS
+    for sim in sims.values():
+        for source_id in (1, 2, 3):
+            sim.finish_job(source_id)
+    finished = time.monotonic()
+    outcome = {}
+    for shared, sim in sims.items():
+        results = [result_of(process) for process in processes[shared]]
+        # Whoever leads may be first to leave: the others must not wait out its lease.
+        took = time.monotonic() - finished
+        assert took < 30, f"the processes took {took:.0f} s to see their jobs end"
+        during = [r for r in sim.requests_for("extractions") if window_start <= r.at < window_end]
+        outcome[shared] = (results, len(during) / OVERLAP_SECONDS)
+    return outcome
 
 
 def test_processes_share_one_poll_of_the_account(
@@ -127,12 +142,12 @@ def test_processes_share_one_poll_of_the_account(
     shared_sim = stitch_simulator_factory(
         enforce_rate_limit=True, jobs_rate_limit=30, jobs_rate_period_seconds=3.0
     )
-    alone_sim = stitch_simulator_factory()
+    alone_sim = stitch_simulator_factory()  # another base URL: another poll key
     for sim in (shared_sim, alone_sim):
         sim.add_sources((1, 2, 3), outcomes=[Outcome.success(duration_seconds=None)])
 
-    shared, shared_rate = requests_while_all_wait(shared_sim, child, shared=True)
-    alone, alone_rate = requests_while_all_wait(alone_sim, child, shared=False)
+    outcome = listings_while_all_wait({True: shared_sim, False: alone_sim}, child)
+    (shared, shared_rate), (alone, alone_rate) = outcome[True], outcome[False]
 
     for sim, results in ((shared_sim, shared), (alone_sim, alone)):
         for source_id, (status, job_name) in zip((1, 2, 3), results, strict=True):
@@ -313,3 +328,97 @@ def test_a_prefect_api_that_cannot_coordinate_means_polling_alone(
     )
     assert (result.status, result.job_name) == ("succeeded", sim.jobs_started(41)[0])
     assert sim.requests_for("extractions")  # this process polled Stitch itself
+
+
+async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
+    sim: StitchSimulator,
+) -> None:
+    """The listing that ends the followers' waits may be the leader's last one.
+
+    A leader whose waiters are done resigns at once (its process may be exiting). A
+    follower that had not yet read its last listing must still get it, and must find the
+    slot free: neither may wait out the leader's 60 s lease.
+    """
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    follower_poller = AccountPoller(credentials, sim.client_id)
+    follower = Sharing(follower_poller)
+    try:
+        assert await leader.try_lead() is True
+        assert await follower.try_lead() is False
+        await follower.heartbeat_if_due(0.5, True, False)
+        await leader.refresh_demands()
+
+        def listing(tick: int) -> Snapshot:
+            record = Extraction(job_name=f"job-{tick}", source_id=1, completion_time=T0)
+            return Snapshot(tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1)
+
+        await leader.publish(listing(1))
+        await follower.follow(0.5)
+        assert follower_poller.latest is not None and follower_poller.latest.tick == 1
+        await leader.publish(listing(2))  # the follower has not read this one yet...
+        await leader.stop()  # ...when the leader's last waiter leaves
+        await follower.follow(0.5)
+        assert follower_poller.latest.tick == 2, "the leader's last listing was lost"
+        assert follower.next_attempt == 0.0  # it takes over at once...
+        assert await follower.try_lead() is True  # ...and the slot is free
+    finally:
+        await follower.stop()
+        await leader.stop()
+
+
+QUICK_EXIT = """
+import asyncio, sys
+from prefect_stitch import StitchCredentials
+from prefect_stitch.poller import poller_for
+
+credentials = StitchCredentials(access_token="sim-token", client_id=116078, base_url=sys.argv[1])
+
+
+async def main() -> None:
+    watch = poller_for(credentials, 116078).watch(poll_interval_seconds=0.5)
+    await watch.next_snapshot(60)  # it leads: it read the account
+    watch.close()
+
+
+asyncio.run(main())
+print("DONE", flush=True)  # and the process ends at once
+"""
+
+
+def test_a_process_that_ends_frees_its_lead(sim: StitchSimulator, tmp_path: Path) -> None:
+    """The poller's thread is a daemon: at exit the process lets it hand the account over."""
+    import hashlib
+
+    from prefect.client.orchestration import get_client
+
+    script = tmp_path / "quick_exit.py"
+    script.write_text(QUICK_EXIT)
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env["PREFECT_STITCH_SHARED_POLLING"] = "1"
+    done = subprocess.run(
+        [sys.executable, str(script), sim.base_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0 and "DONE" in done.stdout, done.stdout + done.stderr
+    assert sim.requests_for("extractions")
+    host = hashlib.sha256(sim.base_url.encode()).hexdigest()[:8]
+
+    async def slots_and_marker() -> tuple[int, Any]:
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name(
+                f"stitch-poll-{sim.client_id}-{host}"
+            )
+            marker = await client.read_variable_by_name(f"stitch-listing-{sim.client_id}-{host}")
+        return limit.active_slots, None if marker is None else marker.value
+
+    active, marker = asyncio.run(slots_and_marker())
+    assert active == 0, "the process ended holding the account's lead"
+    assert isinstance(marker, dict) and marker.get("resigned") is True

@@ -981,9 +981,9 @@ def test_date_header_and_every_timestamp_follow_stitchs_clock(
     stitch_simulator_factory: Any, offset: float
 ) -> None:
     sim = stitch_simulator_factory(clock_offset_seconds=offset)
+    before = time.time()  # before the source exists: its created_at is in the exchange
     sim.add_source(1001, outcomes=[Outcome.success(0.0)])
     with httpx.Client(base_url=sim.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
-        before = time.time()
         trigger = api.post("/v4/sources/1001/sync")
         job_name = trigger.json()["job_name"]
         listing = api.get(f"/v4/{CLIENT}/extractions")

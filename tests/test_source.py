@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,6 +52,21 @@ class TestEveryBlock(BlockStandardTestSuite):
     @pytest.fixture
     def block(self, block_class: type[Block]) -> type[Block]:
         return block_class
+
+    def test_has_a_valid_image(self, block: type[Block]) -> None:
+        """Prefect's version downloads the logo (and skips without Pillow): read the file.
+
+        The logo URL is this repository's ``docs/img/stitch.png`` on GitHub; the file must be
+        a square PNG between 46 and 999 pixels wide, as Prefect's suite requires.
+        """
+        url = str(block._logo_url)
+        prefix = "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/"
+        assert url.startswith(prefix), url
+        png = (Path(__file__).parents[1] / url.removeprefix(prefix)).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk comes first
+        assert width == height
+        assert 1000 > width > 45
 
 
 def _descriptions(schema: Any, path: str = "") -> list[tuple[str, str]]:

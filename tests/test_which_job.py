@@ -378,7 +378,7 @@ def test_replication_retries_exhausted_list_every_job_in_the_error(
 def test_replication_retries_never_follow_a_timeout(strict: Callable[..., Any]) -> None:
     sim, credentials = strict()
     sim.add_source(9, outcomes=[Outcome.success(duration_seconds=None)])
-    outcome = run(credentials, 9, max_wait_seconds=1.5, replication_retries=3)
+    outcome = run(credentials, 9, max_wait_seconds=4.0, replication_retries=3)
     assert type(outcome) is StitchSyncTimeout, repr(outcome)
     assert len(api_jobs(sim, 9)) == 1
 
@@ -515,7 +515,7 @@ def test_a_timeout_never_stops_a_job_this_run_did_not_start(strict: Callable[...
     sim, credentials = strict()
     sim.add_source(22, outcomes=[Outcome.success(duration_seconds=None)])
     sim.start_job(22)  # Stitch's own schedule: we attach to it
-    outcome = run(credentials, 22, max_wait_seconds=1.5)
+    outcome = run(credentials, 22, max_wait_seconds=4.0)
     assert type(outcome) is StitchSyncTimeout, repr(outcome)
     assert outcome.stopped is False and "did not start" in str(outcome)
     assert sim.requests_for("stop") == []
