@@ -28,7 +28,7 @@ from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
 from tests.helpers import stitch_events, until
 
-pytestmark = [pytest.mark.deployment, pytest.mark.xdist_group("deployment")]  # one stack
+pytestmark = pytest.mark.deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -119,7 +119,7 @@ class Stack:
                 process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": pytest-xdist may set a module's up twice
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("prefect-home")
     stack = Stack(home)

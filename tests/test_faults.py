@@ -32,7 +32,7 @@ The 108 cases run in a module fixture, one call's 18 at a time, each on its own 
 (so its own account, poller and rate limiter): the 4 that mostly sleep side by side, then
 the others one after the other (Prefect's SQLite test API answers concurrent writes with
 503s, which its client backs off from for seconds). Each case is then checked by its own
-test. pytest-xdist keeps a call's cases on one worker (``xdist_group``).
+test. pytest-xdist keeps a call's cases on one worker (a class per call).
 
 Then the special cases: a trigger whose answer is lost after Stitch started the job, a
 flow run retried by Prefect while its job runs, and an extraction list that shifts between
@@ -156,17 +156,14 @@ SOURCE = {
     "logs": 504,
     "log_download": 505,
 }
-MATRIX = [
-    pytest.param(
-        call,
-        fault,
-        within,
-        id=f"{call}-{fault.name}-{'within' if within else 'beyond'}",
-        marks=pytest.mark.xdist_group(f"fault-matrix-{call}"),  # one worker runs a call's cases
-    )
-    for call in CALLS
+CASES = [
+    pytest.param(fault, within, id=f"{fault.name}-{'within' if within else 'beyond'}")
     for fault in FAULTS
     for within in (True, False)
+]
+"""The cases of one call: each fault, within and beyond its budget."""
+MATRIX = [
+    pytest.param(call, *case.values, id=f"{call}-{case.id}") for call in CALLS for case in CASES
 ]
 
 
@@ -340,8 +337,8 @@ class Matrix:
         return self.results[call]
 
 
-@pytest.fixture(scope="module")
-def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
+@pytest.fixture(scope="session")  # not "module": pytest-xdist may set a module's up twice
+def matrix(request: pytest.FixtureRequest) -> Matrix:
     """Run the matrix cases, each on its own simulator (so its own account, poller, limiter).
 
     Only the cases pytest selected are run, one call at a time (so that pytest-xdist can
@@ -356,13 +353,11 @@ def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
     way. The special cases below, and every other end-to-end test, run with sharing on.
     """
     selected = {
-        item.callspec.id
+        f"{item.cls.call}-{item.callspec.id}"
         for item in request.session.items
-        if getattr(item, "originalname", None) == "test_fault_matrix"
+        if getattr(item, "originalname", None) == "test_fault_matrix" and item.cls is not None
     }
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREFECT_STITCH_SHARED_POLLING", "0")
-        yield Matrix(selected)
+    return Matrix(selected)
 
 
 def run_cases(cases: list[Any]) -> dict[str, Observed | BaseException]:
@@ -388,27 +383,67 @@ def run_cases(cases: list[Any]) -> dict[str, Observed | BaseException]:
     deadline = time.monotonic() + MATRIX_DEADLINE_SECONDS
     with temporary_settings(updates=QUIET_RUNS):
         context = contextvars.copy_context()
-    for pending, workers in ((sleepy, SLEEPY_WORKERS), (busy, 1)):
-        threads = [
-            threading.Thread(target=worker, args=(pending,), daemon=True) for _ in range(workers)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0))
+    with pytest.MonkeyPatch.context() as patch:  # while no other test runs in this process
+        patch.setenv("PREFECT_STITCH_SHARED_POLLING", "0")
+        for pending, workers in ((sleepy, SLEEPY_WORKERS), (busy, 1)):
+            threads = [
+                threading.Thread(target=worker, args=(pending,), daemon=True)
+                for _ in range(workers)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(max(deadline - time.monotonic(), 0))
     with lock:
         return dict(results)
 
 
-@pytest.mark.parametrize(("call", "fault", "within"), MATRIX)
-def test_fault_matrix(
-    matrix: Matrix,
-    request: pytest.FixtureRequest,
-    call: str,
-    fault: FaultCase,
-    within: bool,
-) -> None:
-    case_id = request.node.callspec.id
+class FaultMatrix:
+    """The checks of one call's cases.
+
+    One subclass per call: pytest-xdist (``--dist loadscope``) hands a class to one
+    worker, which runs that call's cases once.
+    """
+
+    call: str
+
+    @pytest.mark.parametrize(("fault", "within"), CASES)
+    def test_fault_matrix(
+        self, matrix: Matrix, request: pytest.FixtureRequest, fault: FaultCase, within: bool
+    ) -> None:
+        check_case(matrix, f"{self.call}-{request.node.callspec.id}", self.call, fault, within)
+
+
+class TestTriggerFaults(FaultMatrix):
+    call = "trigger"
+
+
+class TestExtractionsFaults(FaultMatrix):
+    call = "extractions"
+
+
+class TestExtractionsPage2Faults(FaultMatrix):
+    call = "extractions-page2"
+
+
+class TestSourceLookupFaults(FaultMatrix):
+    call = "source"
+
+
+class TestLogsFaults(FaultMatrix):
+    call = "logs"
+
+
+class TestLogDownloadFaults(FaultMatrix):
+    call = "log_download"
+
+
+def test_every_call_has_its_class() -> None:
+    assert sorted(cls.call for cls in FaultMatrix.__subclasses__()) == sorted(CALLS)
+
+
+def check_case(matrix: Matrix, case_id: str, call: str, fault: FaultCase, within: bool) -> None:
+    """Check one matrix case's outcome."""
     results = matrix.of(call)
     assert case_id in results, "the case did not finish: it hangs"
     observed = results[case_id]

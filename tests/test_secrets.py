@@ -73,9 +73,6 @@ LOGGERS = (
 )
 
 
-pytestmark = pytest.mark.xdist_group("secrets")  # the module fixture runs every path once
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _no_heartbeat_join() -> Iterator[None]:
     """Prefect joins its 1 s heartbeat thread at the end of each flow run; not needed here."""
@@ -313,7 +310,7 @@ def run_path(path: SyncPath, sim: StitchSimulator, source_id: int) -> tuple[Any,
     return credentials, state, collector.records
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not "module": pytest-xdist may set a module's up twice
 def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Run]]:
     """Run every path selected for the test below, then read what the API holds of each.
 
