@@ -6,7 +6,8 @@ simulated Stitch account, in three modes:
 
 * ``shared``: the package as it is (``PREFECT_STITCH_SHARED_POLLING`` unset): the
   processes elect a leader through the Prefect API, only the leader reads the listing,
-  and it publishes each listing as a Prefect event;
+  and it publishes each listing in one artifact updated in place, its sequence number in
+  a Variable;
 * ``alone``: ``PREFECT_STITCH_SHARED_POLLING=0``: each process polls by itself, with its
   own in-process limiter only;
 * ``alone-gcl``: each process polls by itself, every jobs request pacing itself on the
@@ -1225,14 +1226,14 @@ def section(
         "result at the same moment.",
         "- **completion→listing**: from a job's completion to the next extraction listing "
         "(page 1) the simulator received; **listing→result**: from that listing to the "
-        "process's result (the leader's event, the follower's hand-off and verdict, the "
+        "process's result (the leader's publication, the follower's read and verdict, the "
         "flow run's end).",
         "- **processes that led**: processes that printed that they held the account's "
         "leader slot (a thread in each process reads "
         "`pollers_of(credentials)[0]._sharing.leading` every 0.1 s); **most at once**: the "
         "most that said so at the same moment; **hand-offs**: spells of leadership after "
         "the first. **listings received**: listings the followers took from the leader's "
-        "events (`AccountPoller.received`, summed).",
+        "publications (`AccountPoller.received`, summed).",
         "- **CPU s all processes**: the K processes together; **Prefect server CPU s**: the "
         "`prefect server` process group during the run; **driver CPU s**: this process, "
         "which runs the simulator.",

@@ -1,11 +1,11 @@
-"""Deployable entrypoint: sync a saved Stitch Source block.
+r"""Deployable entrypoint: sync a saved Stitch Source block.
 
 Used by ``prefect.yaml`` (deployment ``stitch-source-sync/sync-saved-source``): the run
 form offers a picker of the saved Stitch Source blocks.
 
 Example:
     ```bash
-    prefect deployment run 'stitch-source-sync/sync-saved-source' \\
+    prefect deployment run 'stitch-source-sync/sync-saved-source' \
         -p source='{"$ref": {"block_document_slug": "stitch-source/recurly"}}' --watch
     ```
 """
