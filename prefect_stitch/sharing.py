@@ -48,6 +48,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -287,6 +288,7 @@ class Sharing:
         """When a new listing (or a resignation) was last seen, or we began."""
         self.listings_received = 0
         self.document_id: Any = None
+        self._client: Any = None
         self.step_down = False
         self.others: dict[str, int] = {}
         """Other leaders' last published sequence numbers, as this leader saw them."""
@@ -294,14 +296,40 @@ class Sharing:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Nothing to open: every exchange is a request."""
+        """Open the one Prefect client that this poller's requests share."""
+        from prefect.client.orchestration import get_client
+
+        client = get_client()
+        try:
+            await client.__aenter__()
+        except Exception as exc:  # each request then opens its own client, and may fail alone
+            _logger.debug("Could not open a Prefect client for %s: %s", self.limit_name, exc)
+            return
+        self._client = client
+
+    @contextlib.asynccontextmanager
+    async def _api(self) -> AsyncIterator[Any]:
+        """The shared client once started (one client, not one per request), else a new one."""
+        if self._client is not None:
+            yield self._client
+            return
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            yield client
 
     async def stop(self) -> None:
         """Resign (if leading) and withdraw this process's demand."""
-        if self.leading:
-            await self._resign()
-        with contextlib.suppress(Exception):
-            await self._delete_variable(self.demand_name)
+        try:
+            if self.leading:
+                await self._resign()
+            with contextlib.suppress(Exception):
+                await self._delete_variable(self.demand_name)
+        finally:
+            client, self._client = self._client, None
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.__aexit__(None, None, None)
 
     # -- leadership ------------------------------------------------------------------
 
@@ -311,11 +339,9 @@ class Sharing:
         Returns:
             True when this process now leads (or must poll alone).
         """
-        from prefect.client.orchestration import get_client
-
         self.next_attempt = time.monotonic() + FOLLOWER_ATTEMPT_SECONDS
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 await self._ensure_limit(client)
                 response = await client.increment_concurrency_slots_with_lease(
                     names=[self.limit_name],
@@ -352,7 +378,6 @@ class Sharing:
 
     async def free_the_slot(self) -> None:
         """Free a silent (dead) leader's slot, so that this process can take it."""
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
         _logger.warning(
@@ -361,7 +386,7 @@ class Sharing:
         )
         self.last_listing = time.monotonic()
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 await client.update_global_concurrency_limit(
                     self.limit_name, GlobalConcurrencyLimitUpdate(active_slots=0)
                 )
@@ -385,11 +410,9 @@ class Sharing:
         """Renew the leader's lease (it expires if this process dies)."""
         if not self.leading or self.lease_id is None or time.monotonic() < self.next_renew:
             return
-        from prefect.client.orchestration import get_client
-
         self.next_renew = time.monotonic() + RENEW_SECONDS
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 await client.renew_concurrency_lease(self.lease_id, LEASE_SECONDS)
         except Exception as exc:
             _logger.warning(
@@ -418,12 +441,10 @@ class Sharing:
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
-        from prefect.client.orchestration import get_client
-
         if self.lease_id is None:
             return
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 await client.release_concurrency_slots_with_lease(self.lease_id)
         except Exception as exc:
             _logger.debug("Could not release the lead of %s: %s", self.limit_name, exc)
@@ -522,10 +543,9 @@ class Sharing:
             )
 
     async def _write_document(self, document: dict[str, Any]) -> None:
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
-        async with get_client() as client:
+        async with self._api() as client:
             if self.document_id is None:
                 with contextlib.suppress(Exception):  # a dead leader's listing: not needed
                     marker = await self._get_variable(self.listing_name)
@@ -604,10 +624,8 @@ class Sharing:
         self.poller.receive(snapshot)
 
     async def _read_document(self, document_id: Any) -> Snapshot | None:
-        from prefect.client.orchestration import get_client
-
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 response = await client.request(
                     "GET", "/artifacts/{id}", path_params={"id": str(uuid.UUID(str(document_id)))}
                 )
@@ -617,26 +635,21 @@ class Sharing:
             return None
 
     async def _delete_artifact(self, artifact_id: Any) -> None:
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
+        async with self._api() as client:
             await client.delete_artifact(uuid.UUID(str(artifact_id)))
 
     # -- variables ---------------------------------------------------------------------
 
     async def _get_variable(self, name: str) -> Any:
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
+        async with self._api() as client:
             variable = await client.read_variable_by_name(name)
         return None if variable is None else variable.value
 
     async def _set_variable(self, name: str, value: dict[str, Any]) -> None:
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import VariableCreate, VariableUpdate
         from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-        async with get_client() as client:
+        async with self._api() as client:
             try:
                 await client.update_variable(VariableUpdate(name=name, value=value))
             except Exception as exc:
@@ -650,18 +663,15 @@ class Sharing:
                     await client.update_variable(VariableUpdate(name=name, value=value))
 
     async def _delete_variable(self, name: str) -> None:
-        from prefect.client.orchestration import get_client
         from prefect.exceptions import ObjectNotFound
 
-        async with get_client() as client:
+        async with self._api() as client:
             with contextlib.suppress(ObjectNotFound):
                 await client.delete_variable_by_name(name)
 
     async def _demand_variables(self) -> dict[str, Any]:
-        from prefect.client.orchestration import get_client
-
         try:
-            async with get_client() as client:
+            async with self._api() as client:
                 response = await client.request(
                     "POST",
                     "/variables/filter",
