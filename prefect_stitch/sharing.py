@@ -109,6 +109,16 @@ def _parse(value: Any) -> datetime | None:
     return None
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether a Prefect API failure may pass: a timeout, a dropped connection, a 5xx, a 429."""
+    import httpx
+
+    if isinstance(exc, TimeoutError | httpx.TransportError):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
 def encode_listing(snapshot: Snapshot) -> dict[str, Any]:
     """Turn a listing into the compact JSON the leader publishes.
 
@@ -353,8 +363,14 @@ class Sharing:
         except Exception as exc:
             if "423" in str(exc) or "Locked" in str(exc):
                 return False  # another process leads
-            # The API cannot coordinate (no concurrency leases, no permission...): poll
-            # alone rather than wait for listings that will never come.
+            if _transient(exc) and time.monotonic() - self.last_listing <= LEASE_SECONDS:
+                # A slow or busy API (a timeout, a 5xx): another process may well lead.
+                # Leading alone now could make two leaders; follow, and try again later.
+                _logger.debug("Could not reach the lead of %s: %r", self.limit_name, exc)
+                return False
+            # The API cannot coordinate (no concurrency leases, no permission...), or has
+            # not answered for a lease: poll alone rather than wait for listings that may
+            # never come.
             _logger.warning(
                 "Cannot share the poll of account %s through the Prefect API (%s: %s): "
                 "polling alone",

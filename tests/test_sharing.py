@@ -422,3 +422,26 @@ def test_a_process_that_ends_frees_its_lead(sim: StitchSimulator, tmp_path: Path
     active, marker = asyncio.run(slots_and_marker())
     assert active == 0, "the process ended holding the account's lead"
     assert isinstance(marker, dict) and marker.get("resigned") is True
+
+
+async def test_a_slow_prefect_api_never_makes_a_second_leader(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout is not "cannot coordinate": leading alone then would make two leaders.
+
+    The process follows and tries again; only after a lease's length with no listing does
+    it poll alone (its waits must not hang on an API that never answers).
+    """
+    import httpx
+
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import LEASE_SECONDS, Sharing
+
+    async def slow(self: Sharing, client: Any) -> None:
+        raise httpx.ReadTimeout("timed out")
+
+    monkeypatch.setattr(Sharing, "_ensure_limit", slow)
+    sharing = Sharing(AccountPoller(make_credentials(sim), sim.client_id))
+    assert await sharing.try_lead() is False and sharing.leading is False
+    sharing.last_listing -= LEASE_SECONDS + 1  # no listing for a lease: poll alone
+    assert await sharing.try_lead() is True and sharing.leading is True
