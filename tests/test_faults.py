@@ -85,7 +85,10 @@ MAX_POLL_FAILURES = 5
 """``wait_for_stitch_sync``'s default tolerance of consecutive failed polls."""
 BEYOND = 100
 """``k`` beyond the budget of every call but the trigger."""
-SLOW_SECONDS = 0.8
+SLOW_SECONDS = 2.0
+"""A slow answer comes this long after the request: far past the client's timeout, so that
+a busy machine (an event loop that wakes late, finding the answer already there) still
+sees a timeout."""
 REQUEST_TIMEOUT_SECONDS = 0.5
 JOB_SECONDS = 0.05
 
@@ -208,7 +211,8 @@ def arrange(sim: StitchSimulator, call: str, fault: FaultCase, within: bool) -> 
     failing = call in ("logs", "log_download")
     # A slow trigger is processed by the simulator after its delay, when the client has given up
     # and retried; the job must still run by then (as a real one would) to be met as running.
-    duration = 2.0 if (call == "trigger" and fault.name == "read-timeout") else JOB_SECONDS
+    slow_trigger = call == "trigger" and fault.name == "read-timeout"
+    duration = SLOW_SECONDS + 1.5 if slow_trigger else JOB_SECONDS
     outcome = KILLED if failing else Outcome.success(duration_seconds=duration)
     if call == "extractions-page2":
         sim.add_sources(range(1, 151), outcomes=[outcome])
