@@ -59,7 +59,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as field_list
 from datetime import UTC, datetime
@@ -1008,18 +1008,8 @@ def reading(results: Sequence[RunResult]) -> list[str]:
                 f"waited, {fmt(r.requests_per_tick_span)} over the whole wait"
                 for r in shared
             )
-            + f"; per {TICK_SECONDS:g} s while all waited, `alone`: "
-            + "; ".join(
-                f"K={r.k}{label_of(r)}: {fmt(r.requests_per_tick_all_waiting)}"
-                for r in results
-                if r.mode == "alone"
-            )
-            + "; `alone-gcl`: "
-            + "; ".join(
-                f"K={r.k}{label_of(r)}: {fmt(r.requests_per_tick_all_waiting)}"
-                for r in results
-                if r.mode == "alone-gcl"
-            )
+            + f"; per {TICK_SECONDS:g} s while all waited, "
+            + per_other_mode(results, lambda r: fmt(r.requests_per_tick_all_waiting))
             + ")."
         )
         over = [r for r in shared if r.max_in_window > JOBS_RATE_LIMIT or r.violations]
@@ -1032,18 +1022,8 @@ def reading(results: Sequence[RunResult]) -> list[str]:
                 f"{r.violations} violations"
                 for r in shared
             )
-            + "; `alone`: "
-            + "; ".join(
-                f"K={r.k}{label_of(r)}: {r.max_in_window} ({r.violations} violations)"
-                for r in results
-                if r.mode == "alone"
-            )
-            + "; `alone-gcl`: "
-            + "; ".join(
-                f"K={r.k}{label_of(r)}: {r.max_in_window} ({r.violations} violations)"
-                for r in results
-                if r.mode == "alone-gcl"
-            )
+            + "; "
+            + per_other_mode(results, lambda r: f"{r.max_in_window} ({r.violations} violations)")
             + ")."
         )
         late = [
@@ -1116,6 +1096,16 @@ def package_revision() -> tuple[str, str]:
     return commit, (
         f"`{commit}` ({subject}); the working tree was "
         + ("clean outside `benchmarks/`" if not changed else f"NOT clean: `{changed}`")
+    )
+
+
+def per_other_mode(results: list[RunResult], show: Callable[[RunResult], str]) -> str:
+    """One figure per K for each mode but `shared`: "`alone`: K=1: ...; `alone-gcl`: ..."."""
+    return "; ".join(
+        f"`{mode}`: "
+        + "; ".join(f"K={r.k}{label_of(r)}: {show(r)}" for r in results if r.mode == mode)
+        for mode in MODES
+        if mode != "shared"
     )
 
 
