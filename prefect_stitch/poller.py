@@ -204,7 +204,8 @@ class AccountPoller:
         self._sharing: Sharing | None = None
         self._settings: Any = None
         self._last_start = -math.inf
-        """When the latest listing of this process was started (``time.monotonic()``)."""
+        """When the account was last read: a listing of this process started, or one received
+        from the leader (``time.monotonic()``)."""
 
     # -- subscriptions ------------------------------------------------------------
 
@@ -275,6 +276,9 @@ class AccountPoller:
         self.latest_at = time.monotonic()
         self.last_pages = max(snapshot.pages, 1)
         self.received += 1
+        # The account was just read: should this process take the lead, its first listing
+        # is due a tick from now, not at once (a hand-over must not list twice).
+        self._last_start = max(self._last_start, self.latest_at)
         self._deliver(snapshot)
 
     def _poke(self) -> None:

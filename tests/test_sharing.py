@@ -445,3 +445,33 @@ async def test_a_slow_prefect_api_never_makes_a_second_leader(
     assert await sharing.try_lead() is False and sharing.leading is False
     sharing.last_listing -= LEASE_SECONDS + 1  # no listing for a lease: poll alone
     assert await sharing.try_lead() is True and sharing.leading is True
+
+
+async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
+    sim: StitchSimulator,
+) -> None:
+    """A hand-over costs no extra listing: the new leader reads when a tick is due."""
+    from prefect_stitch.poller import AccountPoller
+
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
+    credentials = make_credentials(sim)
+    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
+    lead = leader.watch(poll_interval_seconds=1.0)
+    follow = None
+    try:
+        await lead.next_snapshot(30)  # the first poller leads
+        follow = follower.watch(poll_interval_seconds=1.0)
+        await follow.next_snapshot(30)
+        assert follower.received >= 1 and follower.ticks == 0  # the second follows
+        lead.close()  # the leader's last waiter leaves: it hands over
+
+        async def took_over() -> bool:
+            return follower.ticks >= 1
+
+        await until(took_over, 30, "the follower's first listing")
+        times = [r.at for r in sim.requests_for("extractions")]
+        assert times[-1] - times[-2] >= 0.8, "the new leader listed at once"
+    finally:
+        lead.close()
+        if follow is not None:
+            follow.close()
