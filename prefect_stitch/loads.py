@@ -148,7 +148,35 @@ async def settle_loads(
     )
     deadline = time.monotonic() + (max_load_wait_seconds if mode == "wait" else 0)
     verdict: LoadVerdict | None = None
+    listed: Sequence[Load] = ()
     failures = stalled = landed = 0
+
+    def judge(streams: set[str]) -> LoadVerdict:
+        return judge_loads(
+            source_name=source_name,
+            expected=streams,
+            completed_at=completed_at,
+            baseline=baseline or (),
+            current=listed,
+        )
+
+    async def read_log() -> LoadVerdict:
+        """Which streams received rows? Read the log once, and judge the listing again."""
+        nonlocal log, log_read, expected
+        log, log_read = await _scan(client, job_name, logger), True
+        if log is not None and log.names_streams:
+            expected = _expected(log, selected)
+        else:
+            outcome.log_names_streams = False
+            logger.warning(
+                "The log of Stitch job %s does not say which streams received rows: "
+                "waiting for every selected stream of source %s to load (%s)",
+                job_name,
+                source_id,
+                ", ".join(sorted(expected)) or "none selected",
+            )
+        return judge(expected)
+
     try:
         while expected or not log_read:
             left = deadline - time.monotonic()
@@ -167,16 +195,7 @@ async def settle_loads(
                     raise snapshot.error
                 continue
             failures = 0
-
-            def judge(streams: set[str], loads: Sequence[Load] = snapshot.loads) -> LoadVerdict:
-                return judge_loads(
-                    source_name=source_name,
-                    expected=streams,
-                    completed_at=completed_at,
-                    baseline=baseline or (),
-                    current=loads,
-                )
-
+            listed = snapshot.loads
             verdict = judge(expected)
             stalled = stalled + 1 if len(verdict.loaded) <= landed else 0
             landed = len(verdict.loaded)
@@ -189,20 +208,7 @@ async def settle_loads(
                     or deadline - time.monotonic() < 3 * poll_interval_seconds
                 )
             ):
-                # The listing alone cannot settle it: which streams received rows?
-                log, log_read = await _scan(client, job_name, logger), True
-                if log is not None and log.names_streams:
-                    expected = _expected(log, selected)
-                    verdict = judge(expected)
-                else:
-                    outcome.log_names_streams = False
-                    logger.warning(
-                        "The log of Stitch job %s does not say which streams received rows: "
-                        "waiting for every selected stream of source %s to load (%s)",
-                        job_name,
-                        source_id,
-                        ", ".join(sorted(expected)) or "none selected",
-                    )
+                verdict = await read_log()  # the listing alone cannot settle it
             if verdict.failed or verdict.done or mode == "check":
                 break
             logger.debug(
@@ -215,6 +221,11 @@ async def settle_loads(
     finally:
         watch.close()
 
+    if mode == "wait" and not log_read and not (verdict and (verdict.failed or verdict.done)):
+        # The wait ran out before the log was read (a slow or late listing): a
+        # stream that received no rows never loads, so only the log can say which of the
+        # pending streams this job still owes.
+        verdict = await read_log()
     if verdict is None:
         verdict = LoadVerdict({}, {}, {}, set(expected))
     failed = dict(verdict.failed)

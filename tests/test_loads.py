@@ -144,7 +144,7 @@ def test_an_earlier_loads_error_then_this_jobs_load_is_a_success(sim: StitchSimu
 def test_an_old_error_is_all_there_is_when_the_wait_runs_out(sim: StitchSimulator) -> None:
     sim.add_source(6, outcomes=[Outcome.success(0.2, loads={"accounts": StreamLoad(never=True)})])
     sim.seed_load(6, "accounts", error="still broken")
-    outcome = run(sim, 6, max_load_wait_seconds=1.5)
+    outcome = run(sim, 6, max_load_wait_seconds=4.0)
     assert type(outcome) is StitchLoadFailed, repr(outcome)
     assert outcome.failed_streams == {"accounts": "still broken"}
 
@@ -152,7 +152,7 @@ def test_an_old_error_is_all_there_is_when_the_wait_runs_out(sim: StitchSimulato
 def test_a_load_that_never_lands_times_out_naming_the_streams(sim: StitchSimulator) -> None:
     sim.add_source(7, outcomes=[Outcome.success(0.2, loads={"contacts": StreamLoad(never=True)})])
     started = time.monotonic()
-    outcome = run(sim, 7, max_load_wait_seconds=1.5)
+    outcome = run(sim, 7, max_load_wait_seconds=4.0)
     assert type(outcome) is StitchLoadTimeout, repr(outcome)
     assert isinstance(outcome, StitchSyncTimeout)
     assert outcome.pending_streams == ["contacts"]
@@ -190,10 +190,40 @@ def test_a_log_that_names_no_stream_falls_back_to_every_selected_stream(
     sim: StitchSimulator,
 ) -> None:
     sim.add_source(11, outcomes=[Outcome.success(0.2, rows={"accounts": 0, "contacts": 0})])
-    outcome = run(sim, 11, max_load_wait_seconds=1.5)
+    outcome = run(sim, 11, max_load_wait_seconds=4.0)
     assert type(outcome) is StitchLoadTimeout, repr(outcome)
     assert outcome.pending_streams == ["accounts", "contacts"]
     assert "did not say which streams received rows" in str(outcome)
+
+
+def test_a_wait_that_ends_before_the_log_was_read_still_asks_it_which_streams_owe_a_load(
+    sim: StitchSimulator,
+) -> None:
+    # Every loads listing takes 3 s, the wait 1.5 s: it runs out before any listing (or a
+    # stall) made the log worth reading. A stream that received no rows never loads, so
+    # the timeout must still name only the streams the log says received rows.
+    sim.add_source(
+        13,
+        outcomes=[
+            Outcome.success(
+                0.2, rows={"accounts": 5, "contacts": 0}, loads={"accounts": StreamLoad(never=True)}
+            )
+        ],
+    )
+    sim.inject("loads", Fault.slow(3.0), times=20)
+    state = stitch_sync_flow(
+        source_id=13,
+        credentials=make_credentials(sim, request_timeout_seconds=10.0),
+        return_state=True,
+        max_load_wait_seconds=1.5,
+        **FAST,
+    )
+    with pytest.raises(StitchLoadTimeout) as raised:
+        state.result()
+    outcome = raised.value
+    assert outcome.pending_streams == ["accounts"]
+    assert "did not say" not in str(outcome)
+    assert [r for r in sim.requests if r.endpoint == "logs"], "the log was never read"
 
 
 def test_many_sources_fail_on_one_sources_load_error(sim: StitchSimulator) -> None:
