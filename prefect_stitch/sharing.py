@@ -64,10 +64,14 @@ __all__ = ["Sharing", "decode_listing", "encode_listing", "sharing_enabled"]
 LEASE_SECONDS = 60.0
 """Prefect's shortest concurrency lease."""
 RENEW_SECONDS = 15.0
-HEARTBEAT_SECONDS = 5.0
-"""How often a follower renews its demand (the leader forgets it after three misses)."""
+HEARTBEAT_SECONDS = 10.0
+"""How often a follower renews its demand (the leader forgets it after three misses).
+
+A follower also announces at once when its demand changes (a wait for loads begins)."""
 FOLLOWER_ATTEMPT_SECONDS = 5.0
-"""How often a follower tries to take the lead (at once when the leader resigns)."""
+"""How often a follower tries to take the lead while no leader publishes (at once when
+the leader resigns). While listings keep coming, a follower does not try: the leader is
+alive, and each attempt is a write to the Prefect API."""
 _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
 
@@ -287,6 +291,10 @@ class Sharing:
         self.demands: dict[str, _Demand] = {}
         self.next_attempt = 0.0
         self.next_heartbeat = 0.0
+        self.announced: tuple[float, bool, bool] | None = None
+        """The demand this follower last announced."""
+        self.limit_ready = False
+        """Whether the account's leader limit is known to exist."""
         self.next_renew = 0.0
         self.next_follow = 0.0
         self.heartbeats = 0
@@ -352,7 +360,9 @@ class Sharing:
         self.next_attempt = time.monotonic() + FOLLOWER_ATTEMPT_SECONDS
         try:
             async with self._api() as client:
-                await self._ensure_limit(client)
+                if not self.limit_ready:
+                    await self._ensure_limit(client)
+                    self.limit_ready = True
                 response = await client.increment_concurrency_slots_with_lease(
                     names=[self.limit_name],
                     slots=1,
@@ -363,6 +373,7 @@ class Sharing:
         except Exception as exc:
             if "423" in str(exc) or "Locked" in str(exc):
                 return False  # another process leads
+            self.limit_ready = False  # deleted meanwhile? make sure of it next time
             if _transient(exc) and time.monotonic() - self.last_listing <= LEASE_SECONDS:
                 # A slow or busy API (a timeout, a 5xx): another process may well lead.
                 # Leading alone now could make two leaders; follow, and try again later.
@@ -582,10 +593,15 @@ class Sharing:
     # -- what a follower does ---------------------------------------------------------
 
     async def heartbeat_if_due(self, interval: float, extractions: bool, loads: bool) -> None:
-        """Tell the leader what this process needs (and the jobs requests it made)."""
-        if self.leading or time.monotonic() < self.next_heartbeat:
+        """Tell the leader what this process needs (and the jobs requests it made).
+
+        Every ``HEARTBEAT_SECONDS``, and at once when the demand changed.
+        """
+        demand = (interval, extractions, loads)
+        if self.leading or (time.monotonic() < self.next_heartbeat and demand == self.announced):
             return
         self.next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        self.announced = demand
         self.heartbeats += 1
         value = {
             "i": interval,
@@ -632,6 +648,10 @@ class Sharing:
         age = time.time() - snapshot.fetched_at.timestamp()
         if first_sight and age > 2 * interval + _STALE_SLACK_SECONDS:
             return  # published long before we followed (a leader gone quiet): not news
+        if not resigned:  # a leader at work: no need to try for the lead while it publishes
+            self.next_attempt = max(
+                self.next_attempt, time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
+            )
         spent = int(marker.get("r", 0))
         self.poller.limiter().record(spent - self.leader_requests)
         self.leader_requests = spent

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect.client.orchestration import PrefectClient
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+if TYPE_CHECKING:
+    from prefect_stitch.simulator import StitchSimulator
 
 T = TypeVar("T")
 
@@ -36,3 +40,29 @@ async def stitch_events(client: PrefectClient, source_id: int) -> list[Any]:
         limit=50,
     )
     return list(page.events)
+
+
+def when(condition: Callable[[], bool], then: Callable[[], None], timeout: float = 30.0) -> None:
+    """In a thread: once ``condition()`` holds, call ``then()`` (e.g. end a Stitch job)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                then()
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def triggered(sim: StitchSimulator, times: int = 1) -> Callable[[], bool]:
+    return lambda: len(sim.requests_for("trigger")) >= times
+
+
+def later(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    def act() -> None:
+        time.sleep(seconds)
+        action()
+
+    return act

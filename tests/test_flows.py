@@ -25,6 +25,7 @@ from prefect_stitch import (
 )
 from prefect_stitch.simulator import UNAUTHORIZED_MESSAGE, Fault, Outcome, StitchSimulator
 from tests.conftest import make_credentials
+from tests.helpers import later, triggered, when
 
 FAST = {"poll_interval_seconds": 0.1, "max_wait_seconds": 30.0}
 
@@ -127,10 +128,11 @@ def test_no_logs_fetched_when_disabled(sim: StitchSimulator) -> None:
 
 def test_already_running_attach_follows_that_job(sim: StitchSimulator) -> None:
     sim.add_source(
-        20, outcomes=[Outcome.failure("tap", 2, "scheduled run failed", duration_seconds=1.0)]
+        20, outcomes=[Outcome.failure("tap", 2, "scheduled run failed", duration_seconds=None)]
     )
     sim.seed_completed(20, Outcome.success())
     running = sim.start_job(20)  # Stitch's own scheduler started it
+    when(triggered(sim), later(0.3, lambda: sim.finish_job(20)), timeout=120)
     with pytest.raises(StitchReplicationFailed) as caught:
         run(sim, 20, on_already_running="attach")
     assert caught.value.job_name == running
@@ -139,8 +141,11 @@ def test_already_running_attach_follows_that_job(sim: StitchSimulator) -> None:
 
 
 def test_already_running_attach_success_reports_attached(sim: StitchSimulator) -> None:
-    sim.add_source(21, outcomes=[Outcome.success(duration_seconds=0.8)])
+    sim.add_source(21, outcomes=[Outcome.success(duration_seconds=None)])
     running = sim.start_job(21)
+
+    # It ends once our trigger met it, however slowly the flow starts.
+    when(triggered(sim), later(0.3, lambda: sim.finish_job(21)), timeout=120)
     result = run(sim, 21)
     assert (result.job_name, result.attached, result.status) == (running, True, "succeeded")
 

@@ -475,3 +475,55 @@ async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
         lead.close()
         if follow is not None:
             follow.close()
+
+
+async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each try for the lead and each heartbeat is a write; 50 followers make a load of them.
+
+    While listings keep coming the leader is alive: a follower does not try for its slot.
+    It announces its demand when it changes (at once) and otherwise every heartbeat.
+    """
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import HEARTBEAT_SECONDS, Sharing
+
+    tries: dict[str, int] = {}
+    try_lead = Sharing.try_lead
+
+    async def counted(self: Sharing) -> bool:
+        tries[self.id] = tries.get(self.id, 0) + 1
+        return await try_lead(self)
+
+    monkeypatch.setattr(Sharing, "try_lead", counted)
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
+    credentials = make_credentials(sim)
+    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
+    lead = leader.watch(poll_interval_seconds=0.5)
+    follow = None
+    try:
+        await lead.next_snapshot(30)
+        follow = follower.watch(poll_interval_seconds=0.5)
+        await follow.next_snapshot(30)
+        sharing = follower._sharing
+        assert sharing is not None and not sharing.leading
+        received = follower.received
+        await asyncio.sleep(7.0)  # more than FOLLOWER_ATTEMPT_SECONDS (5 s)
+        assert follower.received >= received + 5, "the leader stopped publishing"
+        assert tries[sharing.id] == 1, "a follower tried for a live leader's slot"
+        assert sharing.heartbeats == 1  # 7 s < HEARTBEAT_SECONDS
+        assert HEARTBEAT_SECONDS > 7.0
+    finally:
+        lead.close()
+        if follow is not None:
+            follow.close()
+
+    alone = Sharing(AccountPoller(credentials, sim.client_id))
+    try:
+        await alone.heartbeat_if_due(3.0, True, False)
+        await alone.heartbeat_if_due(3.0, True, False)
+        assert alone.heartbeats == 1  # not due, nothing changed
+        await alone.heartbeat_if_due(3.0, True, True)  # a wait for loads began
+        assert alone.heartbeats == 2, "a changed demand waited for the next heartbeat"
+    finally:
+        await alone.stop()

@@ -17,7 +17,6 @@ verdict the sync must give:
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from prefect_stitch import (
 )
 from prefect_stitch.simulator import Fault, Outcome, StitchSimulator
 from tests.conftest import REALISTIC_BUDGET, make_credentials
+from tests.helpers import later, triggered, when
 
 BUDGET = REALISTIC_BUDGET
 OFFSETS = [-300.0, -5.0, 5.0, 300.0]
@@ -92,32 +92,6 @@ def api_jobs(sim: StitchSimulator, source_id: int) -> list[str]:
 def within_budget(sim: StitchSimulator) -> None:
     assert sim.rate_limit_violations == 0
     assert all(r.status != 429 for r in sim.requests)
-
-
-def when(condition: Callable[[], bool], then: Callable[[], None], timeout: float = 30.0) -> None:
-    """In a thread: once ``condition()`` holds, call ``then()`` (e.g. end a Stitch job)."""
-
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                then()
-                return
-            time.sleep(0.02)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def triggered(sim: StitchSimulator, times: int = 1) -> Callable[[], bool]:
-    return lambda: len(sim.requests_for("trigger")) >= times
-
-
-def later(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
-    def act() -> None:
-        time.sleep(seconds)
-        action()
-
-    return act
 
 
 # -- 1. clock drift ---------------------------------------------------------------------------
