@@ -14,8 +14,9 @@ it is read only when the loads listing cannot settle the job by itself: when eve
 selected stream has loaded since the job's completion, or one failed anew, no log is
 needed; and while loads keep landing, the log is not read either: only after
 ``_STALLED_LISTINGS`` listings in a row bring no new load (or when the wait nears its
-end). When the log says nothing usable (no stream lines, or it cannot be read), every
-selected stream is waited for: a stream that truly received no rows then never loads,
+end, or once it ran out before the log was read). When the log says nothing usable (no
+stream lines, or it cannot be read), every selected stream is waited for: a stream that
+truly received no rows then never loads,
 and the wait ends in `StitchLoadTimeout` saying why, rather than in a success nobody can
 vouch for.
 """

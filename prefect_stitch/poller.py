@@ -359,7 +359,8 @@ class AccountPoller:
         try:
             if sharing is not None:
                 await sharing.start()
-                await sharing.try_lead()
+                if await sharing.try_lead():
+                    await sharing.prepare()
                 self._sharing = sharing
             async with self.credentials.get_client(
                 global_limit_name=self.global_limit_name
@@ -376,6 +377,7 @@ class AccountPoller:
                             await sharing.free_the_slot()
                         if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
                             last_start = self._last_start  # lead: read when due
+                            await sharing.prepare()  # ready to publish the first listing
                         else:
                             want_extractions, want_loads = self._wanted()
                             await sharing.heartbeat_if_due(interval, want_extractions, want_loads)
@@ -390,10 +392,11 @@ class AccountPoller:
                     if remaining > 0:
                         await self._sleep(remaining)
                         continue  # re-evaluate: a waiter may have joined or left
+                    # The tick starts now, whatever the Prefect API's answers cost below.
+                    last_start = self._last_start = time.monotonic()
                     if sharing is not None:
                         await sharing.refresh_demands()  # what the followers need this tick
                         interval = self.tick_seconds() or interval
-                    last_start = self._last_start = time.monotonic()
                     client.global_limit_name = self.global_limit_name
                     before = client.requests_made
                     snapshot = await self._list(client)

@@ -306,6 +306,10 @@ class Sharing:
         """When a new listing (or a resignation) was last seen, or we began."""
         self.listings_received = 0
         self.document_id: Any = None
+        self.stale_document_id: Any = None
+        self.published = False
+        """Whether this leader's artifact holds a listing (not just prepared)."""
+        """The previous leader's last listing, deleted after this leader's first one."""
         self._client: Any = None
         self.step_down = False
         self.others: dict[str, int] = {}
@@ -459,12 +463,18 @@ class Sharing:
         self.leading = False
         await self.release()
         marker: dict[str, Any] = {"leader": self.id, "seq": self.seq, "resigned": True}
-        if self.document_id is not None:
-            marker["doc"] = str(self.document_id)
+        # A leader that never published leaves its predecessor's last listing readable.
+        last = self.document_id if self.published else self.stale_document_id
+        if last is not None:
+            marker["doc"] = str(last)
             marker["r"] = self.poller.limiter().local_requests
         with contextlib.suppress(Exception):
             await self._set_variable(self.listing_name, marker)
-        self.document_id = None
+        if not self.published and self.document_id is not None:
+            with contextlib.suppress(Exception):  # prepared, never written
+                await self._delete_artifact(self.document_id)
+        self.document_id = self.stale_document_id = None
+        self.published = False
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -557,6 +567,8 @@ class Sharing:
                     "r": self.poller.limiter().local_requests,
                 },
             )
+            self.published = True
+            await self._drop_stale_document()
             _logger.debug(
                 "Poller %s published listing %s of account %s for %s follower(s)",
                 self.id,
@@ -569,26 +581,56 @@ class Sharing:
                 "Could not publish a listing of account %s: %s", self.poller.client_id, exc
             )
 
-    async def _write_document(self, document: dict[str, Any]) -> None:
-        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+    async def prepare(self) -> None:
+        """Get ready to publish, as soon as this process leads (before its first tick).
 
+        Reads the followers' demands and creates the artifact the listings will go to, so
+        that the first listing of a new leader is published at once: a hand-over then
+        costs the followers no more than the tick itself.
+        """
+        if not self.leading:
+            return
+        await self.refresh_demands()
+        with contextlib.suppress(Exception):  # the first publish creates it then
+            await self._create_document({})
+
+    async def _create_document(self, document: dict[str, Any]) -> None:
+        from prefect.client.schemas.actions import ArtifactCreate
+
+        if self.document_id is not None:
+            return
+        with contextlib.suppress(Exception):
+            marker = await self._get_variable(self.listing_name)
+            if isinstance(marker, dict) and marker.get("doc"):
+                # The previous leader's last listing: a follower may not have read it yet.
+                # It goes when this leader's first listing replaces it.
+                self.stale_document_id = marker["doc"]
         async with self._api() as client:
-            if self.document_id is None:
-                with contextlib.suppress(Exception):  # a dead leader's listing: not needed
-                    marker = await self._get_variable(self.listing_name)
-                    if isinstance(marker, dict) and marker.get("doc"):
-                        await self._delete_artifact(marker["doc"])
-                artifact = await client.create_artifact(
-                    ArtifactCreate(
-                        type="stitch-listing",
-                        description=f"The shared listing of Stitch account "
-                        f"{self.poller.client_id} (prefect-stitch; updated in place)",
-                        data=document,
-                    )
+            artifact = await client.create_artifact(
+                ArtifactCreate(
+                    type="stitch-listing",
+                    description=f"The shared listing of Stitch account "
+                    f"{self.poller.client_id} (prefect-stitch; updated in place)",
+                    data=document,
                 )
-                self.document_id = artifact.id
-            else:
-                await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
+            )
+        self.document_id = artifact.id
+
+    async def _write_document(self, document: dict[str, Any]) -> None:
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        if self.document_id is None:
+            await self._create_document(document)
+            return
+        async with self._api() as client:
+            await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
+
+    async def _drop_stale_document(self) -> None:
+        """Delete the previous leader's last listing, once the marker points past it."""
+        stale, self.stale_document_id = self.stale_document_id, None
+        if stale is not None and str(stale) != str(self.document_id):
+            with contextlib.suppress(Exception):
+                await self._delete_artifact(stale)
 
     # -- what a follower does ---------------------------------------------------------
 

@@ -330,6 +330,12 @@ def test_a_prefect_api_that_cannot_coordinate_means_polling_alone(
     assert sim.requests_for("extractions")  # this process polled Stitch itself
 
 
+def listing(tick: int) -> Snapshot:
+    """A one-record listing, as a leader would publish it."""
+    record = Extraction(job_name=f"job-{tick}", source_id=1, completion_time=T0)
+    return Snapshot(tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1)
+
+
 async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
     sim: StitchSimulator,
 ) -> None:
@@ -351,10 +357,6 @@ async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
         assert await follower.try_lead() is False
         await follower.heartbeat_if_due(0.5, True, False)
         await leader.refresh_demands()
-
-        def listing(tick: int) -> Snapshot:
-            record = Extraction(job_name=f"job-{tick}", source_id=1, completion_time=T0)
-            return Snapshot(tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1)
 
         await leader.publish(listing(1))
         await follower.follow(0.5)
@@ -527,3 +529,64 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
         assert alone.heartbeats == 2, "a changed demand waited for the next heartbeat"
     finally:
         await alone.stop()
+
+
+async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
+    sim: StitchSimulator,
+) -> None:
+    """Taking over costs the followers no more than the tick: no Prefect API work between
+    the new leader's first listing and its publication, beyond writing it. Until then the
+    old leader's last listing stays readable (a follower may not have read it yet)."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    credentials = make_credentials(sim)
+    old = Sharing(AccountPoller(credentials, sim.client_id))
+    new = Sharing(AccountPoller(credentials, sim.client_id))
+    late_poller = AccountPoller(credentials, sim.client_id)
+    late = Sharing(late_poller)
+    try:
+        assert await old.try_lead() is True
+        await late.heartbeat_if_due(0.5, True, False)
+        await old.refresh_demands()
+        await old.publish(listing(1))
+        first_document = old.document_id
+        await old.stop()  # resigns, its last listing still readable
+        assert await new.try_lead() is True
+        await new.prepare()
+        assert set(new.demands) == {late.id}, "the new leader does not know its followers yet"
+        assert new.document_id is not None, "the new leader has no artifact to publish to"
+        prepared_document = new.document_id
+        await late.follow(0.5)  # it had not read the old leader's last listing
+        assert late_poller.latest is not None and late_poller.latest.tick == 1
+        await new.stop()  # resigns before publishing anything...
+        await late.follow(0.5)
+        assert late_poller.latest.tick == 1  # ...leaving the old listing, not an empty one
+        third = Sharing(AccountPoller(credentials, sim.client_id))
+        try:
+            assert await third.try_lead() is True
+            await third.prepare()
+            await third.publish(listing(2))
+            await late.follow(0.5)
+            assert late_poller.latest.tick == 2
+            async with get_client() as client:
+
+                async def exists(artifact_id: Any) -> bool:
+                    try:
+                        await client.request(
+                            "GET", "/artifacts/{id}", path_params={"id": str(artifact_id)}
+                        )
+                    except Exception as exc:
+                        assert "404" in str(exc), exc
+                        return False
+                    return True
+
+                assert await exists(third.document_id)
+                assert not await exists(first_document), "the replaced listing was kept"
+                assert not await exists(prepared_document), "the unused artifact was kept"
+        finally:
+            await third.stop()
+    finally:
+        await late.stop()
+        await new.stop()
+        await old.stop()
