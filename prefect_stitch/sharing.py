@@ -72,6 +72,8 @@ FOLLOWER_ATTEMPT_SECONDS = 5.0
 """How often a follower tries to take the lead while no leader publishes (at once when
 the leader resigns). While listings keep coming, a follower does not try: the leader is
 alive, and each attempt is a write to the Prefect API."""
+API_TIMEOUT_SECONDS = 15.0
+"""Timeout of each Prefect API request of the sharing (a slow answer is then transient)."""
 _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
 
@@ -304,6 +306,10 @@ class Sharing:
         self.leader_requests = 0
         self.last_listing = time.monotonic()
         """When a new listing (or a resignation) was last seen, or we began."""
+        self.looking_since: float | None = None
+        """When this follower first read the listing Variable (None: never could)."""
+        self.last_look = 0.0
+        """When this follower last read the listing Variable."""
         self.listings_received = 0
         self.document_id: Any = None
         self.stale_document_id: Any = None
@@ -318,10 +324,14 @@ class Sharing:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the one Prefect client that this poller's requests share."""
+        """Open the one Prefect client that this poller's requests share.
+
+        Its requests time out after ``API_TIMEOUT_SECONDS`` (Prefect's default is 60 s):
+        a follower stuck on one request hears no listing meanwhile.
+        """
         from prefect.client.orchestration import get_client
 
-        client = get_client()
+        client = get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS})
         try:
             await client.__aenter__()
         except Exception as exc:  # each request then opens its own client, and may fail alone
@@ -337,7 +347,7 @@ class Sharing:
             return
         from prefect.client.orchestration import get_client
 
-        async with get_client() as client:
+        async with get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS}) as client:
             yield client
 
     async def stop(self) -> None:
@@ -404,8 +414,16 @@ class Sharing:
         return self.leading
 
     def leader_silent(self, interval: float) -> bool:
-        """Whether no new listing was seen for longer than a lease could last."""
-        return time.monotonic() - self.last_listing > LEASE_SECONDS + 2 * interval
+        """Whether this follower's last reading showed nothing new for longer than a lease.
+
+        Only what it read counts: a process whose Prefect API calls hung or failed (a
+        server busy starting 50 flow runs) has seen nothing new, but it has not watched
+        either, and freeing the slot then would make a second leader.
+        """
+        if self.looking_since is None:
+            return False
+        quiet_since = max(self.last_listing, self.looking_since)
+        return self.last_look - quiet_since > LEASE_SECONDS + 2 * interval
 
     async def free_the_slot(self) -> None:
         """Free a silent (dead) leader's slot, so that this process can take it."""
@@ -665,6 +683,9 @@ class Sharing:
         except Exception as exc:
             _logger.debug("Could not read %s: %s", self.listing_name, exc)
             return
+        self.last_look = time.monotonic()
+        if self.looking_since is None:
+            self.looking_since = self.last_look
         if not isinstance(marker, dict):
             return
         leader, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))

@@ -590,3 +590,48 @@ async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
         await late.stop()
         await new.stop()
         await old.stop()
+
+
+async def test_a_follower_that_could_not_look_never_calls_the_leader_silent(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeing nothing new is not hearing silence: only successful readings count.
+
+    In a benchmark of 50 processes, one whose first Prefect API calls hung for a minute
+    freed a live leader's slot ("silent" for a lease) and two processes led at once.
+    """
+    import httpx
+
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import LEASE_SECONDS, Sharing
+
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    follower = Sharing(AccountPoller(credentials, sim.client_id))
+    try:
+        assert await leader.try_lead() is True
+        await follower.heartbeat_if_due(3.0, True, False)
+        await leader.refresh_demands()
+        await leader.publish(listing(1))
+
+        read = Sharing._get_variable
+
+        async def hung(self: Sharing, name: str) -> Any:
+            raise httpx.ReadTimeout("timed out")
+
+        monkeypatch.setattr(Sharing, "_get_variable", hung)
+        follower.last_listing -= LEASE_SECONDS + 10  # a lease and more without a listing...
+        await follower.follow(3.0)  # ...because no reading came through
+        assert follower.leader_silent(3.0) is False, "a follower that could not look"
+
+        monkeypatch.setattr(Sharing, "_get_variable", read)
+        await follower.follow(3.0)  # it reads the leader's listing: the leader is alive
+        assert follower.leader_silent(3.0) is False
+        follower.last_listing -= LEASE_SECONDS + 10
+        assert follower.looking_since is not None
+        follower.looking_since -= LEASE_SECONDS + 10
+        await follower.follow(3.0)  # it read, and nothing new came for a lease and more
+        assert follower.leader_silent(3.0) is True
+    finally:
+        await follower.stop()
+        await leader.stop()
