@@ -127,6 +127,47 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
     print(f"{MARK}{kind} {json.dumps(payload)}", flush=True)
 
 
+SLOW_CALL_SECONDS = 2.0
+"""A sharing call (a Prefect API request or a few) slower than this is reported (``SLOW``)."""
+
+
+def time_slow_sharing_calls() -> None:
+    """Report each call of the poll sharing that takes longer than ``SLOW_CALL_SECONDS``.
+
+    A diagnostic of this benchmark only: it wraps the methods of
+    `prefect_stitch.sharing.Sharing` that talk to the Prefect API.
+    """
+    import functools
+
+    from prefect_stitch.sharing import Sharing
+
+    def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.time()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                took = time.time() - started
+                if took > SLOW_CALL_SECONDS:
+                    emit("SLOW", {"t": started, "call": name, "seconds": round(took, 2)})
+
+        return wrapper
+
+    for name in (
+        "start",
+        "try_lead",
+        "prepare",
+        "follow",
+        "heartbeat_if_due",
+        "refresh_demands",
+        "publish",
+        "renew_if_due",
+        "stop",
+    ):
+        setattr(Sharing, name, timed(name, getattr(Sharing, name)))
+
+
 def child_main(args: argparse.Namespace) -> int:
     emit("BOOT", {"t": time.time(), "pid": os.getpid()})
     import prefect_stitch
@@ -145,6 +186,7 @@ def child_main(args: argparse.Namespace) -> int:
         {"t": time.time(), "package_file": str(Path(prefect_stitch.__file__).resolve())},
     )
     stop = threading.Event()
+    time_slow_sharing_calls()
     # Diagnostics for a stalled run: SIGUSR1 dumps every thread's Python stack (to
     # stderr, i.e. the log), SIGUSR2 the tasks of the poller's event loop.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

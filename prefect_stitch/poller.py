@@ -187,6 +187,10 @@ class AccountPoller:
         self.global_limit_name = global_limit_name
         self._lock = threading.Lock()
         self._watches: list[Watch] = []
+        self._idle_since: float | None = None
+        """When the last waiter left (``time.monotonic()``); None while someone waits."""
+        self._finishing = False
+        """The process exits: no lingering."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -232,6 +236,7 @@ class AccountPoller:
         )
         with self._lock:
             self._watches.append(watch)
+            self._idle_since, self._finishing = None, False
             if self._thread is None or not self._thread.is_alive():
                 self._start_thread()
             else:
@@ -247,7 +252,18 @@ class AccountPoller:
         with self._lock:
             if watch in self._watches:
                 self._watches.remove(watch)
+                if not self._watches:
+                    self._idle_since = time.monotonic()
             self._poke()
+
+    def watching(self) -> bool:
+        """Whether some waiter of this process watches the account.
+
+        Returns:
+            True while a subscription is open.
+        """
+        with self._lock:
+            return bool(self._watches)
 
     def poke(self) -> None:
         """Wake the poller's loop (a waiter or a follower changed what it needs)."""
@@ -290,17 +306,30 @@ class AccountPoller:
     def tick_seconds(self) -> float | None:
         """The current tick: the shortest wanted interval, floored by the budget.
 
+        A leader whose waiters all left keeps serving its followers for up to
+        ``LEADER_LINGER_SECONDS`` (unless the process exits): the same flow run's next
+        wait (a sync's trigger, then its wait) then finds it leading still, instead of
+        handing the account over and back.
+
         Returns:
             Seconds between listings, or ``None`` when nobody watches.
         """
         with self._lock:
-            if not self._watches:
+            local = [watch.poll_interval_seconds for watch in self._watches]
+            idle_since, finishing = self._idle_since, self._finishing
+        sharing = self._sharing
+        leading = sharing is not None and sharing.leading
+        remote = sharing.remote_demand()[0] if sharing is not None and leading else None
+        if not local:
+            lingering = (
+                leading
+                and not finishing
+                and idle_since is not None
+                and time.monotonic() - idle_since < LEADER_LINGER_SECONDS
+            )
+            if remote is None or not lingering:
                 return None
-            wanted = min(watch.poll_interval_seconds for watch in self._watches)
-        if self._sharing is not None and self._sharing.leading:
-            remote, _, _ = self._sharing.remote_demand()
-            if remote is not None:
-                wanted = min(wanted, remote)
+        wanted = min([*local, *([remote] if remote is not None else [])])
         budget = (
             self.last_pages
             * self.credentials.jobs_rate_period_seconds
@@ -336,6 +365,8 @@ class AccountPoller:
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
+        with self._lock:
+            self._finishing = True
         self._poke()
         thread.join(timeout)
 
@@ -499,6 +530,8 @@ class AccountPoller:
 
 _pollers: dict[tuple[str, int, str], AccountPoller] = {}
 _pollers_lock = threading.Lock()
+LEADER_LINGER_SECONDS = 5.0
+"""How long a leader whose waiters left keeps serving its followers (see `tick_seconds`)."""
 _EXIT_GRACE_SECONDS = 5.0
 """How long a process that exits waits for its idle pollers to hand their accounts over."""
 
@@ -514,7 +547,7 @@ def _finish_idle_pollers() -> None:
     with _pollers_lock:
         pollers = list(_pollers.values())
     for poller in pollers:
-        if poller.tick_seconds() is None:  # nobody waits: it is closing, let it finish
+        if not poller.watching():  # nobody waits: it is closing, let it finish
             poller.finish(max(deadline - time.monotonic(), 0.0))
 
 

@@ -635,3 +635,49 @@ async def test_a_follower_that_could_not_look_never_calls_the_leader_silent(
     finally:
         await follower.stop()
         await leader.stop()
+
+
+async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
+    sim: StitchSimulator,
+) -> None:
+    """A sync's trigger, then its wait: two waits a moment apart in one process.
+
+    The leader keeps serving its followers in between (for a few seconds at most), so the
+    account is not handed over and back at every sync's start.
+    """
+    from prefect_stitch.poller import LEADER_LINGER_SECONDS, AccountPoller
+
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
+    credentials = make_credentials(sim)
+    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
+    first = leader.watch(poll_interval_seconds=0.5)
+    follow = second = None
+    try:
+        await first.next_snapshot(30)
+        follow = follower.watch(poll_interval_seconds=0.5)
+        await follow.next_snapshot(30)
+        sharing = leader._sharing
+        assert sharing is not None and sharing.leading
+        received = follower.received
+        first.close()  # the trigger is done...
+        await asyncio.sleep(1.5)  # ...the wait task starts
+        assert follower.received > received, "the followers went unserved in between"
+        second = leader.watch(poll_interval_seconds=0.5)
+        await second.next_snapshot(30)
+        assert leader._sharing is sharing and sharing.leading, "the lead was handed over"
+        assert follower.ticks == 0, "the follower listed Stitch itself"
+        second.close()
+        second = None
+
+        async def handed_over() -> bool:
+            return follower.ticks >= 1
+
+        started = time.monotonic()
+        await until(handed_over, 30, "the hand-over once the leader's waits ended")
+        assert time.monotonic() - started >= LEADER_LINGER_SECONDS - 1
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+        if follow is not None:
+            follow.close()
