@@ -159,7 +159,7 @@ def time_slow_sharing_calls() -> None:
         "try_lead",
         "prepare",
         "follow",
-        "heartbeat_if_due",
+        "_announce",
         "refresh_demands",
         "publish",
         "renew_if_due",

@@ -387,6 +387,7 @@ class AccountPoller:
         # and went (a trigger's, then a wait's) reads no listing before its tick is due.
         last_start = self._last_start
         sharing = Sharing(self) if sharing_enabled() else None
+        heartbeat: asyncio.Task[None] | None = None
         try:
             if sharing is not None:
                 await sharing.start()
@@ -411,7 +412,13 @@ class AccountPoller:
                             await sharing.prepare()  # ready to publish the first listing
                         else:
                             want_extractions, want_loads = self._wanted()
-                            await sharing.heartbeat_if_due(interval, want_extractions, want_loads)
+                            if heartbeat is None or heartbeat.done():
+                                heartbeat = (
+                                    sharing.start_heartbeat_if_due(
+                                        interval, want_extractions, want_loads
+                                    )
+                                    or heartbeat
+                                )
                             if time.monotonic() >= sharing.next_follow:
                                 await sharing.follow(interval)
                             pause = min(
@@ -441,6 +448,9 @@ class AccountPoller:
                         await sharing.publish(snapshot)
                         await sharing.renew_if_due()
         finally:
+            if heartbeat is not None:  # done before the demand is removed, not after
+                with contextlib.suppress(Exception):
+                    await heartbeat
             if sharing is not None:
                 self._sharing = None
                 with contextlib.suppress(Exception):

@@ -42,10 +42,12 @@ ephemeral API of a single process), every process polls for itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -481,6 +483,9 @@ class Sharing:
         self.leading = False
         await self.release()
         marker: dict[str, Any] = {"leader": self.id, "seq": self.seq, "resigned": True}
+        successor = self.successor()
+        if successor is not None:
+            marker["next"] = successor
         # A leader that never published leaves its predecessor's last listing readable.
         last = self.document_id if self.published else self.stale_document_id
         if last is not None:
@@ -493,6 +498,21 @@ class Sharing:
                 await self._delete_artifact(self.document_id)
         self.document_id = self.stale_document_id = None
         self.published = False
+
+    def successor(self) -> str | None:
+        """The follower that should take over when this leader resigns.
+
+        Naming one spares the Prefect API a rush of every follower trying for the slot
+        at once (at 50 processes, tries then took 2-30 s, during which those followers
+        read no listing). The follower heard from most recently is the likeliest alive;
+        should it not take over, the others try a few ticks later.
+
+        Returns:
+            Its id, or ``None`` when no follower is known (then whoever tries first).
+        """
+        if not self.demands:
+            return None
+        return max(self.demands.items(), key=lambda item: item[1].seen_at)[0]
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -657,19 +677,37 @@ class Sharing:
 
         Every ``HEARTBEAT_SECONDS``, and at once when the demand changed.
         """
+        value = self._heartbeat(interval, extractions, loads)
+        if value is not None:
+            await self._announce(value)
+
+    def start_heartbeat_if_due(
+        self, interval: float, extractions: bool, loads: bool
+    ) -> asyncio.Task[None] | None:
+        """`heartbeat_if_due`, in the background: a slow write must not hold up following.
+
+        Returns:
+            The task writing the demand, or ``None`` when none was due.
+        """
+        value = self._heartbeat(interval, extractions, loads)
+        return None if value is None else asyncio.create_task(self._announce(value))
+
+    def _heartbeat(self, interval: float, extractions: bool, loads: bool) -> dict[str, Any] | None:
         demand = (interval, extractions, loads)
         if self.leading or (time.monotonic() < self.next_heartbeat and demand == self.announced):
-            return
+            return None
         self.next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
         self.announced = demand
         self.heartbeats += 1
-        value = {
+        return {
             "i": interval,
             "e": extractions,
             "l": loads,
             "n": self.heartbeats,
             "r": self.poller.limiter().local_requests,
         }
+
+    async def _announce(self, value: dict[str, Any]) -> None:
         try:
             await self._set_variable(self.demand_name, value)
         except Exception as exc:
@@ -693,7 +731,16 @@ class Sharing:
         if resigned and self.resignation_seen != (leader, seq):
             _logger.debug("Poller %s saw %s resign", self.id, leader)
             self.resignation_seen = (leader, seq)
-            self.next_attempt = 0.0  # take over at once, after reading its last listing
+            successor = marker.get("next")
+            if successor in (None, self.id):
+                self.next_attempt = 0.0  # take over at once, after reading its last listing
+            else:  # the successor named takes over; the others, only should it not
+                self.next_attempt = (
+                    time.monotonic()
+                    + 2 * interval
+                    + _STALE_SLACK_SECONDS
+                    + random.uniform(0, interval)
+                )
         if leader == self.seen_leader and seq == self.seq:
             return
         if resigned and not marker.get("doc"):

@@ -681,3 +681,31 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
             second.close()
         if follow is not None:
             follow.close()
+
+
+async def test_a_leader_that_resigns_names_one_successor(sim: StitchSimulator) -> None:
+    """Not every follower rushes for the slot at once (at 50 processes, such a rush made
+    each try take 2-30 s, during which those followers read no listing)."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    first, last = (Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(2))
+    try:
+        assert await leader.try_lead() is True
+        await first.heartbeat_if_due(3.0, True, False)
+        await leader.refresh_demands()
+        await last.heartbeat_if_due(3.0, True, False)  # heard from last: the likeliest alive
+        await leader.refresh_demands()
+        await leader.publish(listing(1))
+        await leader.stop()
+        await first.follow(3.0)
+        await last.follow(3.0)
+        assert last.next_attempt == 0.0, "the successor named does not take over at once"
+        assert first.next_attempt > time.monotonic() + 6.0, "every follower rushes for the slot"
+        assert await last.try_lead() is True
+    finally:
+        await first.stop()
+        await last.stop()
+        await leader.stop()
