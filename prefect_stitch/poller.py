@@ -433,7 +433,7 @@ class AccountPoller:
                     # The tick starts now, whatever the Prefect API's answers cost below.
                     last_start = self._last_start = time.monotonic()
                     if sharing is not None:
-                        await sharing.refresh_demands()  # what the followers need this tick
+                        await sharing.refresh_demands_if_stale()  # what followers need now
                         interval = self.tick_seconds() or interval
                     client.global_limit_name = self.global_limit_name
                     before = client.requests_made

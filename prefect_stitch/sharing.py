@@ -316,7 +316,9 @@ class Sharing:
         self.document_id: Any = None
         self.stale_document_id: Any = None
         self.published = False
-        """Whether this leader's artifact holds a listing (not just prepared)."""
+        """Whether this leader's artifact holds a listing."""
+        self.demands_fresh = False
+        """The demands were just read (`prepare`): the first tick need not read them."""
         """The previous leader's last listing, deleted after this leader's first one."""
         self._client: Any = None
         self.step_down = False
@@ -494,7 +496,7 @@ class Sharing:
         with contextlib.suppress(Exception):
             await self._set_variable(self.listing_name, marker)
         if not self.published and self.document_id is not None:
-            with contextlib.suppress(Exception):  # prepared, never written
+            with contextlib.suppress(Exception):  # created, never written
                 await self._delete_artifact(self.document_id)
         self.document_id = self.stale_document_id = None
         self.published = False
@@ -565,7 +567,13 @@ class Sharing:
             marker = await self._get_variable(self.listing_name)
         except Exception:
             return
-        if not isinstance(marker, dict) or marker.get("resigned"):
+        if not isinstance(marker, dict):
+            return
+        if marker.get("doc") and self.document_id is None and not self.published:
+            # Another leader's (most often the previous one's) listing: it goes when this
+            # leader's first listing replaces it.
+            self.stale_document_id = marker["doc"]
+        if marker.get("resigned"):
             return
         other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
         if not other or other == self.id:
@@ -622,27 +630,28 @@ class Sharing:
     async def prepare(self) -> None:
         """Get ready to publish, as soon as this process leads (before its first tick).
 
-        Reads the followers' demands and creates the artifact the listings will go to, so
-        that the first listing of a new leader is published at once: a hand-over then
-        costs the followers no more than the tick itself.
+        Reads the followers' demands now, while the first tick is not yet due, so that
+        the new leader's first tick goes straight to Stitch and its listing is published
+        as soon as it is read: a hand-over then costs the followers little more than the
+        tick itself.
         """
         if not self.leading:
             return
         await self.refresh_demands()
-        with contextlib.suppress(Exception):  # the first publish creates it then
-            await self._create_document({})
+        self.demands_fresh = True
+
+    async def refresh_demands_if_stale(self) -> None:
+        """`refresh_demands`, unless `prepare` just read them (a leader's first tick)."""
+        if self.demands_fresh:
+            self.demands_fresh = False
+            return
+        await self.refresh_demands()
 
     async def _create_document(self, document: dict[str, Any]) -> None:
         from prefect.client.schemas.actions import ArtifactCreate
 
         if self.document_id is not None:
             return
-        with contextlib.suppress(Exception):
-            marker = await self._get_variable(self.listing_name)
-            if isinstance(marker, dict) and marker.get("doc"):
-                # The previous leader's last listing: a follower may not have read it yet.
-                # It goes when this leader's first listing replaces it.
-                self.stale_document_id = marker["doc"]
         async with self._api() as client:
             artifact = await client.create_artifact(
                 ArtifactCreate(

@@ -534,9 +534,10 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
 async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
     sim: StitchSimulator,
 ) -> None:
-    """Taking over costs the followers no more than the tick: no Prefect API work between
-    the new leader's first listing and its publication, beyond writing it. Until then the
-    old leader's last listing stays readable (a follower may not have read it yet)."""
+    """Taking over costs the followers little more than the tick: the new leader reads the
+    demands as it takes the lead, and its first tick goes straight to Stitch. Until its
+    first listing the old leader's last one stays readable (a follower may not have read
+    it yet); then it is deleted."""
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
@@ -555,8 +556,18 @@ async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
         assert await new.try_lead() is True
         await new.prepare()
         assert set(new.demands) == {late.id}, "the new leader does not know its followers yet"
-        assert new.document_id is not None, "the new leader has no artifact to publish to"
-        prepared_document = new.document_id
+        calls: list[str] = []
+        refresh = new.refresh_demands
+
+        async def counted() -> None:
+            calls.append("refresh")
+            await refresh()
+
+        new.refresh_demands = counted  # type: ignore[method-assign]
+        await new.refresh_demands_if_stale()  # its first tick: straight to Stitch
+        assert calls == [], "the first tick read the demands again"
+        await new.refresh_demands_if_stale()  # the next ticks read them
+        assert calls == ["refresh"]
         await late.follow(0.5)  # it had not read the old leader's last listing
         assert late_poller.latest is not None and late_poller.latest.tick == 1
         await new.stop()  # resigns before publishing anything...
@@ -583,7 +594,6 @@ async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
 
                 assert await exists(third.document_id)
                 assert not await exists(first_document), "the replaced listing was kept"
-                assert not await exists(prepared_document), "the unused artifact was kept"
         finally:
             await third.stop()
     finally:
