@@ -78,6 +78,10 @@ API_TIMEOUT_SECONDS = 15.0
 """Timeout of each Prefect API request of the sharing (a slow answer is then transient)."""
 _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
+_SUCCESSORS = 3
+"""Followers a resigning leader names to take over, in order."""
+_SUCCESSOR_STEP = 0.5
+"""Seconds between the tries of the successors named, in their order."""
 
 _logger = logging.getLogger("prefect_stitch.sharing")
 
@@ -485,9 +489,9 @@ class Sharing:
         self.leading = False
         await self.release()
         marker: dict[str, Any] = {"leader": self.id, "seq": self.seq, "resigned": True}
-        successor = self.successor()
-        if successor is not None:
-            marker["next"] = successor
+        successors = self.successors()
+        if successors:
+            marker["next"] = successors
         # A leader that never published leaves its predecessor's last listing readable.
         last = self.document_id if self.published else self.stale_document_id
         if last is not None:
@@ -501,20 +505,20 @@ class Sharing:
         self.document_id = self.stale_document_id = None
         self.published = False
 
-    def successor(self) -> str | None:
-        """The follower that should take over when this leader resigns.
+    def successors(self) -> list[str]:
+        """The followers that should take over when this leader resigns, in order.
 
-        Naming one spares the Prefect API a rush of every follower trying for the slot
+        Naming a few spares the Prefect API a rush of every follower trying for the slot
         at once (at 50 processes, tries then took 2-30 s, during which those followers
-        read no listing). The follower heard from most recently is the likeliest alive;
-        should it not take over, the others try a few ticks later.
+        read no listing). The followers heard from most recently are the likeliest alive
+        (the first named may be ending too); the first tries at once, the next ones a
+        moment later, and the others only a tick or two later, should none take over.
 
         Returns:
-            Its id, or ``None`` when no follower is known (then whoever tries first).
+            Their ids (none when no follower is known: then whoever tries first).
         """
-        if not self.demands:
-            return None
-        return max(self.demands.items(), key=lambda item: item[1].seen_at)[0]
+        recent = sorted(self.demands.items(), key=lambda item: item[1].seen_at, reverse=True)
+        return [follower for follower, _ in recent[:_SUCCESSORS]]
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -740,16 +744,14 @@ class Sharing:
         if resigned and self.resignation_seen != (leader, seq):
             _logger.debug("Poller %s saw %s resign", self.id, leader)
             self.resignation_seen = (leader, seq)
-            successor = marker.get("next")
-            if successor in (None, self.id):
+            named = marker.get("next")
+            named = [str(n) for n in named] if isinstance(named, list) else []
+            if not named or named[0] == self.id:
                 self.next_attempt = 0.0  # take over at once, after reading its last listing
-            else:  # the successor named takes over; the others, only should it not
-                self.next_attempt = (
-                    time.monotonic()
-                    + 2 * interval
-                    + _STALE_SLACK_SECONDS
-                    + random.uniform(0, interval)
-                )
+            elif self.id in named:  # the next ones named a moment later
+                self.next_attempt = time.monotonic() + named.index(self.id) * _SUCCESSOR_STEP
+            else:  # the others, only should none of them take over
+                self.next_attempt = time.monotonic() + interval + random.uniform(0, interval)
         if leader == self.seen_leader and seq == self.seq:
             return
         if resigned and not marker.get("doc"):

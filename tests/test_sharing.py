@@ -693,7 +693,7 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
             follow.close()
 
 
-async def test_a_leader_that_resigns_names_one_successor(sim: StitchSimulator) -> None:
+async def test_a_leader_that_resigns_names_its_successors(sim: StitchSimulator) -> None:
     """Not every follower rushes for the slot at once (at 50 processes, such a rush made
     each try take 2-30 s, during which those followers read no listing)."""
     from prefect_stitch.poller import AccountPoller
@@ -701,21 +701,23 @@ async def test_a_leader_that_resigns_names_one_successor(sim: StitchSimulator) -
 
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
-    first, last = (Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(2))
+    followers = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(4)]
     try:
         assert await leader.try_lead() is True
-        await first.heartbeat_if_due(3.0, True, False)
-        await leader.refresh_demands()
-        await last.heartbeat_if_due(3.0, True, False)  # heard from last: the likeliest alive
-        await leader.refresh_demands()
+        for follower in followers:  # the last heard from are the likeliest alive
+            await follower.heartbeat_if_due(3.0, True, False)
+            await leader.refresh_demands()
         await leader.publish(listing(1))
         await leader.stop()
-        await first.follow(3.0)
-        await last.follow(3.0)
-        assert last.next_attempt == 0.0, "the successor named does not take over at once"
-        assert first.next_attempt > time.monotonic() + 6.0, "every follower rushes for the slot"
-        assert await last.try_lead() is True
+        for follower in followers:
+            await follower.follow(3.0)
+        oldest, third, second, first = followers
+        now = time.monotonic()
+        assert first.next_attempt == 0.0, "the first successor does not take over at once"
+        assert now < second.next_attempt < third.next_attempt < now + 2.0
+        assert oldest.next_attempt > now + 2.5, "a follower not named rushes for the slot"
+        assert await first.try_lead() is True
     finally:
-        await first.stop()
-        await last.stop()
+        for follower in followers:
+            await follower.stop()
         await leader.stop()
