@@ -388,6 +388,8 @@ class AccountPoller:
         last_start = self._last_start
         sharing = Sharing(self) if sharing_enabled() else None
         heartbeat: asyncio.Task[None] | None = None
+        lead: asyncio.Task[bool] | None = None
+        """A try for the lead, in the background: following goes on meanwhile."""
         try:
             if sharing is not None:
                 await sharing.start()
@@ -404,28 +406,37 @@ class AccountPoller:
                     if sharing is not None and sharing.step_down:
                         sharing.step_down = False
                         await sharing.release()
+                    if sharing is not None and lead is not None and lead.done():
+                        led = not lead.cancelled() and lead.exception() is None and lead.result()
+                        lead = None
+                        if led:
+                            last_start = self._last_start  # lead: read when due
+                            await sharing.prepare()  # ready to publish the first listing
                     if sharing is not None and not sharing.leading:
                         if sharing.leader_silent(interval):
                             await sharing.free_the_slot()
-                        if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
-                            last_start = self._last_start  # lead: read when due
-                            await sharing.prepare()  # ready to publish the first listing
-                        else:
-                            want_extractions, want_loads = self._wanted()
-                            if heartbeat is None or heartbeat.done():
-                                heartbeat = (
-                                    sharing.start_heartbeat_if_due(
-                                        interval, want_extractions, want_loads
-                                    )
-                                    or heartbeat
+                        if lead is None and time.monotonic() >= sharing.next_attempt:
+                            # On a busy Prefect API a try can take many seconds: the
+                            # follower keeps reading the leader's listings meanwhile.
+                            lead = asyncio.create_task(sharing.try_lead())
+                            lead.add_done_callback(self._wake_on_done)
+                        want_extractions, want_loads = self._wanted()
+                        if heartbeat is None or heartbeat.done():
+                            heartbeat = (
+                                sharing.start_heartbeat_if_due(
+                                    interval, want_extractions, want_loads
                                 )
-                            if time.monotonic() >= sharing.next_follow:
-                                await sharing.follow(interval)
-                            pause = min(
-                                sharing.next_attempt, sharing.next_heartbeat, sharing.next_follow
+                                or heartbeat
                             )
-                            await self._sleep(pause - time.monotonic())
-                            continue
+                        if time.monotonic() >= sharing.next_follow:
+                            await sharing.follow(interval)
+                        pause = min(
+                            sharing.next_attempt if lead is None else math.inf,
+                            sharing.next_heartbeat,
+                            sharing.next_follow,
+                        )
+                        await self._sleep(pause - time.monotonic())
+                        continue
                     remaining = last_start + interval - time.monotonic()
                     if remaining > 0:
                         await self._sleep(remaining)
@@ -448,6 +459,9 @@ class AccountPoller:
                         await sharing.publish(snapshot)
                         await sharing.renew_if_due()
         finally:
+            if lead is not None:  # a lease it took is given back by stop() below
+                with contextlib.suppress(BaseException):
+                    await lead
             if heartbeat is not None:  # done before the demand is removed, not after
                 with contextlib.suppress(Exception):
                     await heartbeat
@@ -465,6 +479,11 @@ class AccountPoller:
                 with self._lock:
                     if self._thread is None:
                         self._start_thread()
+
+    def _wake_on_done(self, _task: asyncio.Task[Any]) -> None:
+        """Wake the poller's loop (a background step of it ended)."""
+        if self._wake is not None:
+            self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep up to ``seconds``, or until poked."""

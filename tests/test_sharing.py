@@ -721,3 +721,48 @@ async def test_a_leader_that_resigns_names_its_successors(sim: StitchSimulator) 
         for follower in followers:
             await follower.stop()
         await leader.stop()
+
+
+async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy Prefect API a try for the lead took up to 30 s at 50 processes: the
+    follower must not stop reading the leader's listings meanwhile."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
+    credentials = make_credentials(sim)
+    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
+    try_lead = Sharing.try_lead
+    hanging: list[float] = []
+
+    async def slow_for_the_follower(self: Sharing) -> bool:
+        if self.poller is follower and self.listings_received:  # not its first try
+            hanging.append(time.monotonic())
+            await asyncio.sleep(4.0)
+        return await try_lead(self)
+
+    monkeypatch.setattr(Sharing, "try_lead", slow_for_the_follower)
+    lead = leader.watch(poll_interval_seconds=0.5)
+    follow = None
+    try:
+        await lead.next_snapshot(30)
+        follow = follower.watch(poll_interval_seconds=0.5)
+        await follow.next_snapshot(30)
+        sharing = follower._sharing
+        assert sharing is not None and not sharing.leading
+        sharing.next_attempt = 0.0  # it tries for the lead now
+
+        async def trying() -> bool:
+            return bool(hanging)
+
+        await until(trying, 10, "the follower's try for the lead")
+        received = follower.received
+        await asyncio.sleep(3.0)
+        assert follower.received >= received + 3, "the follower stopped reading while it tried"
+        assert not sharing.leading
+    finally:
+        lead.close()
+        if follow is not None:
+            follow.close()
