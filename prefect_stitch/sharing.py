@@ -591,13 +591,19 @@ class Sharing:
             self.leading, self.step_down = False, True
 
     def remote_demand(self) -> tuple[float | None, bool, bool]:
-        """The followers' fresh demand: shortest interval, extractions wanted, loads wanted."""
-        if not self.demands:
+        """The followers' fresh demand: shortest interval, extractions wanted, loads wanted.
+
+        Waiters' threads call it too (through the poller's tick) while the poller's thread
+        updates the demands: it reads one copy of them (``list()`` of a dict copies it
+        whole under the GIL), never the live dict twice.
+        """
+        demands = list(self.demands.values())
+        if not demands:
             return None, False, False
         return (
-            min(d.interval for d in self.demands.values()),
-            any(d.extractions for d in self.demands.values()),
-            any(d.loads for d in self.demands.values()),
+            min(d.interval for d in demands),
+            any(d.extractions for d in demands),
+            any(d.loads for d in demands),
         )
 
     async def publish(self, snapshot: Snapshot) -> None:
