@@ -657,12 +657,13 @@ class Sharing:
             return
         await self.refresh_demands()
 
-    async def _create_document(self, document: dict[str, Any]) -> None:
-        from prefect.client.schemas.actions import ArtifactCreate
+    async def _write_document(self, document: dict[str, Any]) -> None:
+        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
-        if self.document_id is not None:
-            return
         async with self._api() as client:
+            if self.document_id is not None:
+                await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
+                return
             artifact = await client.create_artifact(
                 ArtifactCreate(
                     type="stitch-listing",
@@ -672,15 +673,6 @@ class Sharing:
                 )
             )
         self.document_id = artifact.id
-
-    async def _write_document(self, document: dict[str, Any]) -> None:
-        from prefect.client.schemas.actions import ArtifactUpdate
-
-        if self.document_id is None:
-            await self._create_document(document)
-            return
-        async with self._api() as client:
-            await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
 
     async def _drop_stale_document(self) -> None:
         """Delete the previous leader's last listing, once the marker points past it."""

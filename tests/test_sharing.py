@@ -7,13 +7,14 @@ harness) and one simulator; the simulator counts the jobs requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -449,21 +450,36 @@ async def test_a_slow_prefect_api_never_makes_a_second_leader(
     assert await sharing.try_lead() is True and sharing.leading is True
 
 
-async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
-    sim: StitchSimulator,
-) -> None:
-    """A hand-over costs no extra listing: the new leader reads when a tick is due."""
+@contextlib.asynccontextmanager
+async def leader_and_follower(
+    sim: StitchSimulator, interval: float
+) -> AsyncIterator[tuple[Any, Any, Any, Any]]:
+    """Two pollers of one account (as two processes would have): the first leads, the
+    second follows; each has received a listing. Yields (leader, follower, their watches);
+    every watch is closed on the way out."""
     from prefect_stitch.poller import AccountPoller
 
     sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
     credentials = make_credentials(sim)
     leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
-    lead = leader.watch(poll_interval_seconds=1.0)
+    lead = leader.watch(poll_interval_seconds=interval)
     follow = None
     try:
         await lead.next_snapshot(30)  # the first poller leads
-        follow = follower.watch(poll_interval_seconds=1.0)
+        follow = follower.watch(poll_interval_seconds=interval)
         await follow.next_snapshot(30)
+        yield leader, follower, lead, follow
+    finally:
+        lead.close()
+        if follow is not None:
+            follow.close()
+
+
+async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
+    sim: StitchSimulator,
+) -> None:
+    """A hand-over costs no extra listing: the new leader reads when a tick is due."""
+    async with leader_and_follower(sim, 1.0) as (_, follower, lead, _):
         assert follower.received >= 1 and follower.ticks == 0  # the second follows
         lead.close()  # the leader's last waiter leaves: it hands over
 
@@ -473,10 +489,6 @@ async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
         await until(took_over, 30, "the follower's first listing")
         times = [r.at for r in sim.requests_for("extractions")]
         assert times[-1] - times[-2] >= 0.8, "the new leader listed at once"
-    finally:
-        lead.close()
-        if follow is not None:
-            follow.close()
 
 
 async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
@@ -498,15 +510,7 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
         return await try_lead(self)
 
     monkeypatch.setattr(Sharing, "try_lead", counted)
-    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
-    credentials = make_credentials(sim)
-    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
-    lead = leader.watch(poll_interval_seconds=0.5)
-    follow = None
-    try:
-        await lead.next_snapshot(30)
-        follow = follower.watch(poll_interval_seconds=0.5)
-        await follow.next_snapshot(30)
+    async with leader_and_follower(sim, 0.5) as (_, follower, _, _):
         sharing = follower._sharing
         assert sharing is not None and not sharing.leading
         received = follower.received
@@ -515,12 +519,8 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
         assert tries[sharing.id] == 1, "a follower tried for a live leader's slot"
         assert sharing.heartbeats == 1  # 7 s < HEARTBEAT_SECONDS
         assert HEARTBEAT_SECONDS > 7.0
-    finally:
-        lead.close()
-        if follow is not None:
-            follow.close()
 
-    alone = Sharing(AccountPoller(credentials, sim.client_id))
+    alone = Sharing(AccountPoller(make_credentials(sim), sim.client_id))
     try:
         await alone.heartbeat_if_due(3.0, True, False)
         await alone.heartbeat_if_due(3.0, True, False)
@@ -655,17 +655,9 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
     The leader keeps serving its followers in between (for a few seconds at most), so the
     account is not handed over and back at every sync's start.
     """
-    from prefect_stitch.poller import LEADER_LINGER_SECONDS, AccountPoller
+    from prefect_stitch.poller import LEADER_LINGER_SECONDS
 
-    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
-    credentials = make_credentials(sim)
-    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
-    first = leader.watch(poll_interval_seconds=0.5)
-    follow = second = None
-    try:
-        await first.next_snapshot(30)
-        follow = follower.watch(poll_interval_seconds=0.5)
-        await follow.next_snapshot(30)
+    async with leader_and_follower(sim, 0.5) as (leader, follower, first, _):
         sharing = leader._sharing
         assert sharing is not None and sharing.leading
         received = follower.received
@@ -673,11 +665,12 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
         await asyncio.sleep(1.5)  # ...the wait task starts
         assert follower.received > received, "the followers went unserved in between"
         second = leader.watch(poll_interval_seconds=0.5)
-        await second.next_snapshot(30)
-        assert leader._sharing is sharing and sharing.leading, "the lead was handed over"
-        assert follower.ticks == 0, "the follower listed Stitch itself"
-        second.close()
-        second = None
+        try:
+            await second.next_snapshot(30)
+            assert leader._sharing is sharing and sharing.leading, "the lead was handed over"
+            assert follower.ticks == 0, "the follower listed Stitch itself"
+        finally:
+            second.close()
 
         async def handed_over() -> bool:
             return follower.ticks >= 1
@@ -685,12 +678,6 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
         started = time.monotonic()
         await until(handed_over, 30, "the hand-over once the leader's waits ended")
         assert time.monotonic() - started >= LEADER_LINGER_SECONDS - 1
-    finally:
-        first.close()
-        if second is not None:
-            second.close()
-        if follow is not None:
-            follow.close()
 
 
 async def test_a_leader_that_resigns_names_its_successors(sim: StitchSimulator) -> None:
@@ -728,28 +715,19 @@ async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
 ) -> None:
     """On a busy Prefect API a try for the lead took up to 30 s at 50 processes: the
     follower must not stop reading the leader's listings meanwhile."""
-    from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
-    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
-    credentials = make_credentials(sim)
-    leader, follower = (AccountPoller(credentials, sim.client_id) for _ in range(2))
     try_lead = Sharing.try_lead
     hanging: list[float] = []
 
     async def slow_for_the_follower(self: Sharing) -> bool:
-        if self.poller is follower and self.listings_received:  # not its first try
+        if not self.leading and self.listings_received:  # a follower's later try
             hanging.append(time.monotonic())
             await asyncio.sleep(4.0)
         return await try_lead(self)
 
     monkeypatch.setattr(Sharing, "try_lead", slow_for_the_follower)
-    lead = leader.watch(poll_interval_seconds=0.5)
-    follow = None
-    try:
-        await lead.next_snapshot(30)
-        follow = follower.watch(poll_interval_seconds=0.5)
-        await follow.next_snapshot(30)
+    async with leader_and_follower(sim, 0.5) as (_, follower, _, _):
         sharing = follower._sharing
         assert sharing is not None and not sharing.leading
         sharing.next_attempt = 0.0  # it tries for the lead now
@@ -762,7 +740,3 @@ async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
         await asyncio.sleep(3.0)
         assert follower.received >= received + 3, "the follower stopped reading while it tried"
         assert not sharing.leading
-    finally:
-        lead.close()
-        if follow is not None:
-            follow.close()
