@@ -27,6 +27,7 @@ import atexit
 import contextlib
 import functools
 import hashlib
+import logging
 import math
 import threading
 import time
@@ -525,9 +526,14 @@ class AccountPoller:
         except StitchError as exc:
             return Snapshot(self.ticks, (), datetime.now(UTC), pages + client.last_page_count, exc)
         except Exception as exc:  # never let the poller die silently
+            _logger.warning(
+                "Unexpected error while listing the jobs of account %s",
+                self.client_id,
+                exc_info=True,
+            )
             error = StitchTransportError(
                 status_code=None,
-                reason=f"unexpected error while listing jobs ({type(exc).__name__})",
+                reason=f"unexpected error while listing jobs ({type(exc).__name__}: {exc})",
                 method="GET",
                 path=f"/v4/{self.client_id}/extractions",
             )
@@ -557,6 +563,7 @@ class AccountPoller:
                 self.unwatch(watch)
 
 
+_logger = logging.getLogger("prefect_stitch.poller")
 _pollers: dict[tuple[str, int, str], AccountPoller] = {}
 _pollers_lock = threading.Lock()
 LEADER_LINGER_SECONDS = 5.0

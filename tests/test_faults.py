@@ -73,6 +73,7 @@ from prefect_stitch import (
     StitchTransportError,
     stitch_sync_flow,
 )
+from prefect_stitch.client import _client_id_cache as client_id_cache
 from prefect_stitch.simulator import Fault, Outcome, StitchSimulator
 from tests.conftest import make_credentials
 
@@ -278,6 +279,9 @@ def run_case(call: str, fault: FaultCase, within: bool) -> Observed:
         }
         if call == "source":
             overrides["client_id"] = None  # looked up: GET /v4/sources/{id}
+            # The process caches the id per (API URL, token): a new simulator may get an
+            # earlier one's port, and the lookup under test would then never be made.
+            client_id_cache.clear()
         credentials = make_credentials(sim, **overrides)
         started = time.monotonic()
         state: State[Any] = stitch_sync_flow(
