@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import random
@@ -52,16 +53,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prefect_stitch.errors import StitchAPIError, StitchError
-from prefect_stitch.models import Extraction, Load
+from prefect_stitch.shared_listing import MARKER_BUDGET, ListingState
 
 if TYPE_CHECKING:
     from prefect_stitch.poller import AccountPoller, Snapshot
 
-__all__ = ["Sharing", "decode_listing", "encode_listing", "sharing_enabled"]
+__all__ = ["Sharing", "sharing_enabled"]
 
 LEASE_SECONDS = 60.0
 """Prefect's shortest concurrency lease."""
@@ -80,8 +79,8 @@ _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
 _SUCCESSORS = 3
 """Followers a resigning leader names to take over, in order."""
-_SUCCESSOR_STEP = 0.5
-"""Seconds between the tries of the successors named, in their order."""
+_SUCCESSOR_SLACK = 3.0
+"""Beyond a tick, how long the next successor named gives the one before it to lead."""
 
 _logger = logging.getLogger("prefect_stitch.sharing")
 
@@ -109,18 +108,6 @@ def sharing_enabled() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat()
-
-
-def _parse(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(value)
-    return None
-
-
 def _transient(exc: BaseException) -> bool:
     """Whether a Prefect API failure may pass: a timeout, a dropped connection, a 5xx, a 429."""
     import httpx
@@ -129,135 +116,6 @@ def _transient(exc: BaseException) -> bool:
         return True
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return isinstance(status, int) and (status >= 500 or status == 429)
-
-
-def encode_listing(snapshot: Snapshot) -> dict[str, Any]:
-    """Turn a listing into the compact JSON the leader publishes.
-
-    Args:
-        snapshot: The listing.
-
-    Returns:
-        The JSON-ready document.
-
-    Example:
-        ```python
-        from datetime import UTC, datetime
-        from prefect_stitch.poller import Snapshot
-        from prefect_stitch.sharing import decode_listing, encode_listing
-
-        snapshot = Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
-        print(decode_listing(encode_listing(snapshot)).pages)  # 1
-        ```
-    """
-    error = None
-    if snapshot.error is not None:
-        error = {
-            "message": str(snapshot.error)[:2000],
-            "status": getattr(snapshot.error, "status_code", None),
-            "reason": getattr(snapshot.error, "reason", None),
-            "retry_after": getattr(snapshot.error, "retry_after", None),
-        }
-    return {
-        "v": 2,
-        "tick": snapshot.tick,
-        "fetched_at": _iso(snapshot.fetched_at),
-        "stitch_time": _iso(snapshot.stitch_time),
-        "pages": snapshot.pages,
-        "extractions_read": snapshot.extractions_read,
-        "error": error,
-        "extractions": [
-            [
-                r.job_name,
-                r.source_id,
-                _iso(r.start_time),
-                _iso(r.completion_time),
-                r.discovery_exit_status,
-                r.discovery_description,
-                r.tap_exit_status,
-                r.tap_description,
-                r.target_exit_status,
-                r.target_description,
-            ]
-            for r in snapshot.records
-        ],
-        "loads": None
-        if snapshot.loads is None
-        else [
-            [r.source_name, r.stream_name, _iso(r.last_batch_loaded_at), r.error_state]
-            for r in snapshot.loads
-        ],
-    }
-
-
-def decode_listing(document: dict[str, Any]) -> Snapshot:
-    """Rebuild a listing from what the leader published.
-
-    Args:
-        document: What `encode_listing` made.
-
-    Returns:
-        The listing, as a snapshot of the follower's poller.
-
-    Raises:
-        ValueError: The document is not a listing.
-
-    Example:
-        ```python
-        from prefect_stitch.sharing import decode_listing
-
-        print(decode_listing({"v": 2, "tick": 3, "pages": 1, "extractions": []}).tick)  # 3
-        ```
-    """
-    from prefect_stitch.poller import Snapshot
-
-    if not isinstance(document, dict) or document.get("v") != 2:
-        raise ValueError("not a Stitch listing")
-    records = tuple(
-        Extraction(
-            job_name=row[0],
-            source_id=row[1],
-            start_time=row[2],
-            completion_time=row[3],
-            discovery_exit_status=row[4],
-            discovery_description=row[5],
-            tap_exit_status=row[6],
-            tap_description=row[7],
-            target_exit_status=row[8],
-            target_description=row[9],
-        )
-        for row in document.get("extractions") or []
-    )
-    loads: tuple[Load, ...] | None = None
-    if document.get("loads") is not None:
-        loads = tuple(
-            Load(
-                source_name=row[0],
-                stream_name=row[1],
-                last_batch_loaded_at=row[2],
-                error_state=row[3],
-            )
-            for row in document["loads"]
-        )
-    error: StitchError | None = None
-    if document.get("error"):
-        raw = document["error"]
-        error = StitchAPIError(
-            str(raw.get("message") or "the leader's listing failed"),
-            status_code=raw.get("status"),
-            reason=str(raw.get("reason") or "listing failed"),
-            retry_after=raw.get("retry_after"),
-        )
-    return Snapshot(
-        tick=int(document.get("tick", 0)),
-        records=records,
-        fetched_at=_parse(document.get("fetched_at")) or datetime.now(UTC),
-        pages=int(document.get("pages", 0)),
-        error=error,
-        stitch_time=_parse(document.get("stitch_time")),
-        loads=loads,
-        extractions_read=bool(document.get("extractions_read", True)),
-    )
 
 
 @dataclass
@@ -306,24 +164,40 @@ class Sharing:
         self.next_renew = 0.0
         self.next_follow = 0.0
         self.heartbeats = 0
-        self.seq = 0  # the leader's published listings / the last one a follower read
-        self.seen_leader: str | None = None
+        self.state = ListingState()
+        """The last listing published (a leader) or received (a follower)."""
+        self.base: tuple[str, int] | None = None
+        """The state the artifact holds, which ``touched`` is relative to (a leader)."""
+        self.touched: set[tuple[str, str]] = set()
+        """The rows changed since ``base`` (a leader)."""
+        self.last_marker: dict[str, Any] | None = None
+        """The listing Variable as this process last wrote or read it."""
+        self.marker_seen: tuple[str, int] | None = None
+        """The (leader, seq) of the newest listing this follower has taken."""
         self.resignation_seen: tuple[str, int] | None = None
+        self.handed_lease: str | None = None
+        """A lease a resigning leader handed this follower (its first successor)."""
+        self.stale_lease: str | None = None
+        """A lease handed to another successor, which this one frees if it never led."""
+        self.taken_base: tuple[str, int] | None = None
+        self.taken_touched: set[tuple[str, str]] = set()
+        """The base and the changed keys of the last listing this follower took."""
         self.leader_requests = 0
         self.last_listing = time.monotonic()
         """When a new listing (or a resignation) was last seen, or we began."""
+        self.last_received = 0.0
+        """When this follower last took a new listing (it expects the next a tick later)."""
         self.looking_since: float | None = None
         """When this follower first read the listing Variable (None: never could)."""
         self.last_look = 0.0
         """When this follower last read the listing Variable."""
         self.listings_received = 0
+        self.listings_applied = 0
+        """Listings taken from the changes in the Variable alone (no artifact read)."""
         self.document_id: Any = None
-        self.stale_document_id: Any = None
-        self.published = False
-        """Whether this leader's artifact holds a listing."""
+        """The artifact that holds the whole listing (one per account, passed on)."""
         self.demands_fresh = False
         """The demands were just read (`prepare`): the first tick need not read them."""
-        """The previous leader's last listing, deleted after this leader's first one."""
         self._client: Any = None
         self.step_down = False
         self.others: dict[str, int] = {}
@@ -374,12 +248,23 @@ class Sharing:
     # -- leadership ------------------------------------------------------------------
 
     async def try_lead(self) -> bool:
-        """Take the account's leader slot if it is free.
+        """Take the account's leader slot if it is free (or the lease handed to us).
+
+        A resigning leader hands its lease to the first successor it names: taking it is
+        a renewal (Prefect keeps leases apart from its database: a quick call, where
+        taking a free slot is a write that a busy server queues for seconds). A later
+        successor, finding that lease never taken up, frees it and takes the slot.
 
         Returns:
             True when this process now leads (or must poll alone).
         """
         self.next_attempt = time.monotonic() + FOLLOWER_ATTEMPT_SECONDS
+        handed, self.handed_lease = self.handed_lease, None
+        if handed is not None and await self._take_lease(handed):
+            return True
+        stale, self.stale_lease = self.stale_lease, None
+        if stale is not None:  # handed to a successor that never took it up
+            await self._release_lease(stale)
         try:
             async with self._api() as client:
                 if not self.limit_ready:
@@ -414,12 +299,30 @@ class Sharing:
             self.leading, self.lease_id = True, None
             return True
         self.leading = self.lease_id is not None
-        self.next_renew = time.monotonic() + RENEW_SECONDS
         if self.leading:
-            _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
-            with contextlib.suppress(Exception):
-                await self._delete_variable(self.demand_name)  # no longer a follower
+            await self._now_leading()
         return self.leading
+
+    async def _take_lease(self, lease_id: str) -> bool:
+        """Take up a lease a resigning leader handed over (renew it): True if it held."""
+        try:
+            async with self._api() as client:
+                await client.renew_concurrency_lease(uuid.UUID(lease_id), LEASE_SECONDS)
+        except Exception as exc:  # expired, or freed by another successor: take the slot
+            _logger.debug("Could not take up the lease of %s: %s", self.limit_name, exc)
+            return False
+        self.lease_id, self.leading = lease_id, True
+        await self._now_leading()
+        return True
+
+    async def _now_leading(self) -> None:
+        self.next_renew = time.monotonic() + RENEW_SECONDS
+        # The next listings' changes go on from those of the last one this follower took:
+        # same base (what the artifact holds), so followers and newcomers alike apply them.
+        self.base, self.touched = self.taken_base, set(self.taken_touched)
+        _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
+        with contextlib.suppress(Exception):
+            await self._delete_variable(self.demand_name)  # no longer a follower
 
     def leader_silent(self, interval: float) -> bool:
         """Whether this follower's last reading showed nothing new for longer than a lease.
@@ -479,40 +382,43 @@ class Sharing:
             self.lease_id = None
 
     async def _resign(self) -> None:
-        """Hand the lead over: free the slot first, then say so.
+        """Hand the lead over: pass the lease to a successor (or free the slot), then say so.
 
-        The slot is freed before the marker says "resigned", so that a follower who reads
-        the marker can take the lead at once (and one who misses it, at its next attempt).
-        The last listing stays readable: a follower may not have read it yet, and it may be
-        the one that ends its wait. The next leader deletes it when it first publishes.
+        The marker keeps the last listing (its changes, its artifact): a follower may
+        not have read it yet, and it may be the one that ends its wait. With followers
+        known, the lease goes to the first named (it takes it up without a write to the
+        Prefect database); with none, the slot is freed for whoever comes next.
         """
         self.leading = False
-        await self.release()
-        marker: dict[str, Any] = {"leader": self.id, "seq": self.seq, "resigned": True}
         successors = self.successors()
+        marker = dict(self.last_marker or {})
+        marker.setdefault("leader", self.id)
+        marker.setdefault("seq", self.state.seq)
+        marker.update(resigned=True, by=self.id, r=self.poller.limiter().local_requests)
+        if self.document_id is not None:
+            marker["doc"] = str(self.document_id)
         if successors:
             marker["next"] = successors
-        # A leader that never published leaves its predecessor's last listing readable.
-        last = self.document_id if self.published else self.stale_document_id
-        if last is not None:
-            marker["doc"] = str(last)
-            marker["r"] = self.poller.limiter().local_requests
-        with contextlib.suppress(Exception):
+        if successors and self.lease_id is not None:
+            marker["lease"] = str(self.lease_id)
+            self.lease_id = None  # no longer ours to renew or release
+        else:
+            marker.pop("lease", None)
+            await self.release()
+        try:
             await self._set_variable(self.listing_name, marker)
-        if not self.published and self.document_id is not None:
-            with contextlib.suppress(Exception):  # created, never written
-                await self._delete_artifact(self.document_id)
-        self.document_id = self.stale_document_id = None
-        self.published = False
+        except Exception as exc:  # the lease then expires, and a follower frees it
+            _logger.debug("Could not say that %s resigned: %s", self.id, exc)
 
     def successors(self) -> list[str]:
         """The followers that should take over when this leader resigns, in order.
 
         Naming a few spares the Prefect API a rush of every follower trying for the slot
         at once (at 50 processes, tries then took 2-30 s, during which those followers
-        read no listing). The followers heard from most recently are the likeliest alive
-        (the first named may be ending too); the first tries at once, the next ones a
-        moment later, and the others only a tick or two later, should none take over.
+        read no listing). The followers heard from most recently are the likeliest alive;
+        the first named takes up the lease at once; should it not lead (it may be ending
+        too), the next one frees that lease and takes the slot a tick later, and so on;
+        the others try only after them.
 
         Returns:
             Their ids (none when no follower is known: then whoever tries first).
@@ -522,14 +428,16 @@ class Sharing:
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
-        if self.lease_id is None:
-            return
+        lease, self.lease_id = self.lease_id, None
+        if lease is not None:
+            await self._release_lease(lease)
+
+    async def _release_lease(self, lease_id: Any) -> None:
         try:
             async with self._api() as client:
-                await client.release_concurrency_slots_with_lease(self.lease_id)
+                await client.release_concurrency_slots_with_lease(uuid.UUID(str(lease_id)))
         except Exception as exc:
             _logger.debug("Could not release the lead of %s: %s", self.limit_name, exc)
-        self.lease_id = None
 
     # -- what the leader serves -------------------------------------------------------
 
@@ -573,10 +481,8 @@ class Sharing:
             return
         if not isinstance(marker, dict):
             return
-        if marker.get("doc") and self.document_id is None and not self.published:
-            # Another leader's (most often the previous one's) listing: it goes when this
-            # leader's first listing replaces it.
-            self.stale_document_id = marker["doc"]
+        if marker.get("doc") and self.document_id is None:
+            self.document_id = marker["doc"]  # the account's artifact: updated in place
         if marker.get("resigned"):
             return
         other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
@@ -607,28 +513,37 @@ class Sharing:
         )
 
     async def publish(self, snapshot: Snapshot) -> None:
-        """Publish a listing the leader read, if some follower wants it."""
+        """Publish a listing the leader read, if some follower wants it.
+
+        The listing Variable gets the rows changed since the state the artifact holds
+        (when they fit), so that a follower needs no other read; the artifact is brought
+        up to date afterwards, off the followers' path. Changes too big for the Variable
+        (a first listing, a burst) go to the artifact first.
+        """
         if not self.leading or not self.demands:
             return
-        document = encode_listing(snapshot)
+        seq = max(self.state.seq, self.marker_seen[1] if self.marker_seen else 0) + 1
+        self.touched |= self.state.advance(snapshot, self.id, seq)
+        marker: dict[str, Any] = {
+            "leader": self.id,
+            "seq": seq,
+            "r": self.poller.limiter().local_requests,
+            "h": self.state.header,
+        }
         try:
-            await self._write_document(document)
-            self.seq += 1
-            await self._set_variable(
-                self.listing_name,
-                {
-                    "leader": self.id,
-                    "seq": self.seq,
-                    "doc": str(self.document_id),
-                    "r": self.poller.limiter().local_requests,
-                },
-            )
-            self.published = True
-            await self._drop_stale_document()
+            if self.base is not None:
+                marker["base"] = list(self.base)
+                marker["c"] = self.state.changes(self.touched)
+            if self.base is None or len(json.dumps(marker)) > MARKER_BUDGET:
+                await self._write_document()  # the whole listing first
+                marker.update(base=list(self.base or ()), c={})
+            marker["doc"] = str(self.document_id)
+            await self._set_variable(self.listing_name, marker)
+            self.last_marker = marker
             _logger.debug(
                 "Poller %s published listing %s of account %s for %s follower(s)",
                 self.id,
-                self.seq,
+                seq,
                 self.poller.client_id,
                 len(self.demands),
             )
@@ -636,6 +551,13 @@ class Sharing:
             _logger.warning(
                 "Could not publish a listing of account %s: %s", self.poller.client_id, exc
             )
+            return
+        if len(json.dumps(marker)) > MARKER_BUDGET // 2:
+            # The changes grow with every job that ends: write the whole listing now, off
+            # the followers' path, rather than when they no longer fit. (Not every tick:
+            # changes since an older base also serve a follower that missed a listing.)
+            with contextlib.suppress(Exception):
+                await self._write_document()
 
     async def prepare(self) -> None:
         """Get ready to publish, as soon as this process leads (before its first tick).
@@ -657,29 +579,38 @@ class Sharing:
             return
         await self.refresh_demands()
 
-    async def _write_document(self, document: dict[str, Any]) -> None:
+    async def _write_document(self) -> None:
+        """Write the whole listing to the account's artifact; it is then the changes' base.
+
+        One artifact per account, passed from leader to leader and updated in place.
+        """
         from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
+        document = self.state.document()
         async with self._api() as client:
+            created = None
             if self.document_id is not None:
-                await client.update_artifact(self.document_id, ArtifactUpdate(data=document))
-                return
-            artifact = await client.create_artifact(
-                ArtifactCreate(
-                    type="stitch-listing",
-                    description=f"The shared listing of Stitch account "
-                    f"{self.poller.client_id} (prefect-stitch; updated in place)",
-                    data=document,
+                try:
+                    await client.update_artifact(
+                        uuid.UUID(str(self.document_id)), ArtifactUpdate(data=document)
+                    )
+                except Exception as exc:  # deleted: make another
+                    if "404" not in str(exc) and type(exc).__name__ != "ObjectNotFound":
+                        raise
+                    self.document_id = None
+            if self.document_id is None:
+                created = await client.create_artifact(
+                    ArtifactCreate(
+                        type="stitch-listing",
+                        description=f"The shared listing of Stitch account "
+                        f"{self.poller.client_id} (prefect-stitch; updated in place)",
+                        data=document,
+                    )
                 )
-            )
-        self.document_id = artifact.id
-
-    async def _drop_stale_document(self) -> None:
-        """Delete the previous leader's last listing, once the marker points past it."""
-        stale, self.stale_document_id = self.stale_document_id, None
-        if stale is not None and str(stale) != str(self.document_id):
-            with contextlib.suppress(Exception):
-                await self._delete_artifact(stale)
+        if created is not None:
+            self.document_id = created.id
+        self.base = (self.state.leader, self.state.seq)
+        self.touched = set()
 
     # -- what a follower does ---------------------------------------------------------
 
@@ -725,8 +656,14 @@ class Sharing:
             _logger.debug("Could not announce the demand of %s: %s", self.demand_name, exc)
 
     async def follow(self, interval: float) -> None:
-        """Pick up the leader's newest listing, if there is one (a follower, often)."""
-        self.next_follow = time.monotonic() + min(max(interval / 3, 0.2), 2.0)
+        """Pick up the leader's newest listing, if there is one (a follower, often).
+
+        The next listing is due about a tick after the last one: a follower looks then,
+        and a few times a tick until it comes.
+        """
+        now = time.monotonic()
+        often = min(max(interval / 6, 0.2), 2.0)
+        self.next_follow = max(now + often, self.last_received + 0.75 * interval)
         try:
             marker = await self._get_variable(self.listing_name)
         except Exception as exc:
@@ -739,31 +676,38 @@ class Sharing:
             return
         leader, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
         resigned = bool(marker.get("resigned"))
-        if resigned and self.resignation_seen != (leader, seq):
-            _logger.debug("Poller %s saw %s resign", self.id, leader)
-            self.resignation_seen = (leader, seq)
-            named = marker.get("next")
-            named = [str(n) for n in named] if isinstance(named, list) else []
-            if not named or named[0] == self.id:
-                self.next_attempt = 0.0  # take over at once, after reading its last listing
-            elif self.id in named:  # the next ones named a moment later
-                self.next_attempt = time.monotonic() + named.index(self.id) * _SUCCESSOR_STEP
-            else:  # the others, only should none of them take over
-                self.next_attempt = time.monotonic() + interval + random.uniform(0, interval)
-        if leader == self.seen_leader and seq == self.seq:
+        if resigned:
+            self._saw_resignation(marker, interval)
+        elif leader != self.id:
+            self.stale_lease = None  # a leader publishes: no lease to free
+        if (leader, seq) == self.marker_seen or (leader, seq) == (
+            self.state.leader,
+            self.state.seq,
+        ):
             return
-        if resigned and not marker.get("doc"):
-            self.seen_leader, self.seq = leader, seq
+        if not isinstance(marker.get("h"), dict):
+            self.marker_seen = (leader, seq)  # nothing to read (no listing yet)
             self.last_listing = time.monotonic()
             return
-        first_sight = self.seen_leader is None
-        if leader != self.seen_leader:
+        first_sight = self.marker_seen is None
+        state = await self._state_for(marker, leader, seq)
+        if state is None:
+            return  # the artifact is not there yet: the next look
+        if leader != (self.marker_seen or ("", 0))[0]:
             self.leader_requests = int(marker.get("r", 0))  # a new leader: count from now
-        self.seen_leader, self.seq = leader, seq
-        self.last_listing = time.monotonic()
-        snapshot = await self._read_document(marker.get("doc"))
-        if snapshot is None:
-            return
+        self.marker_seen = (leader, seq)
+        self.state = state
+        base = marker.get("base")
+        self.taken_base = (str(base[0]), int(base[1])) if base else None
+        self.taken_touched = {
+            (section, str(key))
+            for section, part in (marker.get("c") or {}).items()
+            if isinstance(part, dict)
+            for key in [*(part.get("s") or {}), *(part.get("d") or [])]
+        }
+        self.last_listing = self.last_received = time.monotonic()
+        self.next_follow = self.last_received + 0.75 * interval
+        snapshot = state.snapshot()
         age = time.time() - snapshot.fetched_at.timestamp()
         if first_sight and age > 2 * interval + _STALE_SLACK_SECONDS:
             return  # published long before we followed (a leader gone quiet): not news
@@ -778,14 +722,67 @@ class Sharing:
         _logger.debug("Poller %s received listing %s from %s", self.id, seq, leader)
         self.poller.receive(snapshot)
 
-    async def _read_document(self, document_id: Any) -> Snapshot | None:
+    def _saw_resignation(self, marker: dict[str, Any], interval: float) -> None:
+        """Plan this follower's try for the lead after a leader resigned."""
+        resignation = (str(marker.get("by", marker.get("leader", ""))), int(marker.get("seq", 0)))
+        if self.resignation_seen == resignation:
+            return
+        _logger.debug("Poller %s saw %s resign", self.id, resignation[0])
+        self.resignation_seen = resignation
+        named = marker.get("next")
+        named = [str(n) for n in named] if isinstance(named, list) else []
+        lease = marker.get("lease")
+        lease = str(lease) if lease else None
+        now = time.monotonic()
+        wait = interval + _SUCCESSOR_SLACK  # for the one named before to lead
+        if not named:  # the slot is free: whoever comes first
+            self.next_attempt = 0.0
+        elif named[0] == self.id:
+            self.handed_lease, self.next_attempt = lease, 0.0
+        elif self.id in named:
+            self.stale_lease = lease
+            self.next_attempt = now + named.index(self.id) * wait
+        else:  # the others, only should none of them lead
+            self.stale_lease = lease
+            self.next_attempt = now + len(named) * wait + random.uniform(0, interval)
+
+    async def _state_for(
+        self, marker: dict[str, Any], leader: str, seq: int
+    ) -> ListingState | None:
+        """The listing a marker announces, or None when it cannot be had yet.
+
+        From its changes when they apply to the listing this follower holds, else from
+        the artifact (with the changes, if the artifact is behind).
+        """
+        base = marker.get("base")
+        base_leader, base_seq = (str(base[0]), int(base[1])) if base else ("", -1)
+        changes, header = marker.get("c") or {}, marker["h"]
+        if base and self.state.can_apply(base_leader, base_seq, seq):
+            state = ListingState.from_document(self.state.document())
+            state.apply(changes, header, leader, seq)
+            self.listings_applied += 1
+            return state
+        read = await self._read_document(marker.get("doc"))
+        if read is None:
+            return None
+        state = read
+        if (state.leader, state.seq) == (leader, seq):
+            return state
+        if base and state.can_apply(base_leader, base_seq, seq):
+            state.apply(changes, header, leader, seq)
+            return state
+        return None
+
+    async def _read_document(self, document_id: Any) -> ListingState | None:
+        if not document_id:
+            return None
         try:
             async with self._api() as client:
                 response = await client.request(
                     "GET", "/artifacts/{id}", path_params={"id": str(uuid.UUID(str(document_id)))}
                 )
-            return decode_listing(response.json().get("data") or {})
-        except Exception as exc:  # e.g. replaced by a new leader's as we read: next time
+            return ListingState.from_document(response.json().get("data") or {})
+        except Exception as exc:  # e.g. being rewritten as we read: next time
             _logger.debug("Could not read the shared listing %s: %s", self.listing_name, exc)
             return None
 

@@ -24,10 +24,9 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.settings import PREFECT_API_URL
 
-from prefect_stitch.models import Extraction, Load
+from prefect_stitch.models import Extraction
 from prefect_stitch.poller import Snapshot
 from prefect_stitch.ratelimit import SlidingWindowLimiter
-from prefect_stitch.sharing import decode_listing, encode_listing
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from prefect_stitch.watcher import WatchCursor, event_id, stitch_watch_flow
 from tests.conftest import REALISTIC_BUDGET, make_credentials
@@ -251,35 +250,6 @@ async def _watched_events(client_id: int, jobs: set[str]) -> list[Any]:
 # -- the pieces ---------------------------------------------------------------------------------
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def test_a_listing_travels_whole() -> None:
-    records = tuple(
-        Extraction(
-            job_name=f"116078.{i}.sync.{'x' * 40}",
-            source_id=i,
-            start_time=T0,
-            completion_time=T0 + timedelta(seconds=i),
-            discovery_exit_status=0,
-            tap_exit_status=-9 if i % 7 == 0 else 0,
-            tap_description="Killed " * 20 if i % 7 == 0 else None,
-            target_exit_status=None if i % 7 == 0 else 0,
-        )
-        for i in range(1, 601)
-    )
-    loads = tuple(
-        Load(source_name=f"s{i}", stream_name="accounts", error_state={"m": "x"} if i % 3 else None)
-        for i in range(2000)
-    )
-    snapshot = Snapshot(
-        tick=7, records=records, fetched_at=T0, pages=26, stitch_time=T0, loads=loads
-    )
-    document = json.loads(json.dumps(encode_listing(snapshot)))  # as the API stores it
-    back = decode_listing(document)
-    assert back.records == records and back.loads == loads
-    assert (back.tick, back.pages, back.stitch_time, back.fetched_at) == (7, 26, T0, T0)
-    with pytest.raises(ValueError):
-        decode_listing({"v": 1, "extractions": []})
 
 
 def test_requests_made_elsewhere_count_against_the_window() -> None:
@@ -531,71 +501,80 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
         await alone.stop()
 
 
-async def test_a_new_leader_is_ready_to_publish_its_first_listing_at_once(
-    sim: StitchSimulator,
+async def test_followers_take_listings_from_the_variable_and_the_artifact_is_passed_on(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Taking over costs the followers little more than the tick: the new leader reads the
-    demands as it takes the lead, and its first tick goes straight to Stitch. Until its
-    first listing the old leader's last one stays readable (a follower may not have read
-    it yet); then it is deleted."""
+    """Between Stitch's answer and a follower: one write (the leader's) and one read.
+
+    The listing Variable carries the rows changed since the artifact was written; a
+    follower holding the listing they apply to reads nothing else. A new leader goes on
+    from the listing it holds, in the same artifact (updated in place, never one per
+    leader), and its first tick goes straight to Stitch (it read the demands as it took
+    the lead)."""
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
+    artifact_reads: list[str] = []
+    read_document = Sharing._read_document
+
+    async def counted(self: Sharing, document_id: Any) -> Any:
+        artifact_reads.append(self.id)
+        return await read_document(self, document_id)
+
+    monkeypatch.setattr(Sharing, "_read_document", counted)
     credentials = make_credentials(sim)
     old = Sharing(AccountPoller(credentials, sim.client_id))
-    new = Sharing(AccountPoller(credentials, sim.client_id))
-    late_poller = AccountPoller(credentials, sim.client_id)
-    late = Sharing(late_poller)
+    late_poller, new_poller = (AccountPoller(credentials, sim.client_id) for _ in range(2))
+    late, new = Sharing(late_poller), Sharing(new_poller)
     try:
         assert await old.try_lead() is True
         await late.heartbeat_if_due(0.5, True, False)
+        await new.heartbeat_if_due(0.5, True, False)  # heard last: the first successor
         await old.refresh_demands()
-        await old.publish(listing(1))
-        first_document = old.document_id
-        await old.stop()  # resigns, its last listing still readable
+        await old.publish(listing(1))  # the first: whole, in the artifact
+        for follower in (late, new):
+            await follower.follow(0.5)
+        assert sorted(artifact_reads) == sorted([late.id, new.id])
+        await old.publish(listing(2))
+        await old.publish(listing(3))
+        await late.follow(0.5)  # it missed listing 2: the changes hold it too
+        await new.follow(0.5)
+        assert late_poller.latest is not None and late_poller.latest.tick == 3
+        assert [r.job_name for r in late_poller.latest.records] == ["job-3"]
+        assert len(artifact_reads) == 2, "a follower read the artifact for a few changes"
+        assert (late.listings_applied, new.listings_applied) == (1, 1)
+        document = old.document_id
+
+        await old.stop()  # resigns: the lease goes to the follower heard from last
+        await new.follow(0.5)
         assert await new.try_lead() is True
         await new.prepare()
         assert set(new.demands) == {late.id}, "the new leader does not know its followers yet"
         calls: list[str] = []
         refresh = new.refresh_demands
 
-        async def counted() -> None:
+        async def counted_refresh() -> None:
             calls.append("refresh")
             await refresh()
 
-        new.refresh_demands = counted  # type: ignore[method-assign]
+        new.refresh_demands = counted_refresh  # type: ignore[method-assign]
         await new.refresh_demands_if_stale()  # its first tick: straight to Stitch
         assert calls == [], "the first tick read the demands again"
         await new.refresh_demands_if_stale()  # the next ticks read them
         assert calls == ["refresh"]
-        await late.follow(0.5)  # it had not read the old leader's last listing
-        assert late_poller.latest is not None and late_poller.latest.tick == 1
-        await new.stop()  # resigns before publishing anything...
+        await new.publish(listing(4))
         await late.follow(0.5)
-        assert late_poller.latest.tick == 1  # ...leaving the old listing, not an empty one
-        third = Sharing(AccountPoller(credentials, sim.client_id))
+        assert late_poller.latest.tick == 4 and late.listings_applied == 2
+        assert len(artifact_reads) == 2, "the new leader's first listing needed the artifact"
+        assert str(new.document_id) == str(document), "a new artifact for a new leader"
+        fresh_poller = AccountPoller(credentials, sim.client_id)
+        fresh = Sharing(fresh_poller)  # a follower that begins now: the artifact
         try:
-            assert await third.try_lead() is True
-            await third.prepare()
-            await third.publish(listing(2))
-            await late.follow(0.5)
-            assert late_poller.latest.tick == 2
-            async with get_client() as client:
-
-                async def exists(artifact_id: Any) -> bool:
-                    try:
-                        await client.request(
-                            "GET", "/artifacts/{id}", path_params={"id": str(artifact_id)}
-                        )
-                    except Exception as exc:
-                        assert "404" in str(exc), exc
-                        return False
-                    return True
-
-                assert await exists(third.document_id)
-                assert not await exists(first_document), "the replaced listing was kept"
+            await fresh.follow(0.5)
+            assert fresh_poller.latest is not None and fresh_poller.latest.tick == 4
+            assert [r.job_name for r in fresh_poller.latest.records] == ["job-4"]
         finally:
-            await third.stop()
+            await fresh.stop()
     finally:
         await late.stop()
         await new.stop()
@@ -680,16 +659,32 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
         assert time.monotonic() - started >= LEADER_LINGER_SECONDS - 1
 
 
-async def test_a_leader_that_resigns_names_its_successors(sim: StitchSimulator) -> None:
-    """Not every follower rushes for the slot at once (at 50 processes, such a rush made
-    each try take 2-30 s, during which those followers read no listing)."""
+async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-over without a rush for the slot, and without a database write.
+
+    At 50 processes every follower trying for the free slot at once made each try take
+    2-30 s (a write each, on a busy server), during which they read no listing. The
+    resigning leader names three successors and hands its lease to the first, which
+    takes it up by renewing it; the next named frees it and takes the slot a tick later,
+    should the first never lead; the others wait longer still."""
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
+    writes: list[str] = []
+    original = Sharing.try_lead
+
+    async def counted(self: Sharing) -> bool:
+        if self.handed_lease is None:
+            writes.append(self.id)  # a try for the slot itself
+        return await original(self)
+
+    monkeypatch.setattr(Sharing, "try_lead", counted)
     credentials = make_credentials(sim)
-    leader = Sharing(AccountPoller(credentials, sim.client_id))
-    followers = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(4)]
-    try:
+
+    async def resigned_before(followers: list[Sharing]) -> Sharing:
+        leader = Sharing(AccountPoller(credentials, sim.client_id))
         assert await leader.try_lead() is True
         for follower in followers:  # the last heard from are the likeliest alive
             await follower.heartbeat_if_due(3.0, True, False)
@@ -698,16 +693,43 @@ async def test_a_leader_that_resigns_names_its_successors(sim: StitchSimulator) 
         await leader.stop()
         for follower in followers:
             await follower.follow(3.0)
+        return leader
+
+    followers = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(4)]
+    try:
+        leader = await resigned_before(followers)
         oldest, third, second, first = followers
         now = time.monotonic()
-        assert first.next_attempt == 0.0, "the first successor does not take over at once"
-        assert now < second.next_attempt < third.next_attempt < now + 2.0
-        assert oldest.next_attempt > now + 2.5, "a follower not named rushes for the slot"
-        assert await first.try_lead() is True
+        assert first.next_attempt == 0.0 and first.handed_lease is not None
+        assert now + 3.0 < second.next_attempt < third.next_attempt, "successors rush"
+        assert oldest.next_attempt > third.next_attempt, "a follower not named rushes"
+        writes.clear()
+        assert await first.try_lead() is True  # the lease it was handed
+        assert writes == [], "the first successor took the slot instead of the lease"
+        assert first.lease_id is not None and second.stale_lease is not None
+        await first.prepare()
+        await first.publish(listing(2))  # it leads: it publishes, and a follower then...
+        await second.follow(3.0)
+        assert second.stale_lease is None  # ...never frees the lease it took up
+        assert await second.try_lead() is False
+        first.demands.clear()  # no follower left: it frees the slot as it resigns
+        await first.stop()
+        await leader.stop()
+
+        again = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(2)]
+        try:
+            leader = await resigned_before(again)
+            second, first = again  # the first named never takes up the lease (it died)
+            first.handed_lease = None
+            assert await second.try_lead() is True, "the lease handed to a dead successor"
+            await second.stop()
+        finally:
+            for follower in again:
+                await follower.stop()
+            await leader.stop()
     finally:
         for follower in followers:
             await follower.stop()
-        await leader.stop()
 
 
 async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
