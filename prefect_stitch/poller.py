@@ -191,6 +191,7 @@ class AccountPoller:
         self._idle_since: float | None = None
         """When the last waiter left (``time.monotonic()``); None while someone waits."""
         self._finishing = False
+        self._main_task: asyncio.Task[None] | None = None
         """The process exits: no lingering."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -368,20 +369,36 @@ class AccountPoller:
             return
         with self._lock:
             self._finishing = True
-        self._poke()
+            idle = not self._watches
+        loop = self._loop
+        if idle and loop is not None:
+            # A tick under way (a leader lingering for its followers) is dropped: on a
+            # busy Prefect API it can take longer than the process waits, and the
+            # hand-over is what the followers need.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._drop_the_tick)
+        else:
+            self._poke()
         thread.join(timeout)
+
+    def _drop_the_tick(self) -> None:
+        """Cancel the poller's loop unless it is already closing (on the loop's thread)."""
+        if self._main_task is not None:
+            self._main_task.cancel()
 
     def _run(self) -> None:
         from prefect.context import SettingsContext
 
         settings = self._settings
-        if settings is None:
-            asyncio.run(self._main())
-            return
-        with SettingsContext(profile=settings.profile, settings=settings.settings):
-            asyncio.run(self._main())
+        with contextlib.suppress(asyncio.CancelledError):  # `finish` at exit
+            if settings is None:
+                asyncio.run(self._main())
+                return
+            with SettingsContext(profile=settings.profile, settings=settings.settings):
+                asyncio.run(self._main())
 
     async def _main(self) -> None:
+        self._main_task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         # The pacing survives the thread: a thread restarted because its waiters came
@@ -410,16 +427,16 @@ class AccountPoller:
                     if sharing is not None and lead is not None and lead.done():
                         led = not lead.cancelled() and lead.exception() is None and lead.result()
                         lead = None
-                        if led:
-                            last_start = self._last_start  # lead: read when due
-                            await sharing.prepare()  # ready to publish the first listing
-                    if sharing is not None and not sharing.leading:
-                        if sharing.leader_silent(interval):
+                        if led:  # lead: read a tick after the last listing received
+                            last_start = max(last_start, self._last_start)
+                    if sharing is not None and (not sharing.leading or lead is not None):
+                        # A follower (or one whose try for the lead is under way).
+                        if not sharing.leading and sharing.leader_silent(interval):
                             await sharing.free_the_slot()
                         if lead is None and time.monotonic() >= sharing.next_attempt:
                             # On a busy Prefect API a try can take many seconds: the
                             # follower keeps reading the leader's listings meanwhile.
-                            lead = asyncio.create_task(sharing.try_lead())
+                            lead = asyncio.create_task(self._take_the_lead(sharing))
                             lead.add_done_callback(self._wake_on_done)
                         want_extractions, want_loads = self._wanted()
                         if heartbeat is None or heartbeat.done():
@@ -433,7 +450,7 @@ class AccountPoller:
                             await sharing.follow(interval)
                         pause = min(
                             sharing.next_attempt if lead is None else math.inf,
-                            sharing.next_heartbeat,
+                            math.inf if sharing.leading else sharing.next_heartbeat,
                             sharing.next_follow,
                         )
                         await self._sleep(pause - time.monotonic())
@@ -460,6 +477,7 @@ class AccountPoller:
                         await sharing.publish(snapshot)
                         await sharing.renew_if_due()
         finally:
+            self._main_task = None  # closing: `finish` must not cut the hand-over below
             if lead is not None:  # a lease it took is given back by stop() below
                 with contextlib.suppress(BaseException):
                     await lead
@@ -480,6 +498,14 @@ class AccountPoller:
                 with self._lock:
                     if self._thread is None:
                         self._start_thread()
+
+    @staticmethod
+    async def _take_the_lead(sharing: Sharing) -> bool:
+        """Try for the lead; on success, get ready to publish (read the demands)."""
+        if not await sharing.try_lead():
+            return False
+        await sharing.prepare()
+        return True
 
     def _wake_on_done(self, _task: asyncio.Task[Any]) -> None:
         """Wake the poller's loop (a background step of it ended)."""

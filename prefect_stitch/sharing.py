@@ -16,21 +16,24 @@ SQLite serves at most 100 requests at a time, websockets included):
   requests they made themselves (their log reads). The leader reads them every tick;
   one whose counter stops moving for three heartbeats is gone (its variable is removed).
 * **The leader publishes each listing** it reads (the account's extraction records, and
-  its load records while someone needs them) in one Prefect artifact (type
-  ``stitch-listing``, no key, updated in place: the database does not grow), and its
-  sequence number in the Variable ``stitch-listing-<client_id>-<host>``; but only
-  while some follower has a fresh demand: a lone process publishes nothing. Followers
-  read the small Variable a few times a tick and the document only when it changed.
+  its load records while someone needs them), but only while some follower has a fresh
+  demand: a lone process publishes nothing. The Variable
+  ``stitch-listing-<client_id>-<host>`` carries the listing's header and the rows changed
+  since the whole listing was last written to the account's artifact (type
+  ``stitch-listing``, no key, updated in place and passed from leader to leader: the
+  database does not grow); see `prefect_stitch.shared_listing`. A follower rebuilds the
+  listing from the Variable alone, or from the artifact and the changes when it begins.
   The leader's tick is the shortest interval anyone wants, floored by the budget.
 * **The budget is shared**: the listing Variable carries the jobs requests the leader has
   made, each demand those of its follower; every process counts the others' requests in
   its own rate limiter as it learns of them, so the leader paces every process's
   requests, and a process that takes over inherits the budget already spent.
-* **Take-over**: a leader whose last waiter leaves (its process exiting included) releases
-  its slot, then marks the listing Variable "resigned", its last listing still readable; a
-  follower reads that listing (it may end its wait), then takes over at once. A leader
-  that dies without
-  releasing keeps its slot until its lease expires (Prefect's shortest lease is 60 s; a
+* **Take-over**: a leader whose last waiter leaves (its process exiting included) marks
+  the listing Variable "resigned", its last listing still readable, names three
+  successors and hands its lease to the first, which takes it up by renewing it (no
+  database write); should it never lead, the next named frees that lease and takes the
+  slot a tick later. With no follower known, the leader frees its slot. A leader that
+  dies keeps its slot until its lease expires (Prefect's shortest lease is 60 s; a
   server's repossessor frees it then); a follower that has seen no new listing for a
   lease's length plus two ticks frees the slot itself and takes it.
 * If the Prefect API cannot coordinate (no concurrency leases, no permission), a process
@@ -79,6 +82,8 @@ _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
 _SUCCESSORS = 3
 """Followers a resigning leader names to take over, in order."""
+_DOCUMENT_EVERY = 10
+"""The leader rewrites the artifact at least every this many listings."""
 _SUCCESSOR_SLACK = 3.0
 """Beyond a tick, how long the next successor named gives the one before it to lead."""
 
@@ -170,6 +175,8 @@ class Sharing:
         """The state the artifact holds, which ``touched`` is relative to (a leader)."""
         self.touched: set[tuple[str, str]] = set()
         """The rows changed since ``base`` (a leader)."""
+        self.since_document = 0
+        """Listings published since the artifact was last written (a leader)."""
         self.last_marker: dict[str, Any] | None = None
         """The listing Variable as this process last wrote or read it."""
         self.marker_seen: tuple[str, int] | None = None
@@ -199,6 +206,7 @@ class Sharing:
         self.demands_fresh = False
         """The demands were just read (`prepare`): the first tick need not read them."""
         self._client: Any = None
+        self._cleanup: asyncio.Task[None] | None = None
         self.step_down = False
         self.others: dict[str, int] = {}
         """Other leaders' last published sequence numbers, as this leader saw them."""
@@ -237,8 +245,10 @@ class Sharing:
         try:
             if self.leading:
                 await self._resign()
-            with contextlib.suppress(Exception):
-                await self._delete_variable(self.demand_name)
+            if self._cleanup is not None:
+                with contextlib.suppress(Exception):
+                    await self._cleanup
+            await self._forget_demand()
         finally:
             client, self._client = self._client, None
             if client is not None:
@@ -321,8 +331,13 @@ class Sharing:
         # same base (what the artifact holds), so followers and newcomers alike apply them.
         self.base, self.touched = self.taken_base, set(self.taken_touched)
         _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
+        # No longer a follower. In the background: on a busy server a delete took 5 s,
+        # and the new leader's first listing is due a tick after the last one.
+        self._cleanup = asyncio.create_task(self._forget_demand())
+
+    async def _forget_demand(self) -> None:
         with contextlib.suppress(Exception):
-            await self._delete_variable(self.demand_name)  # no longer a follower
+            await self._delete_variable(self.demand_name)
 
     def leader_silent(self, interval: float) -> bool:
         """Whether this follower's last reading showed nothing new for longer than a lease.
@@ -399,16 +414,19 @@ class Sharing:
             marker["doc"] = str(self.document_id)
         if successors:
             marker["next"] = successors
-        if successors and self.lease_id is not None:
-            marker["lease"] = str(self.lease_id)
-            self.lease_id = None  # no longer ours to renew or release
+        handed = self.lease_id if successors else None
+        if handed is not None:
+            marker["lease"] = str(handed)
         else:
             marker.pop("lease", None)
-            await self.release()
+            await self.release()  # free first: a follower that reads the marker takes it
         try:
             await self._set_variable(self.listing_name, marker)
-        except Exception as exc:  # the lease then expires, and a follower frees it
+        except Exception as exc:
             _logger.debug("Could not say that %s resigned: %s", self.id, exc)
+            if handed is not None:  # no successor will hear of the lease: free it
+                await self.release()
+        self.lease_id = None  # handed over, or released
 
     def successors(self) -> list[str]:
         """The followers that should take over when this leader resigns, in order.
@@ -488,6 +506,9 @@ class Sharing:
         other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
         if not other or other == self.id:
             return
+        # Another leader publishes (two at once, after a lease lost to a slow API): it
+        # may have overwritten the artifact too. The next listing goes there whole.
+        self.base = None
         active = self.others.get(other) not in (None, seq)  # it published since we looked
         self.others[other] = seq
         if active and other < self.id:
@@ -552,10 +573,16 @@ class Sharing:
                 "Could not publish a listing of account %s: %s", self.poller.client_id, exc
             )
             return
-        if len(json.dumps(marker)) > MARKER_BUDGET // 2:
+        self.since_document += 1
+        if (
+            len(json.dumps(marker)) > MARKER_BUDGET // 2
+            or self.since_document >= _DOCUMENT_EVERY
+        ):
             # The changes grow with every job that ends: write the whole listing now, off
             # the followers' path, rather than when they no longer fit. (Not every tick:
             # changes since an older base also serve a follower that missed a listing.)
+            # And every few listings regardless: a follower that lost track (the
+            # artifact overwritten while two processes led) is never stuck for long.
             with contextlib.suppress(Exception):
                 await self._write_document()
 
@@ -611,6 +638,7 @@ class Sharing:
             self.document_id = created.id
         self.base = (self.state.leader, self.state.seq)
         self.touched = set()
+        self.since_document = 0
 
     # -- what a follower does ---------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -461,6 +462,60 @@ async def test_a_new_leader_lists_a_tick_after_the_last_listing_it_received(
         assert times[-1] - times[-2] >= 0.8, "the new leader listed at once"
 
 
+async def test_a_new_leader_slow_to_get_ready_lists_when_due_and_publishes_its_first_listing(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a busy Prefect API, getting ready to lead (reading the demands) takes seconds.
+
+    A successor holds the lease before it is ready: it must neither list Stitch at once
+    (a tick had not passed since the last listing) nor list before it knows whom to
+    publish for (its first listing would reach no one)."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    prepare, delete = Sharing.prepare, Sharing._delete_variable
+
+    async def slow(self: Sharing) -> None:
+        if self.listings_received:  # a follower taking over, not the first leader
+            await asyncio.sleep(2.5)
+        await prepare(self)
+
+    async def slow_delete(self: Sharing, name: str) -> None:
+        if self.listings_received and self.leading:  # its demand, as it takes over
+            await asyncio.sleep(2.5)
+        await delete(self, name)
+
+    monkeypatch.setattr(Sharing, "prepare", slow)
+    monkeypatch.setattr(Sharing, "_delete_variable", slow_delete)
+    async with leader_and_follower(sim, 1.0) as (_, successor, lead, _):
+        other = AccountPoller(make_credentials(sim), sim.client_id)
+        watch = other.watch(poll_interval_seconds=1.0)
+        try:
+            await watch.next_snapshot(30)
+            await asyncio.sleep(1.5)  # the leader hears of both followers
+            listed = len(sim.requests_for("extractions"))
+            lead.close()  # the leader's last waiter leaves: it hands over
+
+            async def took_over() -> bool:
+                return successor.ticks + other.ticks >= 1
+
+            await until(took_over, 30, "the successor's first listing")
+            times = [r.at for r in sim.requests_for("extractions")][listed - 1 :]
+            assert min(b - a for a, b in itertools.pairwise(times)) >= 0.8, (
+                "the successor listed before a tick had passed"
+            )
+            rest = other if successor.ticks else successor
+            received = rest.received
+
+            async def published() -> bool:
+                return rest.received > received
+
+            await until(published, 5, "the new leader's listing at the other follower")
+            assert rest.ticks == 0
+        finally:
+            watch.close()
+
+
 async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
     sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -762,3 +817,110 @@ async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
         await asyncio.sleep(3.0)
         assert follower.received >= received + 3, "the follower stopped reading while it tried"
         assert not sharing.leading
+
+
+async def test_a_process_that_exits_mid_tick_hands_over_at_once(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader lingering for its followers may be in a tick when its process exits; on a
+    busy Prefect API that tick outlasted the few seconds an exiting process waits, and
+    the process died holding the lead: the account went unpolled for a lease (60 s)."""
+    from prefect_stitch.sharing import Sharing
+
+    refresh = Sharing.refresh_demands
+    stuck = asyncio.Event()
+
+    async def hung(self: Sharing) -> None:
+        if stuck.is_set():
+            await asyncio.sleep(60)
+        await refresh(self)
+
+    monkeypatch.setattr(Sharing, "refresh_demands", hung)
+    async with leader_and_follower(sim, 0.5) as (leader, follower, lead, _):
+        stuck.set()
+        lead.close()  # its waiters left: it lingers for the follower, its tick hangs
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        await asyncio.to_thread(leader.finish, 5.0)  # what the process does at exit
+        assert time.monotonic() - started < 4.0, "the exit waited out the hung tick"
+        stuck.clear()
+
+        async def took_over() -> bool:
+            return follower.ticks >= 1
+
+        await until(took_over, 15, "the follower's first listing")
+
+
+async def test_a_resignation_nobody_hears_of_frees_the_lease(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease goes to a successor only through the marker: if the marker cannot be
+    written, the leader frees its slot instead of leaving it held for a lease."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    follower = Sharing(AccountPoller(credentials, sim.client_id))
+    try:
+        assert await leader.try_lead() is True
+        await follower.heartbeat_if_due(3.0, True, False)
+        await leader.refresh_demands()
+        await leader.publish(listing(1))
+        set_variable = Sharing._set_variable
+
+        async def failing(self: Sharing, name: str, value: dict[str, Any]) -> None:
+            raise RuntimeError("the Prefect API is gone")
+
+        monkeypatch.setattr(Sharing, "_set_variable", failing)
+        await leader.stop()
+        monkeypatch.setattr(Sharing, "_set_variable", set_variable)
+        assert await follower.try_lead() is True, "the lease was left held"
+    finally:
+        await follower.stop()
+        await leader.stop()
+
+
+async def test_a_leader_rewrites_the_artifact_after_another_led_and_every_few_listings(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes may lead at once for a moment (a lease lost to a slow API); both
+    write the one artifact. The one that stays must write it whole again, or followers
+    that need it could never rebuild its listings; and it rewrites it every few listings
+    regardless, so that no follower stays lost for long."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import _DOCUMENT_EVERY, Sharing
+
+    writes: list[int] = []
+    write = Sharing._write_document
+
+    async def counted(self: Sharing) -> None:
+        writes.append(self.state.seq)
+        await write(self)
+
+    monkeypatch.setattr(Sharing, "_write_document", counted)
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    follower = Sharing(AccountPoller(credentials, sim.client_id))
+    intruder = Sharing(AccountPoller(credentials, sim.client_id))
+    try:
+        assert await leader.try_lead() is True
+        await follower.heartbeat_if_due(3.0, True, False)
+        await leader.refresh_demands()
+        for tick in range(1, _DOCUMENT_EVERY + 2):
+            await leader.publish(listing(tick))
+        assert writes == [1, _DOCUMENT_EVERY], "the artifact was not rewritten"
+        writes.clear()
+        intruder.leading, intruder.demands = True, dict(leader.demands)
+        await intruder.publish(listing(50))  # a second leader, for a moment
+        await leader.refresh_demands()  # the leader sees it
+        await leader.publish(listing(51))
+        assert writes[-1] == leader.state.seq, "the artifact was left as the other wrote it"
+        await follower.follow(3.0)
+        assert follower.state.seq == leader.state.seq
+        assert follower.poller.latest is not None and follower.poller.latest.tick == 51
+    finally:
+        intruder.leading = False
+        await intruder.stop()
+        await follower.stop()
+        await leader.stop()
