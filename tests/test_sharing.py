@@ -475,9 +475,15 @@ async def test_a_new_leader_slow_to_get_ready_lists_when_due_and_publishes_its_f
 
     prepare, delete = Sharing.prepare, Sharing._delete_variable
 
+    ready: list[float] = []
+
     async def slow(self: Sharing) -> None:
         if self.listings_received:  # a follower taking over, not the first leader
+            ready.append(time.monotonic())  # it holds the lease...
             await asyncio.sleep(2.5)
+            await prepare(self)
+            ready.append(time.monotonic())  # ...and is ready to publish
+            return
         await prepare(self)
 
     async def slow_delete(self: Sharing, name: str) -> None:
@@ -503,6 +509,10 @@ async def test_a_new_leader_slow_to_get_ready_lists_when_due_and_publishes_its_f
             times = [r.at for r in sim.requests_for("extractions")][listed - 1 :]
             assert min(b - a for a, b in itertools.pairwise(times)) >= 0.8, (
                 "the successor listed before a tick had passed"
+            )
+            assert len(ready) == 2
+            assert not [t for t in times if ready[0] <= t < ready[1]], (
+                "it listed before it was ready to publish"
             )
             rest = other if successor.ticks else successor
             received = rest.received
