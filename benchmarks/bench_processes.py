@@ -187,6 +187,14 @@ def child_main(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     time_slow_sharing_calls()
+    if os.environ.get("BENCH_DEBUG_SHARING"):  # every step of the shared poll, in the log
+        import logging
+
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("SHARING %(created).3f %(message)s"))
+        sharing_logger = logging.getLogger("prefect_stitch.sharing")
+        sharing_logger.addHandler(handler)
+        sharing_logger.setLevel(logging.DEBUG)
     # Diagnostics for a stalled run: SIGUSR1 dumps every thread's Python stack (to
     # stderr, i.e. the log), SIGUSR2 the tasks of the poller's event loop.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -186,9 +186,6 @@ class Sharing:
         """A lease a resigning leader handed this follower (its first successor)."""
         self.stale_lease: str | None = None
         """A lease handed to another successor, which this one frees if it never led."""
-        self.taken_base: tuple[str, int] | None = None
-        self.taken_touched: set[tuple[str, str]] = set()
-        """The base and the changed keys of the last listing this follower took."""
         self.leader_requests = 0
         self.last_listing = time.monotonic()
         """When a new listing (or a resignation) was last seen, or we began."""
@@ -327,9 +324,12 @@ class Sharing:
 
     async def _now_leading(self) -> None:
         self.next_renew = time.monotonic() + RENEW_SECONDS
-        # The next listings' changes go on from those of the last one this follower took:
-        # same base (what the artifact holds), so followers and newcomers alike apply them.
-        self.base, self.touched = self.taken_base, set(self.taken_touched)
+        # The next listing's changes start from the listing this follower holds (most
+        # followers hold it too: the resigning leader's last); the artifact is written
+        # whole right after that first listing, for the others.
+        self.base = (self.state.leader, self.state.seq) if self.state.leader else None
+        self.touched = set()
+        self.since_document = _DOCUMENT_EVERY
         _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
         # No longer a follower. In the background: on a busy server a delete took 5 s,
         # and the new leader's first listing is due a tick after the last one.
@@ -719,30 +719,30 @@ class Sharing:
             return
         first_sight = self.marker_seen is None
         state = await self._state_for(marker, leader, seq)
-        if state is None:
-            return  # the artifact is not there yet: the next look
+        if state is None:  # the artifact is not there yet: the next look
+            _logger.debug(
+                "Poller %s could not rebuild listing %s of %s (holds %s of %s)",
+                self.id,
+                seq,
+                leader,
+                self.state.seq,
+                self.state.leader,
+            )
+            return
         if leader != (self.marker_seen or ("", 0))[0]:
             self.leader_requests = int(marker.get("r", 0))  # a new leader: count from now
         self.marker_seen = (leader, seq)
         self.state = state
-        base = marker.get("base")
-        self.taken_base = (str(base[0]), int(base[1])) if base else None
-        self.taken_touched = {
-            (section, str(key))
-            for section, part in (marker.get("c") or {}).items()
-            if isinstance(part, dict)
-            for key in [*(part.get("s") or {}), *(part.get("d") or [])]
-        }
         self.last_listing = self.last_received = time.monotonic()
         self.next_follow = self.last_received + 0.75 * interval
         snapshot = state.snapshot()
         age = time.time() - snapshot.fetched_at.timestamp()
         if first_sight and age > 2 * interval + _STALE_SLACK_SECONDS:
             return  # published long before we followed (a leader gone quiet): not news
-        if not resigned:  # a leader at work: no need to try for the lead while it publishes
-            self.next_attempt = max(
-                self.next_attempt, time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
-            )
+        if not resigned:  # a leader at work: no try for the lead while it publishes
+            # (one planned after a resignation included: that one has a successor)
+            self.next_attempt = time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
+            self.handed_lease = None
         spent = int(marker.get("r", 0))
         self.poller.limiter().record(spent - self.leader_requests)
         self.leader_requests = spent
@@ -763,8 +763,8 @@ class Sharing:
         lease = str(lease) if lease else None
         now = time.monotonic()
         wait = interval + _SUCCESSOR_SLACK  # for the one named before to lead
-        if not named:  # the slot is free: whoever comes first
-            self.next_attempt = 0.0
+        if not named:  # the slot is free: whoever comes first (not all in one instant)
+            self.next_attempt = now + random.uniform(0, interval)
         elif named[0] == self.id:
             self.handed_lease, self.next_attempt = lease, 0.0
         elif self.id in named:
