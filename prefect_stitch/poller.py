@@ -411,8 +411,16 @@ class AccountPoller:
         try:
             if sharing is not None:
                 await sharing.start()
-                if await sharing.try_lead():
+                # Whatever another process published lately first: with a leader at
+                # work this one follows; with none, the listing it holds still makes
+                # its first tick due a tick from then, not now (at 50 processes starting
+                # together, each one leading in turn listed the account at once).
+                await sharing.follow(self.tick_seconds() or 30.0)
+                if not sharing.listings_received:  # nothing lately: no leader to wait for
+                    sharing.next_attempt = 0.0
+                if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
                     await sharing.prepare()
+                    last_start = max(last_start, self._last_start)
                 self._sharing = sharing
             async with self.credentials.get_client(
                 global_limit_name=self.global_limit_name

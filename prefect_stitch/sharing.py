@@ -82,6 +82,8 @@ _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
 _STALE_SLACK_SECONDS = 5.0
 _SUCCESSORS = 3
 """Followers a resigning leader names to take over, in order."""
+_WHOLE = ("", 0)
+"""The base of a whole listing: the empty one, which every follower can start from."""
 _DOCUMENT_EVERY = 10
 """The leader rewrites the artifact at least every this many listings."""
 _SUCCESSOR_SLACK = 3.0
@@ -172,7 +174,8 @@ class Sharing:
         self.state = ListingState()
         """The last listing published (a leader) or received (a follower)."""
         self.base: tuple[str, int] | None = None
-        """The state the artifact holds, which ``touched`` is relative to (a leader)."""
+        """The state the artifact holds, which ``touched`` is relative to (a leader);
+        ``None`` while each listing is published whole in the Variable."""
         self.touched: set[tuple[str, str]] = set()
         """The rows changed since ``base`` (a leader)."""
         self.since_document = 0
@@ -327,7 +330,8 @@ class Sharing:
         # The next listing's changes start from the listing this follower holds (most
         # followers hold it too: the resigning leader's last); the artifact is written
         # whole right after that first listing, for the others.
-        self.base = (self.state.leader, self.state.seq) if self.state.leader else None
+        small = len(json.dumps(self.state.rows)) < MARKER_BUDGET // 2
+        self.base = None if small or not self.state.leader else (self.state.leader, self.state.seq)
         self.touched = set()
         self.since_document = _DOCUMENT_EVERY
         _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
@@ -406,6 +410,13 @@ class Sharing:
         """
         self.leading = False
         successors = self.successors()
+        latest = self.poller.latest
+        if self.last_marker is None and latest is not None:
+            # A lone leader publishes nothing; its last listing still goes with its
+            # resignation, so that the next leader (a process starting now, often) need
+            # not list the account again at once.
+            with contextlib.suppress(Exception):
+                self.last_marker = await self._marker_for(latest)
         marker = dict(self.last_marker or {})
         marker.setdefault("leader", self.id)
         marker.setdefault("seq", self.state.seq)
@@ -536,35 +547,21 @@ class Sharing:
     async def publish(self, snapshot: Snapshot) -> None:
         """Publish a listing the leader read, if some follower wants it.
 
-        The listing Variable gets the rows changed since the state the artifact holds
-        (when they fit), so that a follower needs no other read; the artifact is brought
-        up to date afterwards, off the followers' path. Changes too big for the Variable
-        (a first listing, a burst) go to the artifact first.
+        The listing Variable gets the whole listing while it fits in half of it (a small
+        account), else the rows changed since the state the artifact holds: either way a
+        follower needs no other read. The artifact is brought up to date afterwards, off
+        the followers' path. Changes too big for the Variable go to the artifact first.
         """
         if not self.leading or not self.demands:
             return
-        seq = max(self.state.seq, self.marker_seen[1] if self.marker_seen else 0) + 1
-        self.touched |= self.state.advance(snapshot, self.id, seq)
-        marker: dict[str, Any] = {
-            "leader": self.id,
-            "seq": seq,
-            "r": self.poller.limiter().local_requests,
-            "h": self.state.header,
-        }
         try:
-            if self.base is not None:
-                marker["base"] = list(self.base)
-                marker["c"] = self.state.changes(self.touched)
-            if self.base is None or len(json.dumps(marker)) > MARKER_BUDGET:
-                await self._write_document()  # the whole listing first
-                marker.update(base=list(self.base or ()), c={})
-            marker["doc"] = str(self.document_id)
+            marker = await self._marker_for(snapshot)
             await self._set_variable(self.listing_name, marker)
             self.last_marker = marker
             _logger.debug(
                 "Poller %s published listing %s of account %s for %s follower(s)",
                 self.id,
-                seq,
+                marker["seq"],
                 self.poller.client_id,
                 len(self.demands),
             )
@@ -574,9 +571,8 @@ class Sharing:
             )
             return
         self.since_document += 1
-        if (
-            len(json.dumps(marker)) > MARKER_BUDGET // 2
-            or self.since_document >= _DOCUMENT_EVERY
+        if len(json.dumps(marker)) > MARKER_BUDGET // 2 or (
+            self.base is not None and self.since_document >= _DOCUMENT_EVERY
         ):
             # The changes grow with every job that ends: write the whole listing now, off
             # the followers' path, rather than when they no longer fit. (Not every tick:
@@ -585,6 +581,28 @@ class Sharing:
             # artifact overwritten while two processes led) is never stuck for long.
             with contextlib.suppress(Exception):
                 await self._write_document()
+
+    async def _marker_for(self, snapshot: Snapshot) -> dict[str, Any]:
+        """The listing Variable's value for a new listing (writes the artifact if need be)."""
+        seq = max(self.state.seq, self.marker_seen[1] if self.marker_seen else 0) + 1
+        self.touched |= self.state.advance(snapshot, self.id, seq)
+        marker: dict[str, Any] = {
+            "leader": self.id,
+            "seq": seq,
+            "r": self.poller.limiter().local_requests,
+            "h": self.state.header,
+        }
+        if self.base is None:  # the whole listing, built from nothing
+            every = {(section, key) for section, rows in self.state.rows.items() for key in rows}
+            marker.update(base=list(_WHOLE), c=self.state.changes(every))
+        else:
+            marker.update(base=list(self.base), c=self.state.changes(self.touched))
+        if len(json.dumps(marker)) > MARKER_BUDGET:
+            await self._write_document()  # the whole listing first
+            marker.update(base=list(self.base or ()), c={})
+        if self.document_id is not None:
+            marker["doc"] = str(self.document_id)
+        return marker
 
     async def prepare(self) -> None:
         """Get ready to publish, as soon as this process leads (before its first tick).
@@ -785,6 +803,10 @@ class Sharing:
         base = marker.get("base")
         base_leader, base_seq = (str(base[0]), int(base[1])) if base else ("", -1)
         changes, header = marker.get("c") or {}, marker["h"]
+        if (base_leader, base_seq) == _WHOLE:  # the whole listing: from nothing
+            state = ListingState()
+            state.apply(changes, header, leader, seq)
+            return state
         if base and self.state.can_apply(base_leader, base_seq, seq):
             state = ListingState.from_document(self.state.document())
             state.apply(changes, header, leader, seq)

@@ -308,6 +308,22 @@ def listing(tick: int) -> Snapshot:
     return Snapshot(tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1)
 
 
+def big_listing(tick: int) -> Snapshot:
+    """A listing too big for the listing Variable (50 sources); each tick one job ends."""
+    records = tuple(
+        Extraction(
+            job_name=f"116078.{300000 + i}.sync.{'x' * 36}-{tick if i == tick % 50 else 0}",
+            source_id=300000 + i,
+            completion_time=T0,
+            discovery_exit_status=0,
+            tap_exit_status=0,
+            target_exit_status=0,
+        )
+        for i in range(50)
+    )
+    return Snapshot(tick=tick, records=records, fetched_at=datetime.now(UTC), pages=1)
+
+
 async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
     sim: StitchSimulator,
 ) -> None:
@@ -571,8 +587,9 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
 ) -> None:
     """Between Stitch's answer and a follower: one write (the leader's) and one read.
 
-    The listing Variable carries the rows changed since the artifact was written; a
-    follower holding the listing they apply to reads nothing else. A new leader goes on
+    For an account whose listing is too big for the Variable, the Variable carries the
+    rows changed since the artifact was written; a follower holding the listing they
+    apply to reads nothing else. A new leader goes on
     from the listing it holds, in the same artifact (updated in place, never one per
     leader), and its first tick goes straight to Stitch (it read the demands as it took
     the lead)."""
@@ -596,16 +613,18 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
         await late.heartbeat_if_due(0.5, True, False)
         await new.heartbeat_if_due(0.5, True, False)  # heard last: the first successor
         await old.refresh_demands()
-        await old.publish(listing(1))  # the first: whole, in the artifact
+        await old.publish(big_listing(1))  # the first: whole, in the artifact
         for follower in (late, new):
             await follower.follow(0.5)
         assert sorted(artifact_reads) == sorted([late.id, new.id])
-        await old.publish(listing(2))
-        await old.publish(listing(3))
+        await old.publish(big_listing(2))
+        await old.publish(big_listing(3))
         await late.follow(0.5)  # it missed listing 2: the changes hold it too
         await new.follow(0.5)
         assert late_poller.latest is not None and late_poller.latest.tick == 3
-        assert [r.job_name for r in late_poller.latest.records] == ["job-3"]
+        assert {r.job_name for r in late_poller.latest.records} == {
+            r.job_name for r in big_listing(3).records
+        }
         assert len(artifact_reads) == 2, "a follower read the artifact for a few changes"
         assert (late.listings_applied, new.listings_applied) == (1, 1)
         document = old.document_id
@@ -627,7 +646,7 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
         assert calls == [], "the first tick read the demands again"
         await new.refresh_demands_if_stale()  # the next ticks read them
         assert calls == ["refresh"]
-        await new.publish(listing(4))
+        await new.publish(big_listing(4))
         await late.follow(0.5)
         assert late_poller.latest.tick == 4 and late.listings_applied == 2
         assert len(artifact_reads) == 2, "the new leader's first listing needed the artifact"
@@ -637,13 +656,87 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
         try:
             await fresh.follow(0.5)
             assert fresh_poller.latest is not None and fresh_poller.latest.tick == 4
-            assert [r.job_name for r in fresh_poller.latest.records] == ["job-4"]
+            assert {r.job_name for r in fresh_poller.latest.records} == {
+                r.job_name for r in big_listing(4).records
+            }
         finally:
             await fresh.stop()
     finally:
         await late.stop()
         await new.stop()
         await old.stop()
+
+
+async def test_a_small_account_is_published_whole_in_the_variable(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing that fits in half the Variable goes there whole: no artifact at all, and
+    a follower that begins takes it from the same one read."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import Sharing
+
+    artifact_reads: list[str] = []
+    read_document = Sharing._read_document
+
+    async def counted(self: Sharing, document_id: Any) -> Any:
+        artifact_reads.append(self.id)
+        return await read_document(self, document_id)
+
+    monkeypatch.setattr(Sharing, "_read_document", counted)
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    follower_poller = AccountPoller(credentials, sim.client_id)
+    follower = Sharing(follower_poller)
+    try:
+        assert await leader.try_lead() is True
+        await follower.heartbeat_if_due(3.0, True, False)
+        await leader.refresh_demands()
+        for tick in (1, 2, 3):
+            await leader.publish(listing(tick))
+            await follower.follow(3.0)
+            assert follower_poller.latest is not None and follower_poller.latest.tick == tick
+            assert [r.job_name for r in follower_poller.latest.records] == [f"job-{tick}"]
+        assert artifact_reads == [] and leader.document_id is None
+    finally:
+        await follower.stop()
+        await leader.stop()
+
+
+async def test_a_process_that_starts_as_a_lone_leader_leaves_takes_its_listing(
+    sim: StitchSimulator,
+) -> None:
+    """Fifty syncs starting together: each may lead alone for a moment (its trigger's
+    baseline) and leave. A lone leader publishes nothing, but its last listing goes with
+    its resignation: the next process takes it (its baseline) and lists a tick later,
+    not at once (each one listing at once was 7 listings
+    in 2.3 s at the start of a 50-process run)."""
+    from prefect_stitch.poller import AccountPoller
+
+    sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
+    credentials = make_credentials(sim)
+    first = AccountPoller(credentials, sim.client_id)
+    watch = first.watch(poll_interval_seconds=1.0)
+    await watch.next_snapshot(30)  # it leads alone, and lists
+    watch.close()
+
+    async def resigned() -> bool:
+        return first._thread is None
+
+    await until(resigned, 15, "the lone leader's hand-over")
+    listed = [r.at for r in sim.requests_for("extractions")]
+    second = AccountPoller(credentials, sim.client_id)
+    watch = second.watch(poll_interval_seconds=1.0)
+    try:
+        await watch.next_snapshot(30)
+        assert second.received == 1, "the lone leader's last listing was not passed on"
+
+        async def listed_again() -> bool:
+            return len(sim.requests_for("extractions")) > len(listed)
+
+        await until(listed_again, 15, "the second process's first listing")
+        assert sim.requests_for("extractions")[len(listed)].at - listed[-1] >= 0.8
+    finally:
+        watch.close()
 
 
 async def test_a_follower_that_could_not_look_never_calls_the_leader_silent(
@@ -894,10 +987,10 @@ async def test_a_resignation_nobody_hears_of_frees_the_lease(
 async def test_a_leader_rewrites_the_artifact_after_another_led_and_every_few_listings(
     sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two processes may lead at once for a moment (a lease lost to a slow API); both
-    write the one artifact. The one that stays must write it whole again, or followers
-    that need it could never rebuild its listings; and it rewrites it every few listings
-    regardless, so that no follower stays lost for long."""
+    """An account too big for the Variable. Two processes may lead at once for a moment
+    (a lease lost to a slow API); both write the one artifact. The one that stays must
+    write it whole again, or followers that need it could never rebuild its listings;
+    and it rewrites it every few listings regardless, so that no follower stays lost."""
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import _DOCUMENT_EVERY, Sharing
 
@@ -918,13 +1011,13 @@ async def test_a_leader_rewrites_the_artifact_after_another_led_and_every_few_li
         await follower.heartbeat_if_due(3.0, True, False)
         await leader.refresh_demands()
         for tick in range(1, _DOCUMENT_EVERY + 2):
-            await leader.publish(listing(tick))
+            await leader.publish(big_listing(tick))
         assert writes == [1, _DOCUMENT_EVERY], "the artifact was not rewritten"
         writes.clear()
         intruder.leading, intruder.demands = True, dict(leader.demands)
-        await intruder.publish(listing(50))  # a second leader, for a moment
+        await intruder.publish(big_listing(50))  # a second leader, for a moment
         await leader.refresh_demands()  # the leader sees it
-        await leader.publish(listing(51))
+        await leader.publish(big_listing(51))
         assert writes[-1] == leader.state.seq, "the artifact was left as the other wrote it"
         await follower.follow(3.0)
         assert follower.state.seq == leader.state.seq
