@@ -133,6 +133,7 @@ class _Demand:
     counter: int
     requests: int
     seen_at: float  # time.monotonic() when the counter last moved
+    began: float  # when its wait began, as this process's time.monotonic() reckons it
 
 
 class Sharing:
@@ -153,6 +154,8 @@ class Sharing:
     def __init__(self, poller: AccountPoller) -> None:
         self.poller = poller
         self.id = uuid.uuid4().hex[:12]
+        self.created = time.monotonic()
+        """When this process began to follow (or lead) the account."""
         self.leading = False
         self.lease_id: Any = None
         host = hashlib.sha256(poller.credentials.base_url.encode()).hexdigest()[:8]
@@ -409,6 +412,9 @@ class Sharing:
         Prefect database); with none, the slot is freed for whoever comes next.
         """
         self.leading = False
+        if self.demands:  # who is still there (a follower ending now removed its demand)
+            with contextlib.suppress(Exception):
+                await self._read_demands()
         successors = self.successors()
         latest = self.poller.latest
         if self.last_marker is None and latest is not None:
@@ -444,16 +450,17 @@ class Sharing:
 
         Naming a few spares the Prefect API a rush of every follower trying for the slot
         at once (at 50 processes, tries then took 2-30 s, during which those followers
-        read no listing). The followers heard from most recently are the likeliest alive;
-        the first named takes up the lease at once; should it not lead (it may be ending
+        read no listing). The followers whose wait began last are the likeliest to wait
+        longest (the demands are read again as the leader resigns: those that left are
+        gone); the first named takes up the lease at once; should it not lead (it may be ending
         too), the next one frees that lease and takes the slot a tick later, and so on;
         the others try only after them.
 
         Returns:
             Their ids (none when no follower is known: then whoever tries first).
         """
-        recent = sorted(self.demands.items(), key=lambda item: item[1].seen_at, reverse=True)
-        return [follower for follower, _ in recent[:_SUCCESSORS]]
+        latest = sorted(self.demands.items(), key=lambda item: item[1].began, reverse=True)
+        return [follower for follower, _ in latest[:_SUCCESSORS]]
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -477,6 +484,9 @@ class Sharing:
         (a lease lost to a slow network), the one with the greater id steps down.
         """
         await self._check_for_another_leader()
+        await self._read_demands()
+
+    async def _read_demands(self) -> None:
         variables = await self._demand_variables()
         now = time.monotonic()
         for name, value in variables.items():
@@ -494,6 +504,8 @@ class Sharing:
                     counter=counter,
                     requests=spent,
                     seen_at=now,
+                    # From the follower's own count of seconds (no clocks compared).
+                    began=known.began if known else now - float(value.get("a", 0.0)),
                 )
         for follower, demand in list(self.demands.items()):
             gone = f"{self.demand_prefix}{follower}" not in variables
@@ -693,6 +705,7 @@ class Sharing:
             "l": loads,
             "n": self.heartbeats,
             "r": self.poller.limiter().local_requests,
+            "a": round(time.monotonic() - self.created, 1),
         }
 
     async def _announce(self, value: dict[str, Any]) -> None:

@@ -607,11 +607,13 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
     credentials = make_credentials(sim)
     old = Sharing(AccountPoller(credentials, sim.client_id))
     late_poller, new_poller = (AccountPoller(credentials, sim.client_id) for _ in range(2))
-    late, new = Sharing(late_poller), Sharing(new_poller)
+    late = Sharing(late_poller)
+    await asyncio.sleep(0.3)
+    new = Sharing(new_poller)  # its wait began last: the first successor
     try:
         assert await old.try_lead() is True
         await late.heartbeat_if_due(0.5, True, False)
-        await new.heartbeat_if_due(0.5, True, False)  # heard last: the first successor
+        await new.heartbeat_if_due(0.5, True, False)
         await old.refresh_demands()
         await old.publish(big_listing(1))  # the first: whole, in the artifact
         for follower in (late, new):
@@ -629,7 +631,7 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
         assert (late.listings_applied, new.listings_applied) == (1, 1)
         document = old.document_id
 
-        await old.stop()  # resigns: the lease goes to the follower heard from last
+        await old.stop()  # resigns: the lease goes to the follower whose wait began last
         await new.follow(0.5)
         assert await new.try_lead() is True
         await new.prepare()
@@ -844,7 +846,7 @@ async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
     async def resigned_before(followers: list[Sharing]) -> Sharing:
         leader = Sharing(AccountPoller(credentials, sim.client_id))
         assert await leader.try_lead() is True
-        for follower in followers:  # the last heard from are the likeliest alive
+        for follower in followers:
             await follower.heartbeat_if_due(3.0, True, False)
             await leader.refresh_demands()
         await leader.publish(listing(1))
@@ -853,7 +855,10 @@ async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
             await follower.follow(3.0)
         return leader
 
-    followers = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(4)]
+    followers = []
+    for _ in range(4):  # their waits begin one after the other: the last is named first
+        followers.append(Sharing(AccountPoller(credentials, sim.client_id)))
+        await asyncio.sleep(0.3)
     try:
         leader = await resigned_before(followers)
         oldest, third, second, first = followers
@@ -874,7 +879,10 @@ async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
         await first.stop()
         await leader.stop()
 
-        again = [Sharing(AccountPoller(credentials, sim.client_id)) for _ in range(2)]
+        again = []
+        for _ in range(2):
+            again.append(Sharing(AccountPoller(credentials, sim.client_id)))
+            await asyncio.sleep(0.3)
         try:
             leader = await resigned_before(again)
             second, first = again  # the first named never takes up the lease (it died)
@@ -1026,4 +1034,45 @@ async def test_a_leader_rewrites_the_artifact_after_another_led_and_every_few_li
         intruder.leading = False
         await intruder.stop()
         await follower.stop()
+        await leader.stop()
+
+
+async def test_the_successor_is_the_follower_whose_wait_began_last_and_is_still_there(
+    sim: StitchSimulator,
+) -> None:
+    """In a burst of jobs ending together, the followers heard from last were often
+    ending too: the lease went to a process on its way out, and the next named took over
+    a tick later. The wait that began last is the likeliest to last; a follower that
+    left just before the resignation is not named."""
+    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch.sharing import HEARTBEAT_SECONDS, Sharing
+
+    credentials = make_credentials(sim)
+    leader = Sharing(AccountPoller(credentials, sim.client_id))
+    older = Sharing(AccountPoller(credentials, sim.client_id))
+    await asyncio.sleep(0.5)
+    younger = Sharing(AccountPoller(credentials, sim.client_id))
+    await asyncio.sleep(0.5)
+    leaving = Sharing(AccountPoller(credentials, sim.client_id))
+    try:
+        assert await leader.try_lead() is True
+        for follower in (younger, leaving):
+            await follower.heartbeat_if_due(3.0, True, False)
+        await older.heartbeat_if_due(3.0, True, False)  # heard from last...
+        await leader.refresh_demands()
+        older.next_heartbeat -= HEARTBEAT_SECONDS
+        await older.heartbeat_if_due(3.0, True, False)  # ...and again
+        await leader.refresh_demands()
+        await leader.publish(listing(1))
+        await leaving.stop()  # its job ended: it leaves just before the leader does
+        await leader.stop()
+        for follower in (older, younger):
+            await follower.follow(3.0)
+        assert younger.handed_lease is not None, "the lease went to another follower"
+        assert older.handed_lease is None
+        marker = await younger._get_variable(younger.listing_name)
+        assert marker["next"] == [younger.id, older.id], "a gone follower named"
+    finally:
+        for follower in (older, younger, leaving):
+            await follower.stop()
         await leader.stop()
