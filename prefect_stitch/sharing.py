@@ -86,8 +86,9 @@ _WHOLE = ("", 0)
 """The base of a whole listing: the empty one, which every follower can start from."""
 _DOCUMENT_EVERY = 10
 """The leader rewrites the artifact at least every this many listings."""
-_SUCCESSOR_SLACK = 3.0
-"""Beyond a tick, how long the next successor named gives the one before it to lead."""
+_SUCCESSOR_SLACK = 1.0
+"""Beyond a tick, how long the next successor named gives the one before it to say it
+took the lease up (it writes so at once)."""
 
 _logger = logging.getLogger("prefect_stitch.sharing")
 
@@ -185,6 +186,10 @@ class Sharing:
         """Listings published since the artifact was last written (a leader)."""
         self.last_marker: dict[str, Any] | None = None
         """The listing Variable as this process last wrote or read it."""
+        self.published: Snapshot | None = None
+        """The last listing this leader published."""
+        self.resignation: dict[str, Any] | None = None
+        """The last resignation this follower read (it says it took the lease up)."""
         self.marker_seen: tuple[str, int] | None = None
         """The (leader, seq) of the newest listing this follower has taken."""
         self.resignation_seen: tuple[str, int] | None = None
@@ -326,6 +331,11 @@ class Sharing:
             return False
         self.lease_id, self.leading = lease_id, True
         await self._now_leading()
+        if self.resignation is not None:
+            # Say so at once: the next successors named must not free this lease (their
+            # turn comes a few seconds later), and need not wait for the first listing.
+            with contextlib.suppress(Exception):
+                await self._set_variable(self.listing_name, {**self.resignation, "taken": self.id})
         return True
 
     async def _now_leading(self) -> None:
@@ -417,10 +427,11 @@ class Sharing:
                 await self._read_demands()
         successors = self.successors()
         latest = self.poller.latest
-        if self.last_marker is None and latest is not None:
-            # A lone leader publishes nothing; its last listing still goes with its
-            # resignation, so that the next leader (a process starting now, often) need
-            # not list the account again at once.
+        if latest is not None and latest is not self.published:
+            # Its newest listing goes with its resignation, published or not (a lone
+            # leader publishes nothing; an exiting process drops a tick before it could
+            # publish), so that the next leader (a process starting now, often) need not
+            # list the account again at once.
             with contextlib.suppress(Exception):
                 self.last_marker = await self._marker_for(latest)
         marker = dict(self.last_marker or {})
@@ -569,7 +580,7 @@ class Sharing:
         try:
             marker = await self._marker_for(snapshot)
             await self._set_variable(self.listing_name, marker)
-            self.last_marker = marker
+            self.last_marker, self.published = marker, snapshot
             _logger.debug(
                 "Poller %s published listing %s of account %s for %s follower(s)",
                 self.id,
@@ -737,6 +748,10 @@ class Sharing:
         resigned = bool(marker.get("resigned"))
         if resigned:
             self._saw_resignation(marker, interval)
+            taken = marker.get("taken")
+            if taken and taken != self.id:  # the first successor leads: no try, no freeing
+                self.next_attempt = time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
+                self.handed_lease = self.stale_lease = None
         elif leader != self.id:
             self.stale_lease = None  # a leader publishes: no lease to free
         if (leader, seq) == self.marker_seen or (leader, seq) == (
@@ -787,7 +802,7 @@ class Sharing:
         if self.resignation_seen == resignation:
             return
         _logger.debug("Poller %s saw %s resign", self.id, resignation[0])
-        self.resignation_seen = resignation
+        self.resignation_seen, self.resignation = resignation, marker
         named = marker.get("next")
         named = [str(n) for n in named] if isinstance(named, list) else []
         lease = marker.get("lease")
