@@ -290,14 +290,22 @@ class AccountPoller:
         Args:
             snapshot: The listing.
         """
+        self.prime(snapshot)
+        self.received += 1
+        self._deliver(snapshot)
+
+    def prime(self, snapshot: Snapshot) -> None:
+        """Take a listing another process read as the latest (a baseline), undelivered.
+
+        Args:
+            snapshot: The listing.
+        """
         self.latest = snapshot
         self.latest_at = time.monotonic()
         self.last_pages = max(snapshot.pages, 1)
-        self.received += 1
         # The account was just read: should this process take the lead, its first listing
         # is due a tick from now, not at once (a hand-over must not list twice).
         self._last_start = max(self._last_start, self.latest_at)
-        self._deliver(snapshot)
 
     def _poke(self) -> None:
         loop, wake = self._loop, self._wake
@@ -415,7 +423,7 @@ class AccountPoller:
                 # work this one follows; with none, the listing it holds still makes
                 # its first tick due a tick from then, not now (at 50 processes starting
                 # together, each one leading in turn listed the account at once).
-                await sharing.follow(self.tick_seconds() or 30.0)
+                await sharing.follow(self.tick_seconds() or 30.0, deliver=False)
                 if not sharing.listings_received:  # nothing lately: no leader to wait for
                     sharing.next_attempt = 0.0
                 if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():

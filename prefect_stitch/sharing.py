@@ -725,11 +725,18 @@ class Sharing:
         except Exception as exc:
             _logger.debug("Could not announce the demand of %s: %s", self.demand_name, exc)
 
-    async def follow(self, interval: float) -> None:
+    async def follow(self, interval: float, *, deliver: bool = True) -> None:
         """Pick up the leader's newest listing, if there is one (a follower, often).
 
         The next listing is due about a tick after the last one: a follower looks then,
         and a few times a tick until it comes.
+
+        Args:
+            interval: The poll interval this process wants.
+            deliver: Hand the listing to the waiters. A poller that starts reads what was
+                published before (``False``): it may predate the waits it serves, which
+                must not take it for a listing read after they acted; it only becomes
+                the poller's latest (a baseline) and paces its first tick.
         """
         now = time.monotonic()
         often = min(max(interval / 6, 0.2), 2.0)
@@ -794,7 +801,10 @@ class Sharing:
         self.leader_requests = spent
         self.listings_received += 1
         _logger.debug("Poller %s received listing %s from %s", self.id, seq, leader)
-        self.poller.receive(snapshot)
+        if deliver:
+            self.poller.receive(snapshot)
+        else:
+            self.poller.prime(snapshot)
 
     def _saw_resignation(self, marker: dict[str, Any], interval: float) -> None:
         """Plan this follower's try for the lead after a leader resigned."""
