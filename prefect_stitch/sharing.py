@@ -86,7 +86,7 @@ _WHOLE = ("", 0)
 """The base of a whole listing: the empty one, which every follower can start from."""
 _DOCUMENT_EVERY = 10
 """The leader rewrites the artifact at least every this many listings."""
-_SUCCESSOR_SLACK = 1.0
+_SUCCESSOR_SLACK = 2.0
 """Beyond a tick, how long the next successor named gives the one before it to say it
 took the lease up (it writes so at once)."""
 
@@ -195,6 +195,8 @@ class Sharing:
         self.resignation_seen: tuple[str, int] | None = None
         self.handed_lease: str | None = None
         """A lease a resigning leader handed this follower (its first successor)."""
+        self._taken: asyncio.Task[None] | None = None
+        """The write saying this process took a handed lease up, while under way."""
         self.stale_lease: str | None = None
         """A lease handed to another successor, which this one frees if it never led."""
         self.leader_requests = 0
@@ -332,11 +334,23 @@ class Sharing:
         self.lease_id, self.leading = lease_id, True
         await self._now_leading()
         if self.resignation is not None:
-            # Say so at once: the next successors named must not free this lease (their
-            # turn comes a few seconds later), and need not wait for the first listing.
-            with contextlib.suppress(Exception):
-                await self._set_variable(self.listing_name, {**self.resignation, "taken": self.id})
+            # Say so at once (in the background; the first listing waits for it): the
+            # next successors named must not free the lease (their turn comes a tick
+            # later), and need not wait for the first listing to know.
+            self._taken = asyncio.create_task(
+                self._set_variable(self.listing_name, {**self.resignation, "taken": self.id})
+            )
         return True
+
+    async def _said_taken(self) -> None:
+        """Wait for the "taken" write, if one is under way.
+
+        It must not land after a listing the new leader publishes.
+        """
+        taken, self._taken = self._taken, None
+        if taken is not None:
+            with contextlib.suppress(Exception):
+                await taken
 
     async def _now_leading(self) -> None:
         self.next_renew = time.monotonic() + RENEW_SECONDS
@@ -422,6 +436,7 @@ class Sharing:
         Prefect database); with none, the slot is freed for whoever comes next.
         """
         self.leading = False
+        await self._said_taken()
         if self.demands:  # who is still there (a follower ending now removed its demand)
             with contextlib.suppress(Exception):
                 await self._read_demands()
@@ -494,8 +509,7 @@ class Sharing:
         Also checks that no other process publishes listings: should two lead at once
         (a lease lost to a slow network), the one with the greater id steps down.
         """
-        await self._check_for_another_leader()
-        await self._read_demands()
+        await asyncio.gather(self._check_for_another_leader(), self._read_demands())
 
     async def _read_demands(self) -> None:
         variables = await self._demand_variables()
@@ -577,6 +591,7 @@ class Sharing:
         """
         if not self.leading or not self.demands:
             return
+        await self._said_taken()
         try:
             marker = await self._marker_for(snapshot)
             await self._set_variable(self.listing_name, marker)

@@ -877,7 +877,8 @@ async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
         assert await first.try_lead() is True  # the lease it was handed
         assert writes == [], "the first successor took the slot instead of the lease"
         assert first.lease_id is not None and second.stale_lease is not None
-        await second.follow(3.0)  # the first says at once that it took the lease up...
+        await first._said_taken()  # it says at once that it took the lease up...
+        await second.follow(3.0)
         assert second.stale_lease is None, "the next successor would free a lease taken up"
         assert second.next_attempt > time.monotonic() + 6.0
         await first.prepare()
