@@ -107,7 +107,7 @@ def test_a_load_error_fails_the_sync_naming_the_stream_and_the_warehouse_message
     assert "contacts" in str(outcome) and message in str(outcome)
     assert outcome.result is not None and outcome.result.status == "load_failed"
     assert states(outcome.result) == {"accounts": "loaded", "contacts": "failed"}
-    events = asyncio.run(events_of(3, {"stitch.sync.failed"}))
+    events = asyncio.run(events_of(3, {"stitch.sync.failed"}, outcome.job_name))
     payload = events["stitch.sync.failed"].payload
     assert payload["stage"] == "load"
     assert {"stream_name": "contacts", "state": "failed"}.items() <= {
@@ -267,11 +267,18 @@ def test_no_destination_means_no_assets_and_still_a_success(sim: StitchSimulator
     assert states(result) == {"accounts": "loaded", "contacts": "loaded"}
 
 
-async def events_of(source_id: int, names: set[str]) -> dict[str, Any]:
+async def events_of(source_id: int, names: set[str], job_name: str | None) -> dict[str, Any]:
+    """The job's ``stitch.sync.*`` events by name (other tests of this worker's Prefect
+    API may have used the same source id with another simulator: their jobs are not
+    this one)."""
     async with get_client() as client:
 
         async def found() -> dict[str, Any] | None:
-            events = {event.event: event for event in await stitch_events(client, source_id)}
+            events = {
+                event.event: event
+                for event in await stitch_events(client, source_id)
+                if event.payload.get("job_name") == job_name
+            }
             return events if names <= set(events) else None
 
         return await until(found, 30, f"events {sorted(names)} of source {source_id}")
