@@ -57,23 +57,27 @@ def _parse(value: Any) -> datetime | None:
         return None
 
 
-def _extraction_row(r: Extraction) -> list[Any]:
-    return [
-        r.job_name,
-        r.source_id,
-        _iso(r.start_time),
-        _iso(r.completion_time),
-        r.discovery_exit_status,
-        r.discovery_description,
-        r.tap_exit_status,
-        r.tap_description,
-        r.target_exit_status,
-        r.target_description,
-    ]
+_FIELDS = {
+    "x": (
+        "job_name",
+        "source_id",
+        "start_time",
+        "completion_time",
+        "discovery_exit_status",
+        "discovery_description",
+        "tap_exit_status",
+        "tap_description",
+        "target_exit_status",
+        "target_description",
+    ),
+    "l": ("source_name", "stream_name", "last_batch_loaded_at", "error_state"),
+}
+"""The fields of a row of each section, in order (a row is a JSON list of them)."""
 
 
-def _load_row(r: Load) -> list[Any]:
-    return [r.source_name, r.stream_name, _iso(r.last_batch_loaded_at), r.error_state]
+def _row(section: str, record: Extraction | Load) -> list[Any]:
+    values = (getattr(record, name) for name in _FIELDS[section])
+    return [_iso(v) if isinstance(v, datetime) else v for v in values]
 
 
 def _keyed(section: str, rows: list[list[Any]]) -> dict[str, list[Any]]:
@@ -158,8 +162,8 @@ class ListingState:
         }
         touched: set[tuple[str, str]] = set()
         news = {
-            "x": [_extraction_row(r) for r in snapshot.records] if read_x else None,
-            "l": [_load_row(r) for r in snapshot.loads or ()] if read_l else None,
+            "x": [_row("x", r) for r in snapshot.records] if read_x else None,
+            "l": [_row("l", r) for r in snapshot.loads or ()] if read_l else None,
         }
         for section, fresh in news.items():
             if fresh is None:
@@ -276,30 +280,13 @@ class ListingState:
         records: tuple[Extraction, ...] = ()
         if h.get("x"):
             records = tuple(
-                Extraction(
-                    job_name=row[0],
-                    source_id=row[1],
-                    start_time=row[2],
-                    completion_time=row[3],
-                    discovery_exit_status=row[4],
-                    discovery_description=row[5],
-                    tap_exit_status=row[6],
-                    tap_description=row[7],
-                    target_exit_status=row[8],
-                    target_description=row[9],
-                )
+                Extraction(**dict(zip(_FIELDS["x"], row, strict=True)))
                 for row in self.rows["x"].values()
             )
         loads: tuple[Load, ...] | None = None
         if h.get("l"):
             loads = tuple(
-                Load(
-                    source_name=row[0],
-                    stream_name=row[1],
-                    last_batch_loaded_at=row[2],
-                    error_state=row[3],
-                )
-                for row in self.rows["l"].values()
+                Load(**dict(zip(_FIELDS["l"], row, strict=True))) for row in self.rows["l"].values()
             )
         error: StitchError | None = None
         if h.get("error"):

@@ -582,6 +582,21 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
         await alone.stop()
 
 
+def counted_artifact_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the pollers that read the shared listing's artifact, as they do."""
+    from prefect_stitch.sharing import Sharing
+
+    reads: list[str] = []
+    read_document = Sharing._read_document
+
+    async def counted(self: Sharing, document_id: Any) -> Any:
+        reads.append(self.id)
+        return await read_document(self, document_id)
+
+    monkeypatch.setattr(Sharing, "_read_document", counted)
+    return reads
+
+
 async def test_followers_take_listings_from_the_variable_and_the_artifact_is_passed_on(
     sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -596,14 +611,7 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
-    artifact_reads: list[str] = []
-    read_document = Sharing._read_document
-
-    async def counted(self: Sharing, document_id: Any) -> Any:
-        artifact_reads.append(self.id)
-        return await read_document(self, document_id)
-
-    monkeypatch.setattr(Sharing, "_read_document", counted)
+    artifact_reads = counted_artifact_reads(monkeypatch)
     credentials = make_credentials(sim)
     old = Sharing(AccountPoller(credentials, sim.client_id))
     late_poller, new_poller = (AccountPoller(credentials, sim.client_id) for _ in range(2))
@@ -677,14 +685,7 @@ async def test_a_small_account_is_published_whole_in_the_variable(
     from prefect_stitch.poller import AccountPoller
     from prefect_stitch.sharing import Sharing
 
-    artifact_reads: list[str] = []
-    read_document = Sharing._read_document
-
-    async def counted(self: Sharing, document_id: Any) -> Any:
-        artifact_reads.append(self.id)
-        return await read_document(self, document_id)
-
-    monkeypatch.setattr(Sharing, "_read_document", counted)
+    artifact_reads = counted_artifact_reads(monkeypatch)
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
     follower_poller = AccountPoller(credentials, sim.client_id)
@@ -699,6 +700,8 @@ async def test_a_small_account_is_published_whole_in_the_variable(
             assert follower_poller.latest is not None and follower_poller.latest.tick == tick
             assert [r.job_name for r in follower_poller.latest.records] == [f"job-{tick}"]
         assert artifact_reads == [] and leader.document_id is None
+        # It looks for the next listing about a tick after the last one, not at once.
+        assert follower.next_follow == pytest.approx(follower.last_received + 0.75 * 3.0)
     finally:
         await follower.stop()
         await leader.stop()
