@@ -191,8 +191,9 @@ class AccountPoller:
         self._idle_since: float | None = None
         """When the last waiter left (``time.monotonic()``); None while someone waits."""
         self._finishing = False
-        self._main_task: asyncio.Task[None] | None = None
         """The process exits: no lingering."""
+        self._main_task: asyncio.Task[None] | None = None
+        """The poller loop's task while it runs (``finish`` cancels it at exit)."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -426,8 +427,7 @@ class AccountPoller:
                 await sharing.follow(self.tick_seconds() or 30.0, deliver=False)
                 if not sharing.listings_received:  # nothing lately: no leader to wait for
                     sharing.next_attempt = 0.0
-                if time.monotonic() >= sharing.next_attempt and await sharing.try_lead():
-                    await sharing.prepare()
+                if time.monotonic() >= sharing.next_attempt and await self._take_the_lead(sharing):
                     last_start = max(last_start, self._last_start)
                 self._sharing = sharing
             async with self.credentials.get_client(
