@@ -12,7 +12,7 @@ simulated Stitch account, in three modes:
   own in-process limiter only;
 * ``alone-gcl``: each process polls by itself, every jobs request pacing itself on the
   Prefect global concurrency limit ``stitch-jobs-<client_id>``, created before the run
-  with ``prefect_stitch.ratelimit.global_limit_settings(30, period)`` (as README
+  with ``prefect_stitch._ratelimit.global_limit_settings(30, period)`` (as README
   recommends) and deleted after it.
 
 and prints, per (K, mode), the jobs requests the simulator received, the most of them in
@@ -135,11 +135,11 @@ def time_slow_sharing_calls() -> None:
     """Report each call of the poll sharing that takes longer than ``SLOW_CALL_SECONDS``.
 
     A diagnostic of this benchmark only: it wraps the methods of
-    `prefect_stitch.sharing.Sharing` that talk to the Prefect API.
+    `prefect_stitch._poll.sharing.Sharing` that talk to the Prefect API.
     """
     import functools
 
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.sharing import Sharing
 
     def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -172,7 +172,7 @@ def child_main(args: argparse.Namespace) -> int:
     emit("BOOT", {"t": time.time(), "pid": os.getpid()})
     import prefect_stitch
     from prefect_stitch import StitchCredentials, stitch_sync_flow
-    from prefect_stitch.poller import pollers_of
+    from prefect_stitch._poll.poller import pollers_of
 
     credentials = StitchCredentials(
         access_token=TOKEN,
@@ -192,7 +192,7 @@ def child_main(args: argparse.Namespace) -> int:
 
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("SHARING %(created).3f %(message)s"))
-        sharing_logger = logging.getLogger("prefect_stitch.sharing")
+        sharing_logger = logging.getLogger("prefect_stitch._poll.sharing")
         sharing_logger.addHandler(handler)
         sharing_logger.setLevel(logging.DEBUG)
     # Diagnostics for a stalled run: SIGUSR1 dumps every thread's Python stack (to
@@ -399,7 +399,7 @@ class RunResult:
 
 
 def create_gcl(server: base.PrefectServer) -> dict[str, Any]:
-    from prefect_stitch.ratelimit import global_limit_settings
+    from prefect_stitch._ratelimit import global_limit_settings
 
     capacity, decay = global_limit_settings(JOBS_RATE_LIMIT, JOBS_RATE_PERIOD_SECONDS)
     with contextlib.suppress(Exception):  # a leftover of an interrupted run

@@ -139,9 +139,9 @@ def build_baseline_flow() -> Callable[..., Any]:
     from prefect.cache_policies import NO_CACHE
 
     from prefect_stitch import StitchCredentials, start_stitch_sync
+    from prefect_stitch._verdict import ExtractionState, judge_extraction
     from prefect_stitch.flows import run_cancellable
     from prefect_stitch.models import Extraction
-    from prefect_stitch.verdict import ExtractionState, judge_extraction
 
     @task(
         name="Naive wait for Stitch sync",
@@ -233,9 +233,9 @@ def child_main(args: argparse.Namespace) -> int:
     """Run one flow (shared, shared-loads or baseline) and write the process's own measurements."""
     import prefect_stitch
     from prefect_stitch import StitchCredentials, stitch_sync_many_flow
+    from prefect_stitch._poll.poller import pollers_of
     from prefect_stitch.errors import StitchSyncManyFailed
     from prefect_stitch.models import StitchSyncManyResult
-    from prefect_stitch.poller import pollers_of
 
     credentials = StitchCredentials(
         access_token=TOKEN,
@@ -1510,7 +1510,7 @@ def write_results(
         "load baseline is read) and then runs one naive task per source that "
         "sleeps the poll interval, reads `GET /v4/{client}/extractions` page by page with "
         "plain httpx (no limiter) until it finds its `job_name`, and judges the record with "
-        "`prefect_stitch.verdict.judge_extraction`.",
+        "`prefect_stitch._verdict.judge_extraction`.",
         f'- `{LOADS_MODE}` runs `stitch_sync_many_flow` with `loads="wait"` (the default) '
         f"and `max_load_wait_seconds={MAX_LOAD_WAIT_SECONDS:g}`. Each source has two "
         f"streams ({', '.join(f'`{s}`' for s in STREAMS)}), both selected; its job gives "

@@ -11,6 +11,7 @@ Example:
 
 from importlib.metadata import PackageNotFoundError, version
 
+from prefect_stitch import _moved
 from prefect_stitch.client import StitchClient
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
@@ -59,6 +60,8 @@ from prefect_stitch.tasks import (
     wait_for_stitch_sync,
 )
 from prefect_stitch.watcher import StitchWatchSummary, run_stitch_watch, stitch_watch_flow
+
+_moved.install()
 
 try:
     __version__ = version("prefect-stitchdata")

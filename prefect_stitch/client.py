@@ -14,7 +14,7 @@ What it takes care of:
   (``POST /sync``) is never retried here: it is not idempotent, and
   [`start_stitch_sync`][prefect_stitch.tasks.start_stitch_sync] retries it safely.
 * **The jobs rate budget**: extractions, logs and loads requests go through the
-  account's process-wide [`SlidingWindowLimiter`][prefect_stitch.ratelimit.SlidingWindowLimiter],
+  account's process-wide [`SlidingWindowLimiter`][prefect_stitch._ratelimit.SlidingWindowLimiter],
   and optionally through a Prefect global concurrency limit shared across processes.
 * **Pagination**: ``links.next`` is followed relative to ``base_url`` (never to another
   host: the token would go with it).
@@ -45,6 +45,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from prefect_stitch._logscan import DEFAULT_MAX_LINE_CHARS, LogScan
+from prefect_stitch._ratelimit import SlidingWindowLimiter, limiter_for
 from prefect_stitch.errors import (
     StitchAPIError,
     StitchAuthError,
@@ -54,7 +56,6 @@ from prefect_stitch.errors import (
     StitchNotFoundError,
     StitchTransportError,
 )
-from prefect_stitch.logscan import DEFAULT_MAX_LINE_CHARS, LogScan
 from prefect_stitch.models import (
     Destination,
     Extraction,
@@ -67,7 +68,6 @@ from prefect_stitch.models import (
     TriggerAnswer,
     check_source_id,
 )
-from prefect_stitch.ratelimit import SlidingWindowLimiter, limiter_for
 
 __all__ = ["StitchClient", "StitchConnection", "is_transient", "stitch_time_of"]
 
@@ -1076,7 +1076,7 @@ class StitchClient:
         tail_lines: int | None = 50,
         max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
     ) -> LogScan:
-        """Stream a job's extraction log through a [`LogScan`][prefect_stitch.logscan.LogScan].
+        """Stream a job's extraction log through a [`LogScan`][prefect_stitch._logscan.LogScan].
 
         The log is read in chunks and split into lines as it arrives; the scan keeps the
         last ``tail_lines`` lines (each cut to ``max_line_chars``), the job's exit

@@ -45,6 +45,7 @@ from prefect import flow, get_run_logger
 from prefect.context import AsyncClientContext, FlowRunContext
 from pydantic import Field
 
+from prefect_stitch._poll.poller import pollers_of
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
     StitchConfigurationError,
@@ -64,7 +65,6 @@ from prefect_stitch.models import (
     SyncOutcome,
     check_source_id,
 )
-from prefect_stitch.poller import pollers_of
 from prefect_stitch.tasks import (
     DEFAULT_LOG_TAIL_LINES,
     DEFAULT_MAX_LOAD_WAIT_SECONDS,

@@ -145,7 +145,7 @@ class Extraction(_StitchRecord):
     """One record of ``GET /v4/{client_id}/extractions``: a source's last completed job.
 
     Whether the record means running, succeeded, failed or terminated is decided in one
-    place, [`judge_extraction`][prefect_stitch.verdict.judge_extraction].
+    place, [`judge_extraction`][prefect_stitch._verdict.judge_extraction].
 
     Example:
         ```python
@@ -458,7 +458,7 @@ class StitchSyncHandle(BaseModel):
     """What `start_stitch_sync` learnt: the job to wait for, and what Stitch showed before.
 
     Identity is decided from Stitch's records and Stitch's clock only (see
-    [`locate_job`][prefect_stitch.verdict.locate_job]): the job's name when Stitch told
+    [`locate_job`][prefect_stitch._verdict.locate_job]): the job's name when Stitch told
     it, the source's listed record before we acted (the *baseline*), and the ``Date`` of
     Stitch's answers. ``requested_at`` is this machine's clock, kept for people only.
 

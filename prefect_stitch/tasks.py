@@ -12,7 +12,7 @@ whether it was ours) instead of failing or starting another. No task is cached: 
 call talks to Stitch.
 
 Which job is ours is decided from Stitch's records and Stitch's clock only (see
-[`prefect_stitch.verdict`][prefect_stitch.verdict]): before acting, the trigger reads
+[`prefect_stitch._verdict`][prefect_stitch._verdict]): before acting, the trigger reads
 the source's listed record (the *baseline*), and every answer's ``Date`` header gives
 Stitch's time.
 """
@@ -36,6 +36,20 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.logging.loggers import LoggingAdapter
 from prefect.tasks import Task, exponential_backoff
 
+from prefect_stitch._lineage import emit_table_materializations
+from prefect_stitch._loads import LoadOutcome, LoadsMode, settle_loads
+from prefect_stitch._logscan import LogScan
+from prefect_stitch._poll.poller import Snapshot, Watch, poller_for
+from prefect_stitch._ratelimit import resolve_global_limit
+from prefect_stitch._reporting import SyncReport, report_outcome
+from prefect_stitch._verdict import (
+    ExtractionState,
+    Verdict,
+    find_earlier_attempt,
+    judge_extraction,
+    locate_job,
+    started_before_baseline,
+)
 from prefect_stitch.client import StitchClient, is_transient
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
@@ -50,9 +64,6 @@ from prefect_stitch.errors import (
     StitchSyncTimeout,
     StitchVerdictUnavailable,
 )
-from prefect_stitch.lineage import emit_table_materializations
-from prefect_stitch.loads import LoadOutcome, LoadsMode, settle_loads
-from prefect_stitch.logscan import LogScan
 from prefect_stitch.models import (
     Extraction,
     JobOrigin,
@@ -61,17 +72,6 @@ from prefect_stitch.models import (
     SyncAttempt,
     check_source_id,
     stitch_source_url,
-)
-from prefect_stitch.poller import Snapshot, Watch, poller_for
-from prefect_stitch.ratelimit import resolve_global_limit
-from prefect_stitch.reporting import SyncReport, report_outcome
-from prefect_stitch.verdict import (
-    ExtractionState,
-    Verdict,
-    find_earlier_attempt,
-    judge_extraction,
-    locate_job,
-    started_before_baseline,
 )
 
 __all__ = [
@@ -915,7 +915,7 @@ async def wait_for_stitch_sync(
     job of each source. So the job is recognised by its name (the record listed right
     after a trigger is the previous job, never ours) or, for a job we attached to, as
     the first record of the source other than the one listed before we acted, checked
-    against Stitch's own clock (see [`locate_job`][prefect_stitch.verdict.locate_job]).
+    against Stitch's own clock (see [`locate_job`][prefect_stitch._verdict.locate_job]).
     When a later job replaced our record before a poll read it, the verdict is read
     from the job's log. Polling goes through the account's shared poller, which keeps
     within the jobs rate budget.

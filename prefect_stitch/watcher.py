@@ -29,12 +29,12 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from prefect_stitch._poll.poller import poller_for
+from prefect_stitch._reporting import emit_sync_event, event_id
+from prefect_stitch._verdict import ExtractionState, judge_extraction
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.models import Extraction, Load, stitch_source_url
-from prefect_stitch.poller import poller_for
-from prefect_stitch.reporting import emit_sync_event, event_id
-from prefect_stitch.verdict import ExtractionState, judge_extraction
 
 __all__ = [
     "StitchWatchSummary",

@@ -23,7 +23,7 @@ from typing import Any
 import prefect.events
 import pytest
 
-from prefect_stitch.lineage import asset_key, emit_table_materializations
+from prefect_stitch._lineage import asset_key, emit_table_materializations
 from prefect_stitch.models import Destination, Load, Stream
 
 # -- asset_key ------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def test_an_event_that_cannot_be_emitted_never_fails_the_sync(
         sent.append(event["resource"]["prefect.resource.name"])
 
     monkeypatch.setattr(prefect.events, "emit_event", emit_event)
-    with caplog.at_level("WARNING", logger="prefect_stitch.lineage"):
+    with caplog.at_level("WARNING", logger="prefect_stitch._lineage"):
         emit_table_materializations(
             [("postgres://db/s/accounts", "accounts"), ("postgres://db/s/plans", "plans")],
             source_id=1,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from prefect_stitch.logscan import DEFAULT_MAX_LINE_CHARS, LogScan
+from prefect_stitch._logscan import DEFAULT_MAX_LINE_CHARS, LogScan
 
 STAMP = "2026-03-01 12:34:56,789Z"
 TARGET = "com.stitchdata.target-stitch-avro.flush-pipeline - send-stream-record-count-impl"

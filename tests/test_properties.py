@@ -1,7 +1,7 @@
 """Property tests: the verdict rules over every combination, and the client over any answer.
 
 * ``judge_extraction`` gives exactly one verdict for any record, and the one the rules of
-  ``prefect_stitch/verdict.py`` give: failed iff some exit status is non-null and non-zero
+  ``prefect_stitch/_verdict.py`` give: failed iff some exit status is non-null and non-zero
   (``failed_phases`` lists exactly those, in phase order); succeeded iff all three are 0;
   terminated iff none failed, not all are 0, and the record has a completion time or a
   description "Terminated" (any case); running otherwise.
@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefect_stitch import StitchCredentials
+from prefect_stitch._verdict import PHASES, ExtractionState, judge_extraction
 from prefect_stitch.client import StitchClient
 from prefect_stitch.errors import PhaseFailure, StitchError
 from prefect_stitch.models import Extraction, Load, Source
-from prefect_stitch.verdict import PHASES, ExtractionState, judge_extraction
 
 # -- (a) the verdict -------------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from prefect_stitch._poll.listing import MARKER_BUDGET, ListingState
+from prefect_stitch._poll.poller import Snapshot
 from prefect_stitch.errors import StitchAPIError
 from prefect_stitch.models import Extraction, Load
-from prefect_stitch.poller import Snapshot
-from prefect_stitch.shared_listing import MARKER_BUDGET, ListingState
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

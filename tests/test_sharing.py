@@ -25,9 +25,9 @@ from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.settings import PREFECT_API_URL
 
+from prefect_stitch._poll.poller import Snapshot
+from prefect_stitch._ratelimit import SlidingWindowLimiter
 from prefect_stitch.models import Extraction
-from prefect_stitch.poller import Snapshot
-from prefect_stitch.ratelimit import SlidingWindowLimiter
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from prefect_stitch.watcher import WatchCursor, event_id, stitch_watch_flow
 from tests.conftest import REALISTIC_BUDGET, make_credentials
@@ -284,7 +284,7 @@ def test_a_prefect_api_that_cannot_coordinate_means_polling_alone(
 ) -> None:
     """No concurrency leases (a permission, an old server): poll alone, never wait forever."""
     from prefect_stitch import stitch_sync_flow
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.sharing import Sharing
 
     async def refuse(self: Sharing, client: Any) -> None:
         raise RuntimeError("403 Forbidden: concurrency limits")
@@ -333,8 +333,8 @@ async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
     follower that had not yet read its last listing must still get it, and must find the
     slot free: neither may wait out the leader's 60 s lease.
     """
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
@@ -363,7 +363,7 @@ async def test_a_leader_that_leaves_hands_over_its_last_listing_and_its_slot(
 QUICK_EXIT = """
 import asyncio, sys
 from prefect_stitch import StitchCredentials
-from prefect_stitch.poller import poller_for
+from prefect_stitch._poll.poller import poller_for
 
 credentials = StitchCredentials(access_token="sim-token", client_id=116078, base_url=sys.argv[1])
 
@@ -424,8 +424,8 @@ async def test_a_slow_prefect_api_never_makes_a_second_leader(
     """
     import httpx
 
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import LEASE_SECONDS, Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import LEASE_SECONDS, Sharing
 
     async def slow(self: Sharing, client: Any) -> None:
         raise httpx.ReadTimeout("timed out")
@@ -444,7 +444,7 @@ async def leader_and_follower(
     """Two pollers of one account (as two processes would have): the first leads, the
     second follows; each has received a listing. Yields (leader, follower, their watches);
     every watch is closed on the way out."""
-    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch._poll.poller import AccountPoller
 
     sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
     credentials = make_credentials(sim)
@@ -486,8 +486,8 @@ async def test_a_new_leader_slow_to_get_ready_lists_when_due_and_publishes_its_f
     A successor holds the lease before it is ready: it must neither list Stitch at once
     (a tick had not passed since the last listing) nor list before it knows whom to
     publish for (its first listing would reach no one)."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     prepare, delete = Sharing.prepare, Sharing._delete_variable
 
@@ -550,8 +550,8 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
     While listings keep coming the leader is alive: a follower does not try for its slot.
     It announces its demand when it changes (at once) and otherwise every heartbeat.
     """
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import HEARTBEAT_SECONDS, Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import HEARTBEAT_SECONDS, Sharing
 
     tries: dict[str, int] = {}
     try_lead = Sharing.try_lead
@@ -584,7 +584,7 @@ async def test_a_follower_spares_the_prefect_api_while_the_leader_publishes(
 
 def counted_artifact_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The ids of the pollers that read the shared listing's artifact, as they do."""
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.sharing import Sharing
 
     reads: list[str] = []
     read_document = Sharing._read_document
@@ -608,8 +608,8 @@ async def test_followers_take_listings_from_the_variable_and_the_artifact_is_pas
     from the listing it holds, in the same artifact (updated in place, never one per
     leader), and its first tick goes straight to Stitch (it read the demands as it took
     the lead)."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     artifact_reads = counted_artifact_reads(monkeypatch)
     credentials = make_credentials(sim)
@@ -682,8 +682,8 @@ async def test_a_small_account_is_published_whole_in_the_variable(
 ) -> None:
     """A listing that fits in half the Variable goes there whole: no artifact at all, and
     a follower that begins takes it from the same one read."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     artifact_reads = counted_artifact_reads(monkeypatch)
     credentials = make_credentials(sim)
@@ -715,7 +715,7 @@ async def test_a_process_that_starts_as_a_lone_leader_leaves_takes_its_listing(
     its resignation: the next process takes it as its baseline (not as a listing read
     after its waits began: it may predate them) and lists a tick later, not at once
     (each one listing at once was 7 listings in 2.3 s at the start of a 50-process run)."""
-    from prefect_stitch.poller import AccountPoller
+    from prefect_stitch._poll.poller import AccountPoller
 
     sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
     credentials = make_credentials(sim)
@@ -761,8 +761,8 @@ async def test_a_follower_that_could_not_look_never_calls_the_leader_silent(
     """
     import httpx
 
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import LEASE_SECONDS, Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import LEASE_SECONDS, Sharing
 
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
@@ -804,7 +804,7 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(
     The leader keeps serving its followers in between (for a few seconds at most), so the
     account is not handed over and back at every sync's start.
     """
-    from prefect_stitch.poller import LEADER_LINGER_SECONDS
+    from prefect_stitch._poll.poller import LEADER_LINGER_SECONDS
 
     async with leader_and_follower(sim, 0.5) as (leader, follower, first, _):
         sharing = leader._sharing
@@ -839,8 +839,8 @@ async def test_a_leader_that_resigns_hands_its_lease_to_its_first_successor(
     resigning leader names three successors and hands its lease to the first, which
     takes it up by renewing it; the next named frees it and takes the slot a tick later,
     should the first never lead; the others wait longer still."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     writes: list[str] = []
     original = Sharing.try_lead
@@ -915,7 +915,7 @@ async def test_a_follower_keeps_reading_while_its_try_for_the_lead_hangs(
 ) -> None:
     """On a busy Prefect API a try for the lead took up to 30 s at 50 processes: the
     follower must not stop reading the leader's listings meanwhile."""
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.sharing import Sharing
 
     try_lead = Sharing.try_lead
     hanging: list[float] = []
@@ -948,7 +948,7 @@ async def test_a_process_that_exits_mid_tick_hands_over_at_once(
     """A leader lingering for its followers may be in a tick when its process exits; on a
     busy Prefect API that tick outlasted the few seconds an exiting process waits, and
     the process died holding the lead: the account went unpolled for a lease (60 s)."""
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.sharing import Sharing
 
     refresh = Sharing.refresh_demands
     stuck = asyncio.Event()
@@ -979,8 +979,8 @@ async def test_a_resignation_nobody_hears_of_frees_the_lease(
 ) -> None:
     """The lease goes to a successor only through the marker: if the marker cannot be
     written, the leader frees its slot instead of leaving it held for a lease."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
@@ -1011,8 +1011,8 @@ async def test_a_leader_rewrites_the_artifact_after_another_led_and_every_few_li
     (a lease lost to a slow API); both write the one artifact. The one that stays must
     write it whole again, or followers that need it could never rebuild its listings;
     and it rewrites it every few listings regardless, so that no follower stays lost."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import _DOCUMENT_EVERY, Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import _DOCUMENT_EVERY, Sharing
 
     writes: list[int] = []
     write = Sharing._write_document
@@ -1056,8 +1056,8 @@ async def test_the_successor_is_the_follower_whose_wait_began_last_and_is_still_
     ending too: the lease went to a process on its way out, and the next named took over
     a tick later. The wait that began last is the likeliest to last; a follower that
     left just before the resignation is not named."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import HEARTBEAT_SECONDS, Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import HEARTBEAT_SECONDS, Sharing
 
     credentials = make_credentials(sim)
     leader = Sharing(AccountPoller(credentials, sim.client_id))
@@ -1096,8 +1096,8 @@ async def test_a_listing_read_but_not_yet_published_goes_with_the_resignation(
     """An exiting process drops the tick under way: a listing read from Stitch but not
     yet published. It goes with the resignation, so the successor's first listing is
     due a tick after it (not at once: a K=50 run listed twice 1.2 s apart)."""
-    from prefect_stitch.poller import AccountPoller
-    from prefect_stitch.sharing import Sharing
+    from prefect_stitch._poll.poller import AccountPoller
+    from prefect_stitch._poll.sharing import Sharing
 
     credentials = make_credentials(sim)
     leader_poller = AccountPoller(credentials, sim.client_id)

@@ -4,9 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from prefect_stitch.errors import PhaseFailure
-from prefect_stitch.models import Extraction, Load, StitchSyncHandle
-from prefect_stitch.verdict import (
+from prefect_stitch._verdict import (
     ExtractionState,
     LoadVerdict,
     Located,
@@ -18,6 +16,8 @@ from prefect_stitch.verdict import (
     order_of,
     started_before_baseline,
 )
+from prefect_stitch.errors import PhaseFailure
+from prefect_stitch.models import Extraction, Load, StitchSyncHandle
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -387,7 +387,7 @@ def describe(located) -> str:
     ],
 )
 def test_exit_statuses_from_log(log, expected):
-    from prefect_stitch.verdict import exit_statuses_from_log
+    from prefect_stitch._verdict import exit_statuses_from_log
 
     assert exit_statuses_from_log(log) == expected
 

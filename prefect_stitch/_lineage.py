@@ -21,7 +21,7 @@ from prefect_stitch.models import Destination
 
 __all__ = ["asset_key", "emit_table_materializations"]
 
-_logger = logging.getLogger("prefect_stitch.lineage")
+_logger = logging.getLogger("prefect_stitch._lineage")
 
 _ADAPTERS: dict[str, str] = {
     "postgres": "postgres",
@@ -56,7 +56,7 @@ def asset_key(destination: Destination, schema: str, table: str) -> str | None:
 
     Example:
         ```python
-        from prefect_stitch.lineage import asset_key
+        from prefect_stitch._lineage import asset_key
         from prefect_stitch.models import Destination
 
         warehouse = Destination(type="postgres", properties={"database": "analytics"})
@@ -89,7 +89,7 @@ def emit_table_materializations(
 
     Example:
         ```python
-        from prefect_stitch.lineage import emit_table_materializations
+        from prefect_stitch._lineage import emit_table_materializations
 
         emit_table_materializations([("postgres://analytics/recurly/accounts", "accounts")],
                                     source_id=120643, job_name="116078.120643.sync.c12f")

@@ -1,6 +1,6 @@
 """The listing a leading poller shares with the others, and the changes between two.
 
-A leader publishes each listing it reads (see `prefect_stitch.sharing`). Sent whole, a
+A leader publishes each listing it reads (see `prefect_stitch._poll.sharing`). Sent whole, a
 listing of a few hundred sources is tens of kilobytes: too big for a Prefect Variable
 (5,000 characters), so it goes in an artifact, and every follower reads it after the
 small Variable that says it changed; two Prefect calls between Stitch's answer and the
@@ -110,8 +110,8 @@ class ListingState:
         ```python
         from datetime import UTC, datetime
         from prefect_stitch.models import Extraction
-        from prefect_stitch.poller import Snapshot
-        from prefect_stitch.shared_listing import ListingState
+        from prefect_stitch._poll.poller import Snapshot
+        from prefect_stitch._poll.listing import ListingState
 
         record = Extraction(job_name="j1", source_id=7)
         leader = ListingState()
@@ -134,7 +134,7 @@ class ListingState:
         """Take a new listing (the leader's); return the keys it changed.
 
         Args:
-            snapshot: The listing read (a `prefect_stitch.poller.Snapshot`).
+            snapshot: The listing read (a `prefect_stitch._poll.poller.Snapshot`).
             leader: The publishing leader's id.
             seq: The listing's sequence number.
 
@@ -271,10 +271,10 @@ class ListingState:
         """The listing, as a snapshot of a poller.
 
         Returns:
-            A `prefect_stitch.poller.Snapshot`: no records for a section not read (or
+            A `prefect_stitch._poll.poller.Snapshot`: no records for a section not read (or
             a failed listing), as the leader's own waiters saw it.
         """
-        from prefect_stitch.poller import Snapshot
+        from prefect_stitch._poll.poller import Snapshot
 
         h = self.header
         records: tuple[Extraction, ...] = ()

@@ -53,7 +53,7 @@ class SlidingWindowLimiter:
     Example:
         ```python
         import asyncio
-        from prefect_stitch.ratelimit import SlidingWindowLimiter
+        from prefect_stitch._ratelimit import SlidingWindowLimiter
 
         async def main() -> None:
             limiter = SlidingWindowLimiter(limit=2, period=1.0)
@@ -89,7 +89,7 @@ class SlidingWindowLimiter:
 
         Example:
             ```python
-            from prefect_stitch.ratelimit import SlidingWindowLimiter
+            from prefect_stitch._ratelimit import SlidingWindowLimiter
 
             limiter = SlidingWindowLimiter(30, 600)
             limiter.tighten(10, 600)
@@ -131,7 +131,7 @@ class SlidingWindowLimiter:
 
         Example:
             ```python
-            from prefect_stitch.ratelimit import SlidingWindowLimiter
+            from prefect_stitch._ratelimit import SlidingWindowLimiter
 
             limiter = SlidingWindowLimiter(2, 60)
             limiter.record(2)
@@ -156,7 +156,7 @@ class SlidingWindowLimiter:
 
         Example:
             ```python
-            from prefect_stitch.ratelimit import SlidingWindowLimiter
+            from prefect_stitch._ratelimit import SlidingWindowLimiter
 
             print(SlidingWindowLimiter(30, 600).delay_for(1))  # 0.0
             ```
@@ -183,7 +183,7 @@ class SlidingWindowLimiter:
 
         Example:
             ```python
-            from prefect_stitch.ratelimit import SlidingWindowLimiter
+            from prefect_stitch._ratelimit import SlidingWindowLimiter
 
             async def fetch(limiter: SlidingWindowLimiter) -> None:
                 async with limiter.slot():
@@ -223,7 +223,7 @@ def limiter_for(base_url: str, client_id: int, limit: int, period: float) -> Sli
 
     Example:
         ```python
-        from prefect_stitch.ratelimit import limiter_for
+        from prefect_stitch._ratelimit import limiter_for
 
         a = limiter_for("https://api.stitchdata.com", 116078, 30, 600)
         assert a is limiter_for("https://api.stitchdata.com", 116078, 30, 600)
@@ -250,7 +250,7 @@ def account_limit_name(client_id: int) -> str:
 
     Example:
         ```python
-        from prefect_stitch.ratelimit import account_limit_name
+        from prefect_stitch._ratelimit import account_limit_name
 
         print(account_limit_name(116078))  # stitch-jobs-116078
         ```
@@ -275,7 +275,7 @@ def global_limit_settings(limit: int, period: float) -> tuple[int, float]:
 
     Example:
         ```python
-        from prefect_stitch.ratelimit import global_limit_settings
+        from prefect_stitch._ratelimit import global_limit_settings
 
         print(global_limit_settings(30, 600))  # (15, 0.025)
         ```
@@ -296,7 +296,7 @@ async def resolve_global_limit(
     """Decide which Prefect global concurrency limit paces this account's jobs requests.
 
     * ``requested`` given: use it, creating it (as a rate limit sized by
-      [`global_limit_settings`][prefect_stitch.ratelimit.global_limit_settings]) if it
+      [`global_limit_settings`][prefect_stitch._ratelimit.global_limit_settings]) if it
       does not exist yet;
     * otherwise use ``stitch-jobs-<client_id>`` when it exists, or none.
 
@@ -313,7 +313,7 @@ async def resolve_global_limit(
 
     Example:
         ```python
-        from prefect_stitch.ratelimit import resolve_global_limit
+        from prefect_stitch._ratelimit import resolve_global_limit
 
         async def which() -> None:
             print(await resolve_global_limit(116078, None, limit=30, period=600))

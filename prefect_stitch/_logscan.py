@@ -2,7 +2,7 @@
 
 Stitch's extraction logs can be hundreds of megabytes, so they are never held whole:
 the client streams the download and feeds each line to a
-[`LogScan`][prefect_stitch.logscan.LogScan], which keeps only
+[`LogScan`][prefect_stitch._logscan.LogScan], which keeps only
 
 * the last ``tail_lines`` lines (each cut to ``max_line_chars``), for error messages;
 * the exit statuses of the job's last ``Exit status is: ...`` line;
@@ -33,7 +33,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Final
 
-from prefect_stitch.verdict import exit_statuses_from_log
+from prefect_stitch._verdict import exit_statuses_from_log
 
 __all__ = ["DEFAULT_MAX_LINE_CHARS", "LogScan"]
 
@@ -67,7 +67,7 @@ class LogScan:
 
     Example:
         ```python
-        from prefect_stitch.logscan import LogScan
+        from prefect_stitch._logscan import LogScan
 
         scan = LogScan(tail_lines=2)
         for line in [

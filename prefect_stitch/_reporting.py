@@ -71,7 +71,7 @@ def event_id(client_id: int | None, *parts: object) -> UUID:
 
     Example:
         ```python
-        from prefect_stitch.reporting import event_id
+        from prefect_stitch._reporting import event_id
 
         assert event_id(1, "job", "failed") == event_id(1, "job", "failed")
         ```
@@ -95,7 +95,7 @@ class SyncReport:
 
     Example:
         ```python
-        from prefect_stitch.reporting import SyncReport
+        from prefect_stitch._reporting import SyncReport
 
         report = SyncReport("timed_out", source_id=1, client_id=2, headline="Timed out")
         print(report.level)  # 40
@@ -128,7 +128,7 @@ async def report_outcome(
     """Tell people and automations about an outcome: a log line, an event, an artifact.
 
     Every outcome of a sync goes through here, so a new outcome is one more
-    [`SyncReport`][prefect_stitch.reporting.SyncReport], never another hand-written
+    [`SyncReport`][prefect_stitch._reporting.SyncReport], never another hand-written
     branch. Reporting never fails a sync.
 
     Args:
@@ -139,7 +139,7 @@ async def report_outcome(
     Example:
         ```python
         import logging
-        from prefect_stitch.reporting import SyncReport, report_outcome
+        from prefect_stitch._reporting import SyncReport, report_outcome
 
         async def tell() -> None:
             await report_outcome(
@@ -174,7 +174,7 @@ async def report_outcome(
         )
 
 
-_logger = logging.getLogger("prefect_stitch.reporting")
+_logger = logging.getLogger("prefect_stitch._reporting")
 
 EVENT_PREFIX = "stitch.sync"
 
@@ -204,7 +204,7 @@ def emit_sync_event(
 
     Example:
         ```python
-        from prefect_stitch.reporting import emit_sync_event
+        from prefect_stitch._reporting import emit_sync_event
 
         emit_sync_event("started", source_id=120643, client_id=116078, job_name="j")
         ```
@@ -278,7 +278,7 @@ def sync_artifact_markdown(
 
     Example:
         ```python
-        from prefect_stitch.reporting import sync_artifact_markdown
+        from prefect_stitch._reporting import sync_artifact_markdown
 
         print(sync_artifact_markdown(source_id=1, client_id=2, headline="Timed out"))
         ```
@@ -348,7 +348,7 @@ async def write_sync_artifact(
 
     Example:
         ```python
-        from prefect_stitch.reporting import write_sync_artifact
+        from prefect_stitch._reporting import write_sync_artifact
 
         async def report() -> None:
             await write_sync_artifact(source_id=1, client_id=2, headline="Succeeded")

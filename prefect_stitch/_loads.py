@@ -4,9 +4,9 @@ A Stitch replication job is extraction, then preparation, then loading, per stre
 extraction record says nothing of the loads; ``GET /v4/{client_id}/loads`` shows the
 latest load attempt of every stream. After every phase of the job exited 0, this module
 works out which streams must load (those that received rows, from the job's log, see
-[`prefect_stitch.logscan`][prefect_stitch.logscan]), then reads the loads listing
+[`prefect_stitch._logscan`][prefect_stitch._logscan]), then reads the loads listing
 through the account's shared poller until each has landed or one fails; the rules of
-what a load record means live in [`judge_loads`][prefect_stitch.verdict.judge_loads].
+what a load record means live in [`judge_loads`][prefect_stitch._verdict.judge_loads].
 
 **Which streams must load.** The streams the job's log says received rows, that are
 selected in Stitch (``GET /v4/sources/{id}/streams``). The log costs a jobs request, so
@@ -28,14 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prefect_stitch._lineage import asset_key
+from prefect_stitch._logscan import LogScan
+from prefect_stitch._poll.poller import poller_for
+from prefect_stitch._verdict import LoadVerdict, judge_loads
 from prefect_stitch.client import StitchClient, is_transient
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchError
-from prefect_stitch.lineage import asset_key
-from prefect_stitch.logscan import LogScan
 from prefect_stitch.models import Destination, Load, StreamLoadResult
-from prefect_stitch.poller import poller_for
-from prefect_stitch.verdict import LoadVerdict, judge_loads
 
 __all__ = ["LoadOutcome", "LoadsMode", "settle_loads"]
 
@@ -61,7 +61,7 @@ class LoadOutcome:
 
     Example:
         ```python
-        from prefect_stitch.loads import LoadOutcome
+        from prefect_stitch._loads import LoadOutcome
 
         print(LoadOutcome().ok)  # True
         ```
@@ -121,7 +121,7 @@ async def settle_loads(
 
     Example:
         ```python
-        from prefect_stitch.loads import settle_loads
+        from prefect_stitch._loads import settle_loads
 
         async def loaded(client, credentials, record, logger) -> bool:
             outcome = await settle_loads(

@@ -1,7 +1,7 @@
 """One poll per account across every process, through the Prefect API they already use.
 
 Every process that watches a Stitch account has an
-[`AccountPoller`][prefect_stitch.poller.AccountPoller]. With no other server and no setup,
+[`AccountPoller`][prefect_stitch._poll.poller.AccountPoller]. With no other server and no setup,
 they elect one of them to read Stitch and share what it reads, through three Prefect
 primitives, over plain HTTP requests (no connection held open: a Prefect server on
 SQLite serves at most 100 requests at a time, websockets included):
@@ -21,7 +21,7 @@ SQLite serves at most 100 requests at a time, websockets included):
   ``stitch-listing-<client_id>-<host>`` carries the listing's header and the rows changed
   since the whole listing was last written to the account's artifact (type
   ``stitch-listing``, no key, updated in place and passed from leader to leader: the
-  database does not grow); see `prefect_stitch.shared_listing`. A follower rebuilds the
+  database does not grow); see `prefect_stitch._poll.listing`. A follower rebuilds the
   listing from the Variable alone, or from the artifact and the changes when it begins.
   The leader's tick is the shortest interval anyone wants, floored by the budget.
 * **The budget is shared**: the listing Variable carries the jobs requests the leader has
@@ -58,10 +58,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prefect_stitch.shared_listing import MARKER_BUDGET, ListingState
+from prefect_stitch._poll.listing import MARKER_BUDGET, ListingState
 
 if TYPE_CHECKING:
-    from prefect_stitch.poller import AccountPoller, Snapshot
+    from prefect_stitch._poll.poller import AccountPoller, Snapshot
 
 __all__ = ["Sharing", "sharing_enabled"]
 
@@ -90,7 +90,7 @@ _SUCCESSOR_SLACK = 2.0
 """Beyond a tick, how long the next successor named gives the one before it to say it
 took the lease up (it writes so at once)."""
 
-_logger = logging.getLogger("prefect_stitch.sharing")
+_logger = logging.getLogger("prefect_stitch._poll.sharing")
 
 
 def sharing_enabled() -> bool:
@@ -104,7 +104,7 @@ def sharing_enabled() -> bool:
 
     Example:
         ```python
-        from prefect_stitch.sharing import sharing_enabled
+        from prefect_stitch._poll.sharing import sharing_enabled
 
         print(sharing_enabled())
         ```
@@ -145,7 +145,7 @@ class Sharing:
 
     Example:
         ```python
-        from prefect_stitch.sharing import Sharing
+        from prefect_stitch._poll.sharing import Sharing
 
         def describe(poller) -> str:
             return "leader" if Sharing(poller).leading else "follower"

@@ -11,7 +11,7 @@ The tick adapts to the budget: it is the shortest poll interval any waiter asked
 but never shorter than ``pages * period / limit`` (with the default budget and one page,
 one listing every 20 s), so the account's budget holds even with hundreds of sources.
 The requests themselves also go through the account's
-[`SlidingWindowLimiter`][prefect_stitch.ratelimit.SlidingWindowLimiter], which other
+[`SlidingWindowLimiter`][prefect_stitch._ratelimit.SlidingWindowLimiter], which other
 jobs requests (logs, loads) share.
 
 The poller runs in its own daemon thread with its own event loop, because Prefect runs
@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prefect_stitch._poll.sharing import Sharing, sharing_enabled
+from prefect_stitch._ratelimit import SlidingWindowLimiter, limiter_for
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchError, StitchTransportError
 from prefect_stitch.models import Extraction, Load
-from prefect_stitch.ratelimit import SlidingWindowLimiter, limiter_for
-from prefect_stitch.sharing import Sharing, sharing_enabled
 
 __all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for"]
 
@@ -62,7 +62,7 @@ class Snapshot:
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.poller import Snapshot
+        from prefect_stitch._poll.poller import Snapshot
 
         snapshot = Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
         print(snapshot.ok)  # True
@@ -90,7 +90,7 @@ class Watch:
 
     Example:
         ```python
-        from prefect_stitch.poller import poller_for
+        from prefect_stitch._poll.poller import poller_for
 
         async def next_listing(credentials, client_id: int) -> None:
             watch = poller_for(credentials, client_id).watch(poll_interval_seconds=30)
@@ -158,7 +158,7 @@ class Watch:
 class AccountPoller:
     """The shared extraction poller of one Stitch account in this process.
 
-    Get it with [`poller_for`][prefect_stitch.poller.poller_for].
+    Get it with [`poller_for`][prefect_stitch._poll.poller.poller_for].
 
     Args:
         credentials: Credentials of the account.
@@ -168,7 +168,7 @@ class AccountPoller:
 
     Example:
         ```python
-        from prefect_stitch.poller import poller_for
+        from prefect_stitch._poll.poller import poller_for
 
         def cost(credentials, client_id: int) -> None:
             poller = poller_for(credentials, client_id)
@@ -554,6 +554,7 @@ class AccountPoller:
         self.ticks += 1
         want_extractions, want_loads = self._wanted()
         pages = 0
+        sent_before = client.requests_made
         records: tuple[Extraction, ...] = ()
         loads: tuple[Load, ...] | None = None
         stitch_time: datetime | None = None
@@ -566,7 +567,9 @@ class AccountPoller:
                 loads, pages = load_listing.records, pages + load_listing.pages
                 stitch_time = stitch_time or load_listing.stitch_time
         except StitchError as exc:
-            return Snapshot(self.ticks, (), datetime.now(UTC), pages + client.last_page_count, exc)
+            # The pages this failed listing cost: every request it sent (retries included).
+            spent = max(client.requests_made - sent_before, pages)
+            return Snapshot(self.ticks, (), datetime.now(UTC), spent, exc)
         except Exception as exc:  # never let the poller die silently
             _logger.warning(
                 "Unexpected error while listing the jobs of account %s",
@@ -605,7 +608,7 @@ class AccountPoller:
                 self.unwatch(watch)
 
 
-_logger = logging.getLogger("prefect_stitch.poller")
+_logger = logging.getLogger("prefect_stitch._poll.poller")
 _pollers: dict[tuple[str, int, str], AccountPoller] = {}
 _pollers_lock = threading.Lock()
 LEADER_LINGER_SECONDS = 5.0
@@ -644,7 +647,7 @@ def poller_for(
 
     Example:
         ```python
-        from prefect_stitch.poller import poller_for
+        from prefect_stitch._poll.poller import poller_for
 
         def same(credentials) -> None:
             assert poller_for(credentials, 116078) is poller_for(credentials, 116078)
@@ -674,7 +677,7 @@ def pollers_of(credentials: StitchCredentials) -> list[AccountPoller]:
 
     Example:
         ```python
-        from prefect_stitch.poller import pollers_of
+        from prefect_stitch._poll.poller import pollers_of
 
         def cost(credentials) -> int:
             return sum(poller.requests for poller in pollers_of(credentials))

@@ -20,7 +20,7 @@ right after a trigger the source's record is the **previous** job. Stitch's cloc
 ours, so identity is decided from Stitch's records and Stitch's clock only: the job's
 name, the source's record before we acted (the *baseline*), and Stitch's ``Date``
 header on its answer to our trigger, compared with its record times
-([`locate_job`][prefect_stitch.verdict.locate_job]).
+([`locate_job`][prefect_stitch._verdict.locate_job]).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class ExtractionState(StrEnum):
 
     Example:
         ```python
-        from prefect_stitch.verdict import ExtractionState
+        from prefect_stitch._verdict import ExtractionState
 
         print(ExtractionState.TERMINATED.is_final)  # True
         ```
@@ -90,7 +90,7 @@ class Verdict:
     Example:
         ```python
         from prefect_stitch.models import Extraction
-        from prefect_stitch.verdict import judge_extraction
+        from prefect_stitch._verdict import judge_extraction
 
         verdict = judge_extraction(Extraction(job_name="j", source_id=1,
                                               discovery_exit_status=0, tap_exit_status=-9))
@@ -131,7 +131,7 @@ def judge_extraction(record: Extraction | None) -> Verdict:
     Example:
         ```python
         from prefect_stitch.models import Extraction
-        from prefect_stitch.verdict import ExtractionState, judge_extraction
+        from prefect_stitch._verdict import ExtractionState, judge_extraction
 
         terminated = Extraction(job_name="j", source_id=1,
                                 completion_time="2020-06-19T21:09:38Z",
@@ -167,7 +167,7 @@ class Order(StrEnum):
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.verdict import Order, order_of
+        from prefect_stitch._verdict import Order, order_of
 
         moment = datetime(2026, 1, 1, tzinfo=UTC)
         assert order_of(moment, moment) is Order.SAME_SECOND
@@ -197,7 +197,7 @@ def order_of(moment: datetime | None, reference: datetime | None) -> Order:
     Example:
         ```python
         from datetime import UTC, datetime, timedelta
-        from prefect_stitch.verdict import Order, order_of
+        from prefect_stitch._verdict import Order, order_of
 
         now = datetime(2026, 1, 1, tzinfo=UTC)
         assert order_of(now + timedelta(seconds=1), now) is Order.AFTER
@@ -229,7 +229,7 @@ class Located:
 
     Example:
         ```python
-        from prefect_stitch.verdict import Located
+        from prefect_stitch._verdict import Located
 
         print(Located().found)  # False
         ```
@@ -275,7 +275,7 @@ def locate_job(handle: StitchSyncHandle, records: Sequence[Extraction]) -> Locat
         ```python
         from datetime import UTC, datetime
         from prefect_stitch.models import Extraction, Load, StitchSyncHandle
-        from prefect_stitch.verdict import locate_job
+        from prefect_stitch._verdict import locate_job
 
         handle = StitchSyncHandle(source_id=1, job_name="ours", baseline_job_name="previous",
                                   requested_at=datetime.now(UTC))
@@ -332,7 +332,7 @@ def started_before_baseline(handle: StitchSyncHandle, record: Extraction) -> boo
         ```python
         from datetime import UTC, datetime, timedelta
         from prefect_stitch.models import Extraction, Load, StitchSyncHandle
-        from prefect_stitch.verdict import started_before_baseline
+        from prefect_stitch._verdict import started_before_baseline
 
         before = datetime(2026, 1, 1, tzinfo=UTC)
         handle = StitchSyncHandle(source_id=1, requested_at=before,
@@ -365,7 +365,7 @@ def find_earlier_attempt(
         ```python
         from datetime import UTC, datetime
         from prefect_stitch.models import Extraction, Load, StitchSyncHandle
-        from prefect_stitch.verdict import find_earlier_attempt
+        from prefect_stitch._verdict import find_earlier_attempt
 
         handle = StitchSyncHandle(source_id=1, baseline_job_name="b",
                                   requested_at=datetime.now(UTC))
@@ -408,7 +408,7 @@ def exit_statuses_from_log(text: str) -> dict[str, int] | None:
 
     Example:
         ```python
-        from prefect_stitch.verdict import exit_statuses_from_log
+        from prefect_stitch._verdict import exit_statuses_from_log
 
         line = "main - INFO Exit status is: Discovery succeeded. Tap failed with code -9."
         print(exit_statuses_from_log(line))  # {'discovery': 0, 'tap': -9}
@@ -437,7 +437,7 @@ class LoadVerdict:
 
     Example:
         ```python
-        from prefect_stitch.verdict import LoadVerdict
+        from prefect_stitch._verdict import LoadVerdict
 
         print(LoadVerdict(loaded={}, failed={}, old_errors={}, pending=set()).done)  # True
         ```
@@ -493,7 +493,7 @@ def judge_loads(
     Example:
         ```python
         from prefect_stitch.models import Load
-        from prefect_stitch.verdict import judge_loads
+        from prefect_stitch._verdict import judge_loads
 
         done = Load(source_name="s", stream_name="a", last_batch_loaded_at="2026-01-01T00:05:00Z")
         verdict = judge_loads(source_name="s", expected=["a"],
