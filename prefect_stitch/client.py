@@ -5,7 +5,7 @@ from [`prefect_stitch.models`][prefect_stitch.models] and every failure becomes 
 error from [`prefect_stitch.errors`][prefect_stitch.errors]; nothing above this module
 sees an ``httpx`` exception or a raw body.
 
-What it takes care of:
+What it takes care of (the sending itself is one path, in ``prefect_stitch._http``):
 
 * **Timeouts** on every request (``request_timeout_seconds``).
 * **Transient faults** (connection errors, timeouts, 5xx, 429, a truncated or
@@ -24,34 +24,35 @@ What it takes care of:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import email.utils
+import functools
 import hashlib
-import logging
-import math
-import random
-import re
-import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http import HTTPStatus
-from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from prefect_stitch._http import (
+    Call,
+    JobsSlot,
+    Sender,
+    api_client,
+    download_client,
+    error_fields,
+    is_transient,
+    reason_of,
+    stitch_time_of,
+)
 from prefect_stitch._logscan import DEFAULT_MAX_LINE_CHARS, LogScan
 from prefect_stitch._ratelimit import SlidingWindowLimiter, limiter_for
 from prefect_stitch.errors import (
     StitchAPIError,
-    StitchAuthError,
     StitchConfigurationError,
-    StitchInvalidSourceError,
     StitchJobAlreadyRunning,
     StitchNotFoundError,
     StitchTransportError,
@@ -115,198 +116,23 @@ class StitchConnection(Protocol):
     def jobs_rate_period_seconds(self) -> float: ...  # noqa: D102
 
 
-_MAX_BACKOFF_SECONDS = 60.0
-_MAX_RETRY_AFTER_SECONDS = 600.0
 _MAX_PAGES = 10_000
-_MAX_ERROR_TEXT = 500
-
-try:
-    _VERSION = version("prefect-stitchdata")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0+unknown"
-
-_module_logger = logging.getLogger("prefect_stitch.client")
-
-_DELAY_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
-_PRESIGNED_QUERY = re.compile(r"\?[^\s\"']*(?:x-amz-|signature=)[^\s\"']*", re.IGNORECASE)
-
-
-class _RedactPresignedQueries(logging.Filter):
-    """Keep pre-signed log URLs' credentials out of httpx's request log lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if _PRESIGNED_QUERY.search(message):
-            record.msg = _PRESIGNED_QUERY.sub("?<pre-signed query redacted>", message)
-            record.args = ()
-        return True
-
-
-logging.getLogger("httpx").addFilter(_RedactPresignedQueries())
+_LOG_ANSWERS = (200, 301, 302, 303, 307)
+"""The logs endpoint's answers: the documented redirect, or the log a proxy followed it to."""
+_UNBOUNDED_LINE = 10_000_000
+"""``get_extraction_logs`` returns lines whole (up to this many characters each)."""
 
 _client_id_cache: dict[tuple[str, str], int] = {}
 _client_id_lock = threading.Lock()
 
-_tls_context: ssl.SSLContext | None = None
-_tls_lock = threading.Lock()
 
+@dataclass(frozen=True)
+class _Pages(Generic[M]):
+    """What one reading of a paginated listing read: records, pages, Stitch's first Date."""
 
-def _shared_tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client of the process.
-
-    Building one costs ~20 ms and ~1 MB; a run that watches hundreds of sources opens a
-    client per task, so they share it (an ``SSLContext`` is safe to share between threads).
-    """
-    global _tls_context
-    with _tls_lock:
-        if _tls_context is None:
-            _tls_context = httpx.create_ssl_context()
-        return _tls_context
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether an error is worth retrying: no answer, a 5xx, a 429 or a garbled body.
-
-    Args:
-        error: An exception raised by the client.
-
-    Returns:
-        True for transport faults, 5xx and 429; False for everything else (4xx, a
-        failed replication, bad input).
-
-    Example:
-        ```python
-        from prefect_stitch.client import is_transient
-        from prefect_stitch.errors import StitchAPIError
-
-        print(is_transient(StitchAPIError(status_code=502, reason="Bad Gateway")))  # True
-        ```
-    """
-    if isinstance(error, StitchTransportError):
-        return True
-    if isinstance(error, StitchAPIError):
-        return error.status_code is not None and (
-            error.status_code == 429 or error.status_code >= 500
-        )
-    return isinstance(error, httpx.TransportError | TimeoutError)
-
-
-def _reason(response: httpx.Response) -> str:
-    if response.reason_phrase:
-        return response.reason_phrase
-    try:
-        return HTTPStatus(response.status_code).phrase
-    except ValueError:
-        return f"HTTP {response.status_code}"
-
-
-def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
-    """Extract Stitch's error type and message from any of its documented body shapes."""
-    text = response.text.strip() if response.content else ""
-    if not text:
-        return None, None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-        content_type = response.headers.get("content-type", "")
-        if "html" in content_type or text.lstrip().startswith("<"):
-            return None, None
-        return None, text[:_MAX_ERROR_TEXT]
-    if isinstance(body, str):
-        return None, body[:_MAX_ERROR_TEXT] or None
-    if not isinstance(body, dict):
-        return None, None
-    error = body.get("error")
-    if isinstance(error, dict):
-        kind = error.get("type") or error.get("code")
-        message = error.get("message")
-        return (
-            str(kind) if kind is not None else None,
-            str(message)[:_MAX_ERROR_TEXT] if message is not None else None,
-        )
-    data = body.get("data")
-    if isinstance(error, str):
-        if isinstance(data, dict) and data.get("message") is not None:
-            return error, str(data["message"])[:_MAX_ERROR_TEXT]
-        return None, error[:_MAX_ERROR_TEXT]
-    message = body.get("message")
-    kind = body.get("code") or body.get("type")
-    if message is not None:
-        return (str(kind) if kind is not None else None, str(message)[:_MAX_ERROR_TEXT])
-    return None, None
-
-
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    if _DELAY_SECONDS.fullmatch(value):  # RFC 9110: delay-seconds = 1*DIGIT
-        seconds = float(value)
-    else:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        # A date is relative to Stitch's clock (its Date header), not to ours.
-        seconds = (moment - (stitch_time_of(response) or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):  # "nan" and "inf" parse as floats
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
-
-
-def stitch_time_of(response: httpx.Response) -> datetime | None:
-    """Stitch's clock when it answered: the response's ``Date`` header, parsed.
-
-    Stitch's record times come from Stitch's clock, which need not agree with this
-    machine's; its ``Date`` header is the one reading of that clock we can compare them
-    with.
-
-    Args:
-        response: A response from Stitch.
-
-    Returns:
-        The moment (UTC, whole seconds), or ``None`` when the header is missing or bad.
-
-    Example:
-        ```python
-        import httpx
-        from prefect_stitch.client import stitch_time_of
-
-        response = httpx.Response(200, headers={"Date": "Sun, 29 Nov 2026 12:00:00 GMT"})
-        print(stitch_time_of(response))  # 2026-11-29 12:00:00+00:00
-        ```
-    """
-    value = response.headers.get("date")
-    if not value:
-        return None
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-def _transport_reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(exc, httpx.ReadTimeout):
-        return "read timeout"
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return "connection dropped"
-    return f"transport error ({type(exc).__name__})"
+    records: list[M]
+    pages: int
+    stitch_time: datetime | None
 
 
 class StitchClient:
@@ -353,47 +179,33 @@ class StitchClient:
         self._http: httpx.AsyncClient | None = None
         self._downloads: httpx.AsyncClient | None = None
         self._closed = False
-        self.last_page_count = 0
-        """Pages read by the latest paginated listing (the jobs-API cost of one poll)."""
-        self.last_listing_time: datetime | None = None
-        """Stitch's clock (``Date``) at the first page of the latest listing."""
-        self.requests_made = 0
+        self._sender = Sender(
+            max_retries=credentials.max_retries,
+            backoff_seconds=credentials.retry_backoff_seconds,
+        )
+
+    @property
+    def requests_made(self) -> int:
         """Requests sent by this client, retries included."""
+        return self._sender.requests_made
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._closed:
             raise RuntimeError("a StitchClient cannot be reused once closed; make a new one")
-        timeout = httpx.Timeout(self.credentials.request_timeout_seconds)
-        token = self.credentials.access_token.get_secret_value()
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": f"prefect-stitch/{_VERSION}",
-            },
-            timeout=timeout,
-            follow_redirects=False,
-            transport=self._transport,
-            verify=_shared_tls_context(),
+        self._http = api_client(
+            self.base_url,
+            self.credentials.access_token,
+            self.credentials.request_timeout_seconds,
+            self._transport,
         )
         return self
 
     def _download_client(self) -> httpx.AsyncClient:
         """The client for pre-signed URLs: no Authorization header, made when first needed."""
-        if self._http is None or self._closed:
-            raise RuntimeError("use the client as `async with credentials.get_client() as client:`")
         if self._downloads is None:
-            self._downloads = httpx.AsyncClient(
-                headers={"User-Agent": f"prefect-stitch/{_VERSION}"},
-                timeout=self._http.timeout,
-                follow_redirects=False,
-                transport=self._transport,
-                verify=_shared_tls_context(),
-            )
+            self._downloads = download_client(self._api.timeout, self._transport)
         return self._downloads
 
     async def __aexit__(
@@ -426,158 +238,29 @@ class StitchClient:
 
     @property
     def _api(self) -> httpx.AsyncClient:
+        """The API's ``httpx`` client, once the client is entered and until it is closed."""
         if self._http is None or self._closed:
             raise RuntimeError("use the client as `async with credentials.get_client() as client:`")
         return self._http
 
-    # -- the request core -------------------------------------------------------------
-
-    def _logger(self) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-        try:
-            from prefect import get_run_logger
-
-            return get_run_logger()
-        except Exception:
-            return _module_logger
-
-    def _backoff(self, attempt: int) -> float:
-        base = self.credentials.retry_backoff_seconds * 2.0 ** (attempt - 1)
-        capped = min(base, _MAX_BACKOFF_SECONDS)
-        return capped / 2 + random.uniform(0, capped / 2)
-
-    def _api_error(
-        self, response: httpx.Response, method: str, path: str, attempts: int
-    ) -> StitchAPIError:
-        error_type, message = _error_fields(response)
-        fields: dict[str, Any] = {
-            "status_code": response.status_code,
-            "reason": _reason(response),
-            "error_type": error_type,
-            "stitch_message": message,
-            "method": method,
-            "path": path,
-            "attempts": attempts,
-            "retry_after": _retry_after_seconds(response),
-        }
-        if response.status_code == 401:
-            return StitchAuthError(**fields)
-        if response.status_code == 404:
-            return StitchNotFoundError(**fields)
-        if response.status_code == 400 and error_type == "invalid_source":
-            return StitchInvalidSourceError(**fields)
-        return StitchAPIError(**fields)
-
-    async def _send(
-        self,
-        http: httpx.AsyncClient,
-        method: str,
-        url: str,
-        *,
-        limiter: SlidingWindowLimiter | None,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        self.requests_made += 1
-        if limiter is None:
-            return await http.request(method, url, **kwargs)
-        if self.global_limit_name:
-            from prefect.concurrency.asyncio import rate_limit
-
-            await rate_limit(self.global_limit_name, occupy=1)
-        async with limiter.slot():
-            return await http.request(method, url, **kwargs)
-
-    async def _call(
+    async def _request(
         self,
         method: str,
         path: str,
         parse: Callable[[httpx.Response], T],
         *,
+        json: Any = None,
         retry: bool = True,
-        limiter: SlidingWindowLimiter | None = None,
-        http: httpx.AsyncClient | None = None,
-        label: str | None = None,
-        ok_statuses: tuple[int, ...] = (200,),
-        **kwargs: Any,
+        slot: JobsSlot | None = None,
     ) -> T:
-        """Send one logical call: retries, error translation, parsing.
-
-        ``parse`` turns a successful response into the result; it raises
-        ``StitchTransportError`` for a body it cannot read, which is retried like any
-        transient fault.
-        """
-        client = http or self._api
-        shown = label or path
-        max_attempts = 1 + (self.credentials.max_retries if retry else 0)
-        attempt = 0
-        while True:
-            attempt += 1
-            failure: StitchAPIError
-            delay: float | None = None
-            try:
-                response = await self._send(client, method, path, limiter=limiter, **kwargs)
-            except httpx.TransportError as exc:
-                failure = StitchTransportError(
-                    status_code=None,
-                    reason=_transport_reason(exc),
-                    method=method,
-                    path=shown,
-                    attempts=attempt,
-                    request_sent=not isinstance(exc, _NOT_SENT),
-                )
-            else:
-                if response.status_code in ok_statuses:
-                    try:
-                        return parse(response)
-                    except StitchTransportError as exc:
-                        failure = StitchTransportError(
-                            status_code=response.status_code,
-                            reason=exc.reason,
-                            method=method,
-                            path=shown,
-                            attempts=attempt,
-                        )
-                else:
-                    failure = self._api_error(response, method, shown, attempt)
-                    delay = failure.retry_after
-            if attempt >= max_attempts or not is_transient(failure):
-                raise failure
-            wait = delay if delay is not None else self._backoff(attempt)
-            self._logger().warning(
-                "Stitch %s %s failed (%s); retry %d/%d in %.1f s",
-                method,
-                shown,
-                failure.reason
-                if failure.status_code is None
-                else f"HTTP {failure.status_code} {failure.reason}",
-                attempt,
-                max_attempts - 1,
-                wait,
-            )
-            await asyncio.sleep(wait)
-
-    @staticmethod
-    def _json(response: httpx.Response) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise StitchTransportError(
-                status_code=response.status_code, reason="malformed JSON body"
-            ) from None
-
-    @classmethod
-    def _model(cls, model: type[M], payload: Any) -> M:
-        try:
-            return model.model_validate(payload)
-        except ValidationError as exc:
-            where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
-            raise StitchTransportError(
-                status_code=200,
-                reason=f"unexpected response shape ({model.__name__}: {where})",
-            ) from None
+        """Send one call to the API host through the send path, and parse its answer."""
+        call = Call(self._api, method, path, json=json, retry=retry, slot=slot)
+        return await self._sender.request(call, parse)
 
     # -- account ------------------------------------------------------------------------
 
     def _cache_key(self) -> tuple[str, str]:
+        """The client-id cache's key: the host and a digest of the token (never the token)."""
         digest = hashlib.sha256(
             self.credentials.access_token.get_secret_value().encode()
         ).hexdigest()
@@ -657,6 +340,10 @@ class StitchClient:
             self.credentials.jobs_rate_period_seconds,
         )
 
+    async def _jobs_slot(self, client_id: int | None = None) -> JobsSlot:
+        """Where this account's jobs requests take their slot (limiter, global limit)."""
+        return JobsSlot(await self.jobs_limiter(client_id), self.global_limit_name)
+
     # -- replication jobs -----------------------------------------------------------
 
     async def start_replication_job(self, source_id: int) -> str:
@@ -689,7 +376,8 @@ class StitchClient:
 
         Stitch's ``Date`` header on the answer lets a waiter order other jobs' records
         against ours with Stitch's own clock. ``StitchJobAlreadyRunning`` carries it too
-        (``stitch_time``).
+        (``stitch_time``). Not retried here: a trigger is not idempotent (a retry whose
+        first answer was lost could start a second job).
 
         Args:
             source_id: The Stitch source id.
@@ -711,39 +399,12 @@ class StitchClient:
         """
         seen_at = datetime.now(UTC)
         path = f"/v4/sources/{check_source_id(source_id)}/sync"
-
-        def parse(response: httpx.Response) -> TriggerAnswer:
-            body = self._json(response)
-            if isinstance(body, dict) and isinstance(body.get("error"), dict):
-                error_type, message = _error_fields(response)
-                if error_type == "already_running":
-                    raise StitchJobAlreadyRunning(
-                        f"A replication job is already running for source {source_id}"
-                        + (f": {message}" if message else ""),
-                        source_id=source_id,
-                        stitch_message=message,
-                        seen_running_at=seen_at,
-                        stitch_time=stitch_time_of(response),
-                    )
-                raise StitchAPIError(
-                    status_code=response.status_code,
-                    reason=_reason(response),
-                    error_type=error_type,
-                    stitch_message=message,
-                    method="POST",
-                    path=path,
-                )
-            if (
-                isinstance(body, dict)
-                and isinstance(body.get("job_name"), str)
-                and body["job_name"]
-            ):
-                return TriggerAnswer(str(body["job_name"]), stitch_time_of(response))
-            raise StitchTransportError(
-                status_code=response.status_code, reason="unexpected response shape (no job_name)"
-            )
-
-        return await self._call("POST", path, parse, retry=False)
+        return await self._request(
+            "POST",
+            path,
+            lambda response: _trigger_answer(response, source_id, path, seen_at),
+            retry=False,
+        )
 
     async def stop_replication_job(self, source_id: int) -> bool:
         """Stop the running replication job of a source: ``DELETE /v4/sources/{id}/sync``.
@@ -764,7 +425,7 @@ class StitchClient:
         """
         path = f"/v4/sources/{check_source_id(source_id)}/sync"
         try:
-            return await self._call("DELETE", path, lambda response: True)
+            return await self._request("DELETE", path, lambda response: True)
         except StitchNotFoundError:
             return False
 
@@ -787,7 +448,7 @@ class StitchClient:
             ```
         """
         path = f"/v4/sources/{check_source_id(source_id)}"
-        return await self._call("GET", path, lambda r: self._model(Source, self._json(r)))
+        return await self._request("GET", path, _one(Source))
 
     async def list_sources(self) -> list[Source]:
         """List every source of the account: ``GET /v4/sources`` (not paginated).
@@ -802,16 +463,7 @@ class StitchClient:
                     print(source.id, source.name)
             ```
         """
-
-        def parse(response: httpx.Response) -> list[Source]:
-            body = self._json(response)
-            if not isinstance(body, list):
-                raise StitchTransportError(
-                    status_code=200, reason="unexpected response shape (expected a list)"
-                )
-            return [self._model(Source, item) for item in body]
-
-        return await self._call("GET", "/v4/sources", parse)
+        return await self._request("GET", "/v4/sources", _many(Source))
 
     async def pause_source(self, source_id: int, paused_at: datetime | None = None) -> Source:
         """Pause a source's Stitch schedule: ``PUT /v4/sources/{id}`` with ``paused_at``.
@@ -855,58 +507,70 @@ class StitchClient:
         return await self._update_source(source_id, {"paused_at": None})
 
     async def _update_source(self, source_id: int, body: dict[str, Any]) -> Source:
+        """``PUT /v4/sources/{id}`` with ``body``; the updated source."""
         path = f"/v4/sources/{check_source_id(source_id)}"
-        return await self._call(
-            "PUT", path, lambda r: self._model(Source, self._json(r)), json=body
-        )
+        return await self._request("PUT", path, _one(Source), json=body)
+
+    async def list_streams(self, source_id: int) -> list[Stream]:
+        """List a source's streams: ``GET /v4/sources/{source_id}/streams`` (not paginated).
+
+        Args:
+            source_id: The Stitch source id.
+
+        Returns:
+            The streams, selected or not (see ``Stream.is_selected``).
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                for stream in await client.list_streams(120643):
+                    print(stream.stream_name, stream.is_selected)
+            ```
+        """
+        path = f"/v4/sources/{check_source_id(source_id)}/streams"
+        return await self._request("GET", path, _many(Stream))
+
+    async def list_destinations(self) -> list[Destination]:
+        """List the account's destinations: ``GET /v4/destinations``.
+
+        Returns:
+            The destinations (one on most plans).
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                for destination in await client.list_destinations():
+                    print(destination.type, destination.database)
+            ```
+        """
+        parse = _many(Destination, lone_object=True)
+        return await self._request("GET", "/v4/destinations", parse)
 
     # -- jobs endpoints (rate-limited) ------------------------------------------------
 
-    async def _list_pages(self, path: str, model: type[M]) -> list[M]:
-        limiter = await self.jobs_limiter()
-        items: list[M] = []
+    async def _list_pages(self, path: str, model: type[M]) -> _Pages[M]:
+        """Read every page of a jobs listing, each in a jobs slot.
+
+        ``links.next`` is followed on the API host only (`_next_path`); a page seen
+        before, or the 10,000th, ends the reading.
+        """
+        slot = await self._jobs_slot()
+        records: list[M] = []
+        stitch_time: datetime | None = None
         seen_paths: set[str] = set()
         next_path: str | None = path
-        pages = 0
-        self.last_listing_time = None
-        while next_path is not None:
-            if next_path in seen_paths or pages >= _MAX_PAGES:
+        while next_path is not None and next_path not in seen_paths:
+            if len(seen_paths) >= _MAX_PAGES:
                 break
             seen_paths.add(next_path)
-
-            def parse(response: httpx.Response) -> tuple[Page, list[M], datetime | None]:
-                page = self._model(Page, self._json(response))
-                records = [self._model(model, item) for item in page.data]
-                return page, records, stitch_time_of(response)
-
-            page, records, stitch_time = await self._call("GET", next_path, parse, limiter=limiter)
-            if pages == 0:
-                self.last_listing_time = stitch_time
-            pages += 1
-            items.extend(records)
-            next_path = self._relative(page.next_path) if page.data else None
-        self.last_page_count = pages
-        return items
-
-    def _relative(self, link: str | None) -> str | None:
-        """Resolve a pagination link against base_url; refuse links to another host."""
-        if link is None:
-            return None
-        parts = urlsplit(link)
-        if parts.scheme or parts.netloc:
-            base = urlsplit(self.base_url)
-            if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-                raise StitchTransportError(
-                    status_code=200,
-                    reason="pagination link points to another host; not following it",
-                    method="GET",
-                    path=parts.path,
-                )
-            link = parts.path + (f"?{parts.query}" if parts.query else "")
-        base_path = urlsplit(self.base_url).path.rstrip("/")
-        if base_path and link.startswith(base_path + "/"):
-            link = link[len(base_path) :]
-        return link if link.startswith("/") else f"/{link}"
+            page, page_records, answered_at = await self._request(
+                "GET", next_path, functools.partial(_page_of, model), slot=slot
+            )
+            if len(seen_paths) == 1:
+                stitch_time = answered_at
+            records.extend(page_records)
+            next_path = _next_path(page.next_path, self.base_url) if page.data else None
+        return _Pages(records, len(seen_paths), stitch_time)
 
     async def list_extractions(self) -> list[Extraction]:
         """List every source's last completed extraction (all pages of the listing).
@@ -928,12 +592,7 @@ class StitchClient:
                     print(record.source_id, record.job_name, record.tap_exit_status)
             ```
         """
-        client_id = await self.resolve_client_id()
-        records = await self._list_pages(f"/v4/{client_id}/extractions", Extraction)
-        unique: dict[str, Extraction] = {}
-        for record in records:
-            unique.setdefault(record.job_name, record)
-        return list(unique.values())
+        return list((await self.read_extractions()).records)
 
     async def read_extractions(self) -> Listing:
         """Like `list_extractions`, with the pages read and Stitch's clock at the first page.
@@ -948,78 +607,12 @@ class StitchClient:
                 print(len(listing.records), listing.pages, listing.stitch_time)
             ```
         """
-        records = await self.list_extractions()
-        return Listing(tuple(records), self.last_page_count, self.last_listing_time)
-
-    async def read_loads(self) -> LoadListing:
-        """Like `list_loads`, with the pages read and Stitch's clock at the first page.
-
-        Returns:
-            The listing.
-
-        Example:
-            ```python
-            async def show(client) -> None:
-                listing = await client.read_loads()
-                print(len(listing.records), listing.pages, listing.stitch_time)
-            ```
-        """
-        records = await self.list_loads()
-        return LoadListing(tuple(records), self.last_page_count, self.last_listing_time)
-
-    async def list_streams(self, source_id: int) -> list[Stream]:
-        """List a source's streams: ``GET /v4/sources/{source_id}/streams`` (not paginated).
-
-        Args:
-            source_id: The Stitch source id.
-
-        Returns:
-            The streams, selected or not (see ``Stream.is_selected``).
-
-        Example:
-            ```python
-            async def show(client) -> None:
-                for stream in await client.list_streams(120643):
-                    print(stream.stream_name, stream.is_selected)
-            ```
-        """
-        path = f"/v4/sources/{check_source_id(source_id)}/streams"
-
-        def parse(response: httpx.Response) -> list[Stream]:
-            body = self._json(response)
-            if not isinstance(body, list):
-                raise StitchTransportError(
-                    status_code=200, reason="unexpected response shape (expected a list)"
-                )
-            return [self._model(Stream, item) for item in body]
-
-        return await self._call("GET", path, parse)
-
-    async def list_destinations(self) -> list[Destination]:
-        """List the account's destinations: ``GET /v4/destinations``.
-
-        Returns:
-            The destinations (one on most plans).
-
-        Example:
-            ```python
-            async def show(client) -> None:
-                for destination in await client.list_destinations():
-                    print(destination.type, destination.database)
-            ```
-        """
-
-        def parse(response: httpx.Response) -> list[Destination]:
-            body = self._json(response)
-            if isinstance(body, dict):  # tolerate a single object
-                body = [body]
-            if not isinstance(body, list):
-                raise StitchTransportError(
-                    status_code=200, reason="unexpected response shape (expected a list)"
-                )
-            return [self._model(Destination, item) for item in body]
-
-        return await self._call("GET", "/v4/destinations", parse)
+        client_id = await self.resolve_client_id()
+        read = await self._list_pages(f"/v4/{client_id}/extractions", Extraction)
+        unique: dict[str, Extraction] = {}
+        for record in read.records:
+            unique.setdefault(record.job_name, record)
+        return Listing(tuple(unique.values()), read.pages, read.stitch_time)
 
     async def list_loads(self) -> list[Load]:
         """List the last load of every stream: every page of ``GET /v4/{client_id}/loads``.
@@ -1034,8 +627,24 @@ class StitchClient:
                     print(load.source_name, load.stream_name, load.failed)
             ```
         """
+        return list((await self.read_loads()).records)
+
+    async def read_loads(self) -> LoadListing:
+        """Like `list_loads`, with the pages read and Stitch's clock at the first page.
+
+        Returns:
+            The listing.
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                listing = await client.read_loads()
+                print(len(listing.records), listing.pages, listing.stitch_time)
+            ```
+        """
         client_id = await self.resolve_client_id()
-        return await self._list_pages(f"/v4/{client_id}/loads", Load)
+        read = await self._list_pages(f"/v4/{client_id}/loads", Load)
+        return LoadListing(tuple(read.records), read.pages, read.stitch_time)
 
     async def get_extraction_logs(self, job_name: str, *, tail_lines: int | None = None) -> str:
         """Download a job's extraction log (or its last lines).
@@ -1060,10 +669,7 @@ class StitchClient:
                 print(await client.get_extraction_logs("116078.120643.sync.c12f", tail_lines=20))
             ```
         """
-        if tail_lines is not None and tail_lines < 0:
-            raise StitchConfigurationError(
-                f"tail_lines must be >= 0, got {tail_lines}", parameter="tail_lines"
-            )
+        _check_tail_lines(tail_lines)
         scan = await self.scan_extraction_log(
             job_name, tail_lines=tail_lines, max_line_chars=_UNBOUNDED_LINE
         )
@@ -1104,141 +710,160 @@ class StitchClient:
         """
         if not job_name or "/" in job_name:
             raise StitchConfigurationError(f"invalid job name {job_name!r}", parameter="job_name")
-        if tail_lines is not None and tail_lines < 0:
-            raise StitchConfigurationError(
-                f"tail_lines must be >= 0, got {tail_lines}", parameter="tail_lines"
-            )
+        _check_tail_lines(tail_lines)
         client_id = await self.resolve_client_id()
-        limiter = await self.jobs_limiter(client_id)
+        slot = await self._jobs_slot(client_id)
         path = f"/v4/{client_id}/extractions/{quote(job_name, safe='')}"
-
-        def new_scan() -> LogScan:
-            return LogScan(tail_lines=tail_lines, max_line_chars=max_line_chars)
-
-        async def redirect_or_log(response: httpx.Response) -> tuple[str, LogScan | str]:
-            """Tell the documented 302 ("url") from a log a proxy already followed ("log").
-
-            A JSON body is not a log: it is retried as a garbled answer.
-            """
-            if response.status_code == 200:
-                if "json" in response.headers.get("content-type", ""):
-                    raise StitchTransportError(
-                        status_code=200, reason="unexpected response shape (expected a redirect)"
-                    )
-                return "log", await _scan_lines(response, new_scan(), json_guard=True)
-            target = response.headers.get("location")
-            if not target:
-                raise StitchTransportError(
-                    status_code=response.status_code, reason="redirect without a Location"
-                )
-            return "url", str(response.url.join(target))
-
-        _kind, value = await self._stream_call(
-            "GET", path, redirect_or_log, limiter=limiter, ok_statuses=(200, 301, 302, 303, 307)
+        new_scan = functools.partial(LogScan, tail_lines=tail_lines, max_line_chars=max_line_chars)
+        found = await self._sender.stream(
+            Call(self._api, "GET", path, ok_statuses=_LOG_ANSWERS, slot=slot),
+            functools.partial(_log_or_location, new_scan=new_scan),
         )
-        if isinstance(value, LogScan):
-            return value
-        parts = urlsplit(value)
+        if isinstance(found, LogScan):
+            return found
+        return await self._download_log(found, new_scan)
+
+    async def _download_log(self, url: str, new_scan: Callable[[], LogScan]) -> LogScan:
+        """Scan the log at its pre-signed URL, with the client that has no Authorization."""
+        parts = urlsplit(url)
         # The pre-signed query carries a credential of its own: never show it.
         shown = f"{parts.scheme}://{parts.netloc}{parts.path} (pre-signed log URL)"
+        call = Call(self._download_client(), "GET", url, label=shown)
+        return await self._sender.stream(call, lambda response: _scan_lines(response, new_scan()))
 
-        async def download(response: httpx.Response) -> LogScan:
-            return await _scan_lines(response, new_scan())
 
-        return await self._stream_call(
-            "GET", value, download, http=self._download_client(), label=shown
+# -- reading answers -----------------------------------------------------------------------
+
+
+def _json_of(response: httpx.Response) -> Any:
+    """The body as JSON; a body that is not is an unreadable answer (retried)."""
+    try:
+        return response.json()
+    except ValueError:
+        raise StitchTransportError(
+            status_code=response.status_code, reason="malformed JSON body"
+        ) from None
+
+
+def _model_of(model: type[M], payload: Any) -> M:
+    """``payload`` as a ``model``; another shape is an unreadable answer (retried)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) or "body"
+        raise StitchTransportError(
+            status_code=200,
+            reason=f"unexpected response shape ({model.__name__}: {where})",
+        ) from None
+
+
+def _one(model: type[M]) -> Callable[[httpx.Response], M]:
+    """The parser of a body that is one ``model``."""
+    return lambda response: _model_of(model, _json_of(response))
+
+
+def _many(model: type[M], *, lone_object: bool = False) -> Callable[[httpx.Response], list[M]]:
+    """The parser of a body that is a list of ``model`` (or one, with ``lone_object``)."""
+
+    def parse(response: httpx.Response) -> list[M]:
+        body = _json_of(response)
+        if lone_object and isinstance(body, dict):  # tolerate a single object
+            body = [body]
+        if not isinstance(body, list):
+            raise StitchTransportError(
+                status_code=200, reason="unexpected response shape (expected a list)"
+            )
+        return [_model_of(model, item) for item in body]
+
+    return parse
+
+
+def _page_of(model: type[M], response: httpx.Response) -> tuple[Page, list[M], datetime | None]:
+    """One page of a jobs listing: the page, its records, and Stitch's clock then."""
+    page = _model_of(Page, _json_of(response))
+    return page, [_model_of(model, item) for item in page.data], stitch_time_of(response)
+
+
+def _next_path(link: str | None, base_url: str) -> str | None:
+    """Resolve a pagination link against ``base_url``; refuse links to another host."""
+    if link is None:
+        return None
+    parts = urlsplit(link)
+    if parts.scheme or parts.netloc:
+        base = urlsplit(base_url)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise StitchTransportError(
+                status_code=200,
+                reason="pagination link points to another host; not following it",
+                method="GET",
+                path=parts.path,
+            )
+        link = parts.path + (f"?{parts.query}" if parts.query else "")
+    base_path = urlsplit(base_url).path.rstrip("/")
+    if base_path and link.startswith(base_path + "/"):
+        link = link[len(base_path) :]
+    return link if link.startswith("/") else f"/{link}"
+
+
+def _trigger_answer(
+    response: httpx.Response, source_id: int, path: str, seen_at: datetime
+) -> TriggerAnswer:
+    """Read the trigger's 200: the new job's name, or an error body (``already_running``...)."""
+    body = _json_of(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error_type, message = error_fields(response)
+        if error_type == "already_running":
+            raise StitchJobAlreadyRunning(
+                f"A replication job is already running for source {source_id}"
+                + (f": {message}" if message else ""),
+                source_id=source_id,
+                stitch_message=message,
+                seen_running_at=seen_at,
+                stitch_time=stitch_time_of(response),
+            )
+        raise StitchAPIError(
+            status_code=response.status_code,
+            reason=reason_of(response),
+            error_type=error_type,
+            stitch_message=message,
+            method="POST",
+            path=path,
+        )
+    job_name = body.get("job_name") if isinstance(body, dict) else None
+    if isinstance(job_name, str) and job_name:
+        return TriggerAnswer(job_name, stitch_time_of(response))
+    raise StitchTransportError(
+        status_code=response.status_code, reason="unexpected response shape (no job_name)"
+    )
+
+
+def _check_tail_lines(tail_lines: int | None) -> None:
+    """Refuse a negative ``tail_lines`` before any request."""
+    if tail_lines is not None and tail_lines < 0:
+        raise StitchConfigurationError(
+            f"tail_lines must be >= 0, got {tail_lines}", parameter="tail_lines"
         )
 
-    async def _stream_call(
-        self,
-        method: str,
-        url: str,
-        handle: Callable[[httpx.Response], Awaitable[T]],
-        *,
-        limiter: SlidingWindowLimiter | None = None,
-        http: httpx.AsyncClient | None = None,
-        label: str | None = None,
-        ok_statuses: tuple[int, ...] = (200,),
-    ) -> T:
-        """Like `_call`, for a response whose body is consumed as it streams in."""
-        client = http or self._api
-        shown = label or url
-        max_attempts = 1 + self.credentials.max_retries
-        attempt = 0
-        while True:
-            attempt += 1
-            failure: StitchAPIError
-            delay: float | None = None
-            try:
-                async with self._open_stream(client, method, url, limiter=limiter) as response:
-                    if response.status_code in ok_statuses:
-                        try:
-                            return await handle(response)
-                        except StitchTransportError as exc:
-                            failure = StitchTransportError(
-                                status_code=response.status_code,
-                                reason=exc.reason,
-                                method=method,
-                                path=shown,
-                                attempts=attempt,
-                            )
-                    else:
-                        await response.aread()
-                        failure = self._api_error(response, method, shown, attempt)
-                        delay = failure.retry_after
-            except httpx.TransportError as exc:
-                failure = StitchTransportError(
-                    status_code=None,
-                    reason=_transport_reason(exc),
-                    method=method,
-                    path=shown,
-                    attempts=attempt,
-                    request_sent=not isinstance(exc, _NOT_SENT),
-                )
-            if attempt >= max_attempts or not is_transient(failure):
-                raise failure
-            wait = delay if delay is not None else self._backoff(attempt)
-            self._logger().warning(
-                "Stitch %s %s failed (%s); retry %d/%d in %.1f s",
-                method,
-                shown,
-                failure.reason
-                if failure.status_code is None
-                else f"HTTP {failure.status_code} {failure.reason}",
-                attempt,
-                max_attempts - 1,
-                wait,
+
+async def _log_or_location(
+    response: httpx.Response, *, new_scan: Callable[[], LogScan]
+) -> LogScan | str:
+    """Tell the documented redirect (its target URL) from a log a proxy already followed.
+
+    A JSON body is not a log: it is retried as a garbled answer.
+    """
+    if response.status_code == 200:
+        if "json" in response.headers.get("content-type", ""):
+            raise StitchTransportError(
+                status_code=200, reason="unexpected response shape (expected a redirect)"
             )
-            await asyncio.sleep(wait)
-
-    @contextlib.asynccontextmanager
-    async def _open_stream(
-        self,
-        http: httpx.AsyncClient,
-        method: str,
-        url: str,
-        *,
-        limiter: SlidingWindowLimiter | None,
-    ) -> AsyncIterator[httpx.Response]:
-        self.requests_made += 1
-        request = http.build_request(method, url)
-        if limiter is None:
-            response = await http.send(request, stream=True)
-        else:
-            if self.global_limit_name:
-                from prefect.concurrency.asyncio import rate_limit
-
-                await rate_limit(self.global_limit_name, occupy=1)
-            async with limiter.slot():
-                response = await http.send(request, stream=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
-
-_UNBOUNDED_LINE = 10_000_000
-"""``get_extraction_logs`` returns lines whole (up to this many characters each)."""
+        return await _scan_lines(response, new_scan(), json_guard=True)
+    target = response.headers.get("location")
+    if not target:
+        raise StitchTransportError(
+            status_code=response.status_code, reason="redirect without a Location"
+        )
+    return str(response.url.join(target))
 
 
 async def _scan_lines(

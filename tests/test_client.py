@@ -270,10 +270,10 @@ async def test_list_extractions_reads_every_page(
     sim.add_sources(range(1, 156))
     seeded = {source_id: sim.seed_completed(source_id) for source_id in range(1, 156)}
     async with credentials.get_client() as client:
-        records = await client.list_extractions()
-        pages = client.last_page_count
+        listing = await client.read_extractions()
 
-    assert pages == 2
+    records = listing.records
+    assert listing.pages == 2
     assert len(records) == 155
     assert all(isinstance(record, Extraction) for record in records)
     by_source = {record.source_id: record for record in records}
@@ -314,8 +314,9 @@ async def test_absolute_next_link_on_the_api_host_is_followed(
     }
     sim.inject("extractions", Fault.wrong_shape(page_one))
     async with credentials.get_client() as client:
-        records = await client.list_extractions()
-        assert client.last_page_count == 2
+        listing = await client.read_extractions()
+        records = list(listing.records)
+    assert listing.pages == 2
 
     assert [record.job_name for record in records] == ["116078.1.sync.one", "116078.2.sync.two"]
     requests = sim.requests_for("extractions")
@@ -359,10 +360,10 @@ async def test_list_loads_reads_every_page(
         sim.seed_completed(source_id)
     sim.seed_completed(60, Outcome.success(load_error="Column too long"))
     async with credentials.get_client() as client:
-        loads = await client.list_loads()
-        pages = client.last_page_count
+        listing = await client.read_loads()
 
-    assert pages == 2
+    loads = listing.records
+    assert listing.pages == 2
     assert len(loads) == 120
     assert all(isinstance(load, Load) for load in loads)
     failed = {(load.source_name, load.stream_name) for load in loads if load.failed}
