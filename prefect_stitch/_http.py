@@ -237,8 +237,11 @@ def stitch_time_of(response: httpx.Response) -> datetime | None:
         ```
     """
     value = response.headers.get("date")
-    if not value:
-        return None
+    return _http_date(value) if value else None
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP date (``Sun, 29 Nov 2026 12:00:00 GMT``) as a UTC moment; ``None`` if bad."""
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -346,12 +349,9 @@ def _retry_after_seconds(response: httpx.Response) -> float | None:
     if _DELAY_SECONDS.fullmatch(value):  # RFC 9110: delay-seconds = 1*DIGIT
         seconds = float(value)
     else:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        moment = _http_date(value)
+        if moment is None:
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
         # A date is relative to Stitch's clock (its Date header), not to ours.
         seconds = (moment - (stitch_time_of(response) or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):  # "nan" and "inf" parse as floats
@@ -402,18 +402,22 @@ class JobsSlot:
 
     @contextlib.asynccontextmanager
     async def taken(self) -> AsyncIterator[None]:
-        """Wait for the Prefect global limit (if named), then hold a slot of the limiter.
+        """Occupy the Prefect global limit (when named), then hold a slot of the limiter.
+
+        The global limit decays on its own (a rate limit); the limiter's slot is stamped
+        when the block ends, that is when the answer has arrived.
 
         Yields:
-            Nothing; the request is sent inside the ``async with`` block.
+            Nothing: send inside the block.
 
         Example:
             ```python
             from prefect_stitch._http import JobsSlot
+            from prefect_stitch._ratelimit import SlidingWindowLimiter
 
-            async def one_request(slot: JobsSlot) -> None:
-                async with slot.taken():
-                    ...
+            async def send_in_a_slot() -> None:
+                async with JobsSlot(SlidingWindowLimiter(30, 600), "stitch-jobs").taken():
+                    pass  # the request goes here
             ```
         """
         if self.global_limit_name:

@@ -359,9 +359,10 @@ class StitchClient:
             The new job's name.
 
         Raises:
-            StitchJobAlreadyRunning: Stitch answered 200 with ``already_running``.
-            StitchInvalidSourceError: The source is unknown or deleted (400).
-            StitchAPIError: Any other error.
+            StitchJobAlreadyRunning: A job of the source is running already (Stitch
+                answers 200 with the error type ``already_running``).
+            StitchAPIError: Any other error (``StitchInvalidSourceError``: the source is
+                unknown or deleted).
 
         Example:
             ```python
@@ -394,7 +395,7 @@ class StitchClient:
             ```python
             async def trigger(client) -> None:
                 answer = await client.trigger_replication_job(120643)
-                print(answer.job_name, answer.stitch_time)
+                print(f"{answer.job_name} started; Stitch's clock said {answer.stitch_time}")
             ```
         """
         seen_at = datetime.now(UTC)
@@ -431,6 +432,21 @@ class StitchClient:
 
     # -- sources ----------------------------------------------------------------------
 
+    async def list_sources(self) -> list[Source]:
+        """List every source of the account: ``GET /v4/sources`` (not paginated).
+
+        Returns:
+            The sources, including paused and deleted ones.
+
+        Example:
+            ```python
+            async def show(client) -> None:
+                for source in await client.list_sources():
+                    print(source.id, source.name)
+            ```
+        """
+        return await self._request("GET", "/v4/sources", _many(Source))
+
     async def get_source(self, source_id: int) -> Source:
         """Read one source: ``GET /v4/sources/{source_id}``.
 
@@ -450,20 +466,24 @@ class StitchClient:
         path = f"/v4/sources/{check_source_id(source_id)}"
         return await self._request("GET", path, _one(Source))
 
-    async def list_sources(self) -> list[Source]:
-        """List every source of the account: ``GET /v4/sources`` (not paginated).
+    async def list_streams(self, source_id: int) -> list[Stream]:
+        """List a source's streams: ``GET /v4/sources/{source_id}/streams`` (not paginated).
+
+        Args:
+            source_id: The Stitch source id.
 
         Returns:
-            The sources, including paused and deleted ones.
+            The streams, selected or not (see ``Stream.is_selected``).
 
         Example:
             ```python
             async def show(client) -> None:
-                for source in await client.list_sources():
-                    print(source.id, source.name)
+                for stream in await client.list_streams(120643):
+                    print(stream.stream_name, stream.is_selected)
             ```
         """
-        return await self._request("GET", "/v4/sources", _many(Source))
+        path = f"/v4/sources/{check_source_id(source_id)}/streams"
+        return await self._request("GET", path, _many(Stream))
 
     async def pause_source(self, source_id: int, paused_at: datetime | None = None) -> Source:
         """Pause a source's Stitch schedule: ``PUT /v4/sources/{id}`` with ``paused_at``.
@@ -511,25 +531,6 @@ class StitchClient:
         path = f"/v4/sources/{check_source_id(source_id)}"
         return await self._request("PUT", path, _one(Source), json=body)
 
-    async def list_streams(self, source_id: int) -> list[Stream]:
-        """List a source's streams: ``GET /v4/sources/{source_id}/streams`` (not paginated).
-
-        Args:
-            source_id: The Stitch source id.
-
-        Returns:
-            The streams, selected or not (see ``Stream.is_selected``).
-
-        Example:
-            ```python
-            async def show(client) -> None:
-                for stream in await client.list_streams(120643):
-                    print(stream.stream_name, stream.is_selected)
-            ```
-        """
-        path = f"/v4/sources/{check_source_id(source_id)}/streams"
-        return await self._request("GET", path, _many(Stream))
-
     async def list_destinations(self) -> list[Destination]:
         """List the account's destinations: ``GET /v4/destinations``.
 
@@ -538,9 +539,9 @@ class StitchClient:
 
         Example:
             ```python
-            async def show(client) -> None:
-                for destination in await client.list_destinations():
-                    print(destination.type, destination.database)
+            async def warehouse(client) -> str | None:
+                destinations = await client.list_destinations()
+                return destinations[0].database if destinations else None
             ```
         """
         parse = _many(Destination, lone_object=True)
@@ -548,17 +549,18 @@ class StitchClient:
 
     # -- jobs endpoints (rate-limited) ------------------------------------------------
 
-    async def _list_pages(self, path: str, model: type[M]) -> _Pages[M]:
-        """Read every page of a jobs listing, each in a jobs slot.
+    async def _list_pages(self, endpoint: str, model: type[M]) -> _Pages[M]:
+        """Read every page of ``GET /v4/{client_id}/{endpoint}``, each in a jobs slot.
 
         ``links.next`` is followed on the API host only (`_next_path`); a page seen
         before, or the 10,000th, ends the reading.
         """
-        slot = await self._jobs_slot()
+        client_id = await self.resolve_client_id()
+        slot = await self._jobs_slot(client_id)
         records: list[M] = []
         stitch_time: datetime | None = None
         seen_paths: set[str] = set()
-        next_path: str | None = path
+        next_path: str | None = f"/v4/{client_id}/{endpoint}"
         while next_path is not None and next_path not in seen_paths:
             if len(seen_paths) >= _MAX_PAGES:
                 break
@@ -607,8 +609,7 @@ class StitchClient:
                 print(len(listing.records), listing.pages, listing.stitch_time)
             ```
         """
-        client_id = await self.resolve_client_id()
-        read = await self._list_pages(f"/v4/{client_id}/extractions", Extraction)
+        read = await self._list_pages("extractions", Extraction)
         unique: dict[str, Extraction] = {}
         for record in read.records:
             unique.setdefault(record.job_name, record)
@@ -623,8 +624,8 @@ class StitchClient:
         Example:
             ```python
             async def show(client) -> None:
-                for load in await client.list_loads():
-                    print(load.source_name, load.stream_name, load.failed)
+                failed = [load for load in await client.list_loads() if load.failed]
+                print(len(failed), "streams failed to load")
             ```
         """
         return list((await self.read_loads()).records)
@@ -633,17 +634,16 @@ class StitchClient:
         """Like `list_loads`, with the pages read and Stitch's clock at the first page.
 
         Returns:
-            The listing.
+            The load records, the pages read (the jobs requests it cost), Stitch's time.
 
         Example:
             ```python
-            async def show(client) -> None:
+            async def cost(client) -> None:
                 listing = await client.read_loads()
-                print(len(listing.records), listing.pages, listing.stitch_time)
+                print(f"{listing.pages} pages, as of {listing.stitch_time}")
             ```
         """
-        client_id = await self.resolve_client_id()
-        read = await self._list_pages(f"/v4/{client_id}/loads", Load)
+        read = await self._list_pages("loads", Load)
         return LoadListing(tuple(read.records), read.pages, read.stitch_time)
 
     async def get_extraction_logs(self, job_name: str, *, tail_lines: int | None = None) -> str:

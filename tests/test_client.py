@@ -2,31 +2,37 @@
 
 Every endpoint method, every error mapping of the client's contract, transient retries
 (and what is never retried), pagination and the logs redirect. No mocks: the simulator
-answers like the documented Connect API and records what it received.
+answers like the documented Connect API and records what it received. Two tests use an
+``httpx.MockTransport`` where they need answers the simulator does not give (a Date per
+page) or watch what the send path takes (the Prefect global limit).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
+import httpx
+import prefect.concurrency.asyncio
 import pytest
 
-from prefect_stitch import StitchCredentials
-from prefect_stitch.client import StitchClient
-from prefect_stitch.errors import (
+from prefect_stitch import (
     StitchAPIError,
     StitchAuthError,
     StitchConfigurationError,
+    StitchCredentials,
     StitchError,
     StitchInvalidSourceError,
     StitchJobAlreadyRunning,
     StitchNotFoundError,
     StitchTransportError,
 )
+from prefect_stitch.client import StitchClient
 from prefect_stitch.models import Extraction, Load, Source
 from prefect_stitch.simulator import (
     DELETED_SOURCE_MESSAGE,
@@ -45,6 +51,9 @@ HTML_502 = (
 )
 WRONG_TOKEN = "ac_wrong_0123456789abcdef"
 
+Call = Callable[[StitchClient], Awaitable[Any]]
+E = TypeVar("E", bound=BaseException)
+
 
 def assert_no_token(error: BaseException, *tokens: str) -> None:
     """The access token(s) never show in what a user or the Prefect UI would see."""
@@ -53,7 +62,23 @@ def assert_no_token(error: BaseException, *tokens: str) -> None:
         assert token not in shown, f"token leaked in {shown!r}"
 
 
-Call = Callable[[StitchClient], Awaitable[Any]]
+async def failure_of(credentials: StitchCredentials, call: Call, expected: type[E]) -> E:
+    """What ``call`` raises on a new client: an ``expected``, which never shows the token."""
+    async with credentials.get_client() as client:
+        with pytest.raises(expected) as caught:
+            await call(client)
+    assert_no_token(caught.value, credentials.access_token.get_secret_value(), "sim-token")
+    return caught.value
+
+
+def _seed_one(sim: StitchSimulator) -> None:
+    """Source 1, whose last job (its log too) is ``116078.1.sync.seeded``."""
+    sim.add_source(1)
+    sim.seed_completed(1, job_name="116078.1.sync.seeded")
+
+
+def _call_logs(client: StitchClient) -> Awaitable[str]:
+    return client.get_extraction_logs("116078.1.sync.seeded")
 
 
 # -- replication jobs ------------------------------------------------------------------------
@@ -82,11 +107,10 @@ async def test_already_running_is_a_typed_error_on_http_200(
 ) -> None:
     sim.add_source(7, outcomes=[Outcome.success(None)])
     running = sim.start_job(7)  # Stitch's scheduler started it
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchJobAlreadyRunning) as caught:
-            await client.start_replication_job(7)
+    error = await failure_of(
+        credentials, lambda client: client.start_replication_job(7), StitchJobAlreadyRunning
+    )
 
-    error = caught.value
     assert error.source_id == 7
     assert error.stitch_message is not None
     assert "because one already exists" in error.stitch_message
@@ -95,7 +119,6 @@ async def test_already_running_is_a_typed_error_on_http_200(
     assert [r.status for r in sim.requests_for("trigger")] == [200]
     assert sim.jobs_started() == []
     assert sim.running_job(7)["job_name"] == running  # type: ignore[index]
-    assert_no_token(error)
 
 
 async def test_trigger_200_with_another_error_body_raises_api_error(
@@ -104,16 +127,14 @@ async def test_trigger_200_with_another_error_body_raises_api_error(
     sim.add_source(7)
     body = {"error": {"type": "generic", "message": "Could not create job for client-id: 1"}}
     sim.inject("trigger", Fault.status(200, body=body))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.start_replication_job(7)
+    error = await failure_of(
+        credentials, lambda client: client.start_replication_job(7), StitchAPIError
+    )
 
-    error = caught.value
     assert not isinstance(error, StitchJobAlreadyRunning)
     assert error.error_type == "generic"
     assert error.stitch_message == "Could not create job for client-id: 1"
     assert len(sim.requests_for("trigger")) == 1
-    assert_no_token(error)
 
 
 @pytest.mark.parametrize("deleted", [False, True], ids=["unknown", "deleted"])
@@ -122,11 +143,10 @@ async def test_trigger_invalid_source_raises_invalid_source_error(
 ) -> None:
     if deleted:
         sim.add_source(55, deleted=True)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchInvalidSourceError) as caught:
-            await client.start_replication_job(55)
+    error = await failure_of(
+        credentials, lambda client: client.start_replication_job(55), StitchInvalidSourceError
+    )
 
-    error = caught.value
     assert error.status_code == 400
     assert error.error_type == "invalid_source"
     expected = DELETED_SOURCE_MESSAGE if deleted else "Unable to locate source(55) for client"
@@ -135,17 +155,16 @@ async def test_trigger_invalid_source_raises_invalid_source_error(
     assert expected in str(error)
     assert error.call == "POST /v4/sources/55/sync"
     assert len(sim.requests_for("trigger")) == 1
-    assert_no_token(error)
 
 
 @pytest.mark.parametrize("bad_id", [0, -3, True, "120643", 2**31])
 async def test_bad_source_id_is_refused_before_any_request(
     sim: StitchSimulator, credentials: StitchCredentials, bad_id: Any
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchConfigurationError) as caught:
-            await client.start_replication_job(bad_id)
-    assert caught.value.parameter == "source_id"
+    error = await failure_of(
+        credentials, lambda client: client.start_replication_job(bad_id), StitchConfigurationError
+    )
+    assert error.parameter == "source_id"
     assert sim.requests == []
 
 
@@ -153,8 +172,8 @@ async def test_stop_replication_job_stops_the_running_job(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
     sim.add_source(3, outcomes=[Outcome.success(None)])
+    job_name = sim.start_job(3)  # Stitch's scheduler started it
     async with credentials.get_client() as client:
-        job_name = await client.start_replication_job(3)
         assert await client.stop_replication_job(3) is True
         records = await client.list_extractions()
 
@@ -187,12 +206,11 @@ async def test_stop_when_nothing_runs(
 async def test_stop_unknown_source_raises_invalid_source(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchInvalidSourceError) as caught:
-            await client.stop_replication_job(404404)
-    assert caught.value.call == "DELETE /v4/sources/404404/sync"
+    error = await failure_of(
+        credentials, lambda client: client.stop_replication_job(404404), StitchInvalidSourceError
+    )
+    assert error.call == "DELETE /v4/sources/404404/sync"
     assert len(sim.requests_for("stop")) == 1
-    assert_no_token(caught.value)
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -249,19 +267,67 @@ async def test_pause_and_unpause_source(
 async def test_pause_unknown_source_reads_the_sources_error_shape(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.pause_source(999)
+    error = await failure_of(credentials, lambda client: client.pause_source(999), StitchAPIError)
 
-    error = caught.value
     assert error.status_code == 400
     assert error.error_type == "InvalidId"  # {"error": "<Code>", "data": {"message": ...}}
     assert error.stitch_message == "source not found (999)"
     assert len(sim.requests_for("update_source")) == 1
-    assert_no_token(error)
 
 
-# -- jobs endpoints: extractions, loads, logs --------------------------------------------------
+async def test_list_streams_and_destinations(
+    sim: StitchSimulator, credentials: StitchCredentials
+) -> None:
+    sim.add_source(4)
+    sim.set_destination("snowflake", "warehouse")
+    async with credentials.get_client() as client:
+        streams = await client.list_streams(4)
+        destinations = await client.list_destinations()
+
+    assert [stream.stream_name for stream in streams] == [
+        stream["stream_name"] for stream in sim.streams(4)
+    ]
+    assert streams and all(stream.is_selected for stream in streams)
+    assert [(d.type, d.database) for d in destinations] == [("snowflake", "warehouse")]
+    (request,) = sim.requests_for("streams")
+    assert (request.path, request.status) == ("/v4/sources/4/streams", 200)
+
+
+async def test_a_lone_destination_object_is_read_as_a_list(
+    sim: StitchSimulator, credentials: StitchCredentials
+) -> None:
+    lone = {"id": 7, "type": "postgres", "properties": {"database": "analytics"}}
+    sim.inject("destinations", Fault.wrong_shape(lone))
+    async with credentials.get_client() as client:
+        (destination,) = await client.list_destinations()
+    assert (destination.id, destination.database) == (7, "analytics")
+    assert len(sim.requests_for("destinations")) == 1
+
+
+# -- jobs endpoints: extractions and loads -----------------------------------------------------
+
+
+READ: dict[str, Call] = {
+    "extractions": lambda client: client.read_extractions(),
+    "loads": lambda client: client.read_loads(),
+}
+LIST: dict[str, Call] = {
+    "extractions": lambda client: client.list_extractions(),
+    "loads": lambda client: client.list_loads(),
+}
+
+
+async def read_two_pages(
+    sim: StitchSimulator, credentials: StitchCredentials, endpoint: str
+) -> Any:
+    """Read a listing of the simulator's ``endpoint``, which must take its two pages."""
+    async with credentials.get_client() as client:
+        listing = await READ[endpoint](client)
+    assert listing.pages == 2
+    requests = sim.requests_for(endpoint)
+    assert [r.path for r in requests] == [f"/v4/{sim.client_id}/{endpoint}"] * 2
+    assert [r.query.get("page", "1") for r in requests] == ["1", "2"]
+    return listing
 
 
 async def test_list_extractions_reads_every_page(
@@ -269,20 +335,29 @@ async def test_list_extractions_reads_every_page(
 ) -> None:
     sim.add_sources(range(1, 156))
     seeded = {source_id: sim.seed_completed(source_id) for source_id in range(1, 156)}
-    async with credentials.get_client() as client:
-        listing = await client.read_extractions()
-
-    records = listing.records
-    assert listing.pages == 2
+    records = (await read_two_pages(sim, credentials, "extractions")).records
     assert len(records) == 155
     assert all(isinstance(record, Extraction) for record in records)
     by_source = {record.source_id: record for record in records}
     assert by_source[150].job_name == seeded[150]  # on page 2
     assert by_source[150].tap_name == "tap-hubspot"
     assert by_source[150].completion_time is not None
-    requests = sim.requests_for("extractions")
-    assert [r.path for r in requests] == [f"/v4/{sim.client_id}/extractions"] * 2
-    assert [r.query.get("page", "1") for r in requests] == ["1", "2"]
+
+
+async def test_list_loads_reads_every_page(
+    sim: StitchSimulator, credentials: StitchCredentials
+) -> None:
+    sim.add_sources(range(1, 61))  # two streams each: 120 load records, 2 pages
+    for source_id in range(1, 60):
+        sim.seed_completed(source_id)
+    sim.seed_completed(60, Outcome.success(load_error="Column too long"))
+    loads = (await read_two_pages(sim, credentials, "loads")).records
+    assert len(loads) == 120
+    assert all(isinstance(load, Load) for load in loads)
+    failed = {(load.source_name, load.stream_name) for load in loads if load.failed}
+    assert failed == {("hubspot_60", "accounts"), ("hubspot_60", "contacts")}
+    ok = [load for load in loads if not load.failed]
+    assert all(load.last_batch_loaded_at is not None for load in ok)
 
 
 def _record(source_id: int, job_name: str) -> dict[str, Any]:
@@ -299,6 +374,76 @@ def _record(source_id: int, job_name: str) -> dict[str, Any]:
     }
 
 
+def _load(source_name: str, stream_name: str) -> dict[str, Any]:
+    return {"source_name": source_name, "stream_name": stream_name, "error_state": None}
+
+
+FIRST_PAGE_DATE, SECOND_PAGE_DATE = "Sun, 29 Nov 2026 12:00:00 GMT", "Sun, 29 Nov 2026 12:00:07 GMT"
+PAGES: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]] = {
+    # A record listed on both pages (the list shifted) is one extraction...
+    "extractions": (
+        [_record(1, "116078.1.sync.a"), _record(2, "116078.2.sync.b")],
+        [_record(2, "116078.2.sync.b"), _record(3, "116078.3.sync.c")],
+        ["116078.1.sync.a", "116078.2.sync.b", "116078.3.sync.c"],
+    ),
+    # ...while loads are listed as read.
+    "loads": (
+        [_load("hubspot_1", "accounts"), _load("hubspot_1", "contacts")],
+        [_load("hubspot_2", "accounts")],
+        ["hubspot_1.accounts", "hubspot_1.contacts", "hubspot_2.accounts"],
+    ),
+}
+
+
+def _name(record: Extraction | Load) -> str:
+    if isinstance(record, Extraction):
+        return record.job_name
+    return f"{record.source_name}.{record.stream_name}"
+
+
+def _two_pages(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> httpx.MockTransport:
+    """Two pages of a jobs listing; Stitch's clock (``Date``) moved on between them."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("page") == "2":
+            page = {"data": second, "links": {}}
+            return httpx.Response(200, json=page, headers={"Date": SECOND_PAGE_DATE})
+        page = {"data": first, "links": {"next": f"{request.url.path}?page=2"}}
+        return httpx.Response(200, json=page, headers={"Date": FIRST_PAGE_DATE})
+
+    return httpx.MockTransport(answer)
+
+
+@pytest.mark.parametrize("kind", sorted(PAGES))
+async def test_a_listing_returns_what_it_read_and_stitchs_clock_at_its_first_page(
+    kind: str,
+) -> None:
+    first, second, expected = PAGES[kind]
+    credentials = StitchCredentials(
+        access_token=f"ac_listing_{kind}", client_id=424243, base_url="https://api.stitchdata.com"
+    )
+    async with credentials.get_client(transport=_two_pages(first, second)) as client:
+        listing = await READ[kind](client)
+        listed = await LIST[kind](client)
+        assert client.requests_made == 4
+
+    assert [_name(record) for record in listing.records] == expected
+    assert listed == list(listing.records)
+    assert listing.pages == 2
+    assert listing.stitch_time == datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def _serve_first_page_linking_to(host: str, sim: StitchSimulator, job_name: str) -> None:
+    """Page 1 of the extractions: one record, and an absolute link to page 2 on ``host``."""
+    page_one = {
+        "data": [_record(1, job_name)],
+        "page": 1,
+        "total": 2,
+        "links": {"next": f"{host}/v4/{sim.client_id}/extractions?page=2"},
+    }
+    sim.inject("extractions", Fault.wrong_shape(page_one))
+
+
 async def test_absolute_next_link_on_the_api_host_is_followed(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
@@ -306,22 +451,11 @@ async def test_absolute_next_link_on_the_api_host_is_followed(
     sim.add_sources([1, 2])
     sim.seed_completed(1, job_name="116078.1.sync.one")
     sim.seed_completed(2, job_name="116078.2.sync.two")
-    page_one = {
-        "data": [_record(1, "116078.1.sync.one")],
-        "page": 1,
-        "total": 2,
-        "links": {"next": f"{sim.base_url}/v4/{sim.client_id}/extractions?page=2"},
-    }
-    sim.inject("extractions", Fault.wrong_shape(page_one))
-    async with credentials.get_client() as client:
-        listing = await client.read_extractions()
-        records = list(listing.records)
-    assert listing.pages == 2
+    _serve_first_page_linking_to(sim.base_url, sim, "116078.1.sync.one")
+    listing = await read_two_pages(sim, credentials, "extractions")
 
-    assert [record.job_name for record in records] == ["116078.1.sync.one", "116078.2.sync.two"]
-    requests = sim.requests_for("extractions")
-    assert [r.query.get("page", "1") for r in requests] == ["1", "2"]
-    assert all(r.path == f"/v4/{sim.client_id}/extractions" for r in requests)
+    names = [record.job_name for record in listing.records]
+    assert names == ["116078.1.sync.one", "116078.2.sync.two"]
 
 
 @pytest.mark.parametrize("elsewhere", ["evil", "logs_origin", "https"])
@@ -335,44 +469,17 @@ async def test_next_link_to_another_host_is_refused(
         "logs_origin": sim.logs_base_url,
         "https": sim.base_url.replace("http://", "https://"),
     }[elsewhere]
-    page_one = {
-        "data": [_record(1, "116078.1.sync.a")],
-        "page": 1,
-        "total": 2,
-        "links": {"next": f"{host}/v4/{sim.client_id}/extractions?page=2"},
-    }
-    sim.inject("extractions", Fault.wrong_shape(page_one))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchTransportError) as caught:
-            await client.list_extractions()
+    _serve_first_page_linking_to(host, sim, "116078.1.sync.a")
+    error = await failure_of(
+        credentials, lambda client: client.list_extractions(), StitchTransportError
+    )
 
-    assert "another host" in str(caught.value)
+    assert "another host" in str(error)
     assert len(sim.requests_for("extractions")) == 1
     assert sim.requests_for("log_download") == []
-    assert_no_token(caught.value)
 
 
-async def test_list_loads_reads_every_page(
-    sim: StitchSimulator, credentials: StitchCredentials
-) -> None:
-    sim.add_sources(range(1, 61))  # two streams each: 120 load records, 2 pages
-    for source_id in range(1, 60):
-        sim.seed_completed(source_id)
-    sim.seed_completed(60, Outcome.success(load_error="Column too long"))
-    async with credentials.get_client() as client:
-        listing = await client.read_loads()
-
-    loads = listing.records
-    assert listing.pages == 2
-    assert len(loads) == 120
-    assert all(isinstance(load, Load) for load in loads)
-    failed = {(load.source_name, load.stream_name) for load in loads if load.failed}
-    assert failed == {("hubspot_60", "accounts"), ("hubspot_60", "contacts")}
-    ok = [load for load in loads if not load.failed]
-    assert all(load.last_batch_loaded_at is not None for load in ok)
-    requests = sim.requests_for("loads")
-    assert [r.path for r in requests] == [f"/v4/{sim.client_id}/loads"] * 2
-    assert [r.query.get("page", "1") for r in requests] == ["1", "2"]
+# -- jobs endpoints: logs ----------------------------------------------------------------------
 
 
 async def test_get_extraction_logs_follows_redirect_without_authorization(
@@ -414,36 +521,41 @@ async def test_get_extraction_logs_tail_lines(
 async def test_get_extraction_logs_unknown_job_is_not_found(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchNotFoundError) as caught:
-            await client.get_extraction_logs("116078.1.sync.no-such-job")
+    error = await failure_of(
+        credentials,
+        lambda client: client.get_extraction_logs("116078.1.sync.no-such-job"),
+        StitchNotFoundError,
+    )
 
-    assert str(caught.value) == "Not Found"
-    assert caught.value.status_code == 404
+    assert str(error) == "Not Found"
+    assert error.status_code == 404
     assert len(sim.requests_for("logs")) == 1
     assert sim.requests_for("log_download") == []
-    assert_no_token(caught.value)
 
 
-@pytest.mark.parametrize("job_name", ["", "a/b"])
-async def test_get_extraction_logs_rejects_bad_job_names_before_any_request(
-    sim: StitchSimulator, credentials: StitchCredentials, job_name: str
+@pytest.mark.parametrize(
+    ("job_name", "tail_lines"), [("", None), ("a/b", None), ("116078.1.sync.a", -1)]
+)
+async def test_get_extraction_logs_rejects_bad_arguments_before_any_request(
+    sim: StitchSimulator, credentials: StitchCredentials, job_name: str, tail_lines: int | None
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchConfigurationError):
-            await client.get_extraction_logs(job_name)
+    error = await failure_of(
+        credentials,
+        lambda client: client.get_extraction_logs(job_name, tail_lines=tail_lines),
+        StitchConfigurationError,
+    )
+    assert error.parameter == ("tail_lines" if tail_lines else "job_name")
     assert sim.requests == []
 
 
 async def test_log_download_transient_fault_is_retried_without_authorization(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    sim.add_source(1)
-    job_name = sim.seed_completed(1)
+    _seed_one(sim)
     sim.inject("log_download", Fault.status(503))
     sim.inject("log_download", Fault.drop())
     async with credentials.get_client() as client:
-        log = await client.get_extraction_logs(job_name)
+        log = await _call_logs(client)
 
     assert "Exit status is:" in log
     downloads = sim.requests_for("log_download")
@@ -454,53 +566,37 @@ async def test_log_download_transient_fault_is_retried_without_authorization(
 async def test_log_download_4xx_is_not_retried_and_hides_the_presigned_query(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    sim.add_source(1)
-    job_name = sim.seed_completed(1)
+    _seed_one(sim)
     sim.inject("log_download", Fault.status(403))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_extraction_logs(job_name)
+    error = await failure_of(credentials, _call_logs, StitchAPIError)
 
-    error = caught.value
     assert error.status_code == 403
     assert "x-amz-security-token" not in f"{error!s}{error!r}"
     assert len(sim.requests_for("log_download")) == 1
-    assert_no_token(error)
 
 
-async def test_log_download_faults_beyond_budget(sim: StitchSimulator) -> None:
+DOWNLOAD_FAULTS: dict[str, tuple[Fault, type[StitchAPIError], int | None, str]] = {
+    "drop": (Fault.drop(), StitchTransportError, None, "connection dropped"),
+    "503": (Fault.status(503), StitchAPIError, 503, "Service Unavailable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOWNLOAD_FAULTS))
+async def test_log_download_faults_beyond_budget_report_their_attempts(
+    sim: StitchSimulator, case: str
+) -> None:
+    fault, error_type, status, reason = DOWNLOAD_FAULTS[case]
     credentials = make_credentials(sim, max_retries=2)
-    sim.add_source(1)
-    job_name = sim.seed_completed(1)
-    sim.inject("log_download", Fault.drop(), times=3)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchTransportError) as caught:
-            await client.get_extraction_logs(job_name)
+    _seed_one(sim)
+    sim.inject("log_download", fault, times=3)
+    error = await failure_of(credentials, _call_logs, StitchAPIError)
 
-    assert caught.value.attempts == 3
-    assert caught.value.reason == "connection dropped"
-    assert "after 3 attempts" in str(caught.value)
-    assert len(sim.requests_for("log_download")) == 3
-    assert_no_token(caught.value)
-
-
-async def test_log_download_5xx_beyond_budget_reports_its_attempts(sim: StitchSimulator) -> None:
-    credentials = make_credentials(sim, max_retries=2)
-    sim.add_source(1)
-    job_name = sim.seed_completed(1)
-    sim.inject("log_download", Fault.status(503), times=3)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_extraction_logs(job_name)
-
-    error = caught.value
-    assert error.status_code == 503
-    assert error.attempts == 3
-    assert str(error).startswith("Service Unavailable")
+    assert type(error) is error_type
+    assert (error.status_code, error.reason, error.attempts) == (status, reason, 3)
+    assert str(error).startswith(reason)
     assert "after 3 attempts" in str(error)  # like every other call that gave up
     assert "x-amz-security-token" not in str(error)
     assert len(sim.requests_for("log_download")) == 3
-    assert_no_token(error)
 
 
 # -- the client id ---------------------------------------------------------------------------
@@ -542,10 +638,10 @@ async def test_resolve_client_id_without_any_source_is_a_configuration_error(
     sim: StitchSimulator,
 ) -> None:
     credentials = make_credentials(sim, client_id=None)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchConfigurationError) as caught:
-            await client.list_extractions()
-    assert caught.value.parameter == "client_id"
+    error = await failure_of(
+        credentials, lambda client: client.list_extractions(), StitchConfigurationError
+    )
+    assert error.parameter == "client_id"
     assert sim.requests_for("extractions") == []
 
 
@@ -563,11 +659,8 @@ async def test_explicit_client_id_needs_no_discovery(
 async def test_401_message_is_stitchs_raw_message(sim: StitchSimulator) -> None:
     sim.add_source(1)
     credentials = make_credentials(sim, access_token=WRONG_TOKEN)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAuthError) as caught:
-            await client.get_source(1)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAuthError)
 
-    error = caught.value
     assert str(error) == UNAUTHORIZED_MESSAGE
     assert error.status_code == 401
     assert error.call == "GET /v4/sources/1"
@@ -578,13 +671,10 @@ async def test_401_message_is_stitchs_raw_message(sim: StitchSimulator) -> None:
 
 async def test_401_for_a_client_id_of_another_account(sim: StitchSimulator) -> None:
     credentials = make_credentials(sim, client_id=999)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAuthError) as caught:
-            await client.list_extractions()
-    assert str(caught.value) == UNAUTHORIZED_MESSAGE
-    assert caught.value.path == "/v4/999/extractions"
+    error = await failure_of(credentials, lambda client: client.list_extractions(), StitchAuthError)
     assert len(sim.requests_for("extractions")) == 1
-    assert_no_token(caught.value)
+    assert str(error) == UNAUTHORIZED_MESSAGE
+    assert error.path == "/v4/999/extractions"
 
 
 async def test_401_with_empty_body_falls_back_to_the_reason(
@@ -592,27 +682,22 @@ async def test_401_with_empty_body_falls_back_to_the_reason(
 ) -> None:
     sim.add_source(1)
     sim.inject("source", Fault.status(401, body=""))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAuthError) as caught:
-            await client.get_source(1)
-    assert str(caught.value) == "Unauthorized"
-    assert caught.value.stitch_message is None
-    assert_no_token(caught.value)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAuthError)
+    assert str(error) == "Unauthorized"
+    assert error.stitch_message is None
 
 
 async def test_404_message_is_the_reason_phrase(
     sim: StitchSimulator, credentials: StitchCredentials
 ) -> None:
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchNotFoundError) as caught:
-            await client.get_source(424242)
+    error = await failure_of(
+        credentials, lambda client: client.get_source(424242), StitchNotFoundError
+    )
 
-    error = caught.value
     assert str(error) == "Not Found"
     assert error.status_code == 404
     assert error.path == "/v4/sources/424242"
     assert len(sim.requests_for("source")) == 1
-    assert_no_token(error)
 
 
 @pytest.mark.parametrize(("code", "reason"), [(500, "Internal Server Error"), (502, "Bad Gateway")])
@@ -620,29 +705,22 @@ async def test_5xx_with_json_body(sim: StitchSimulator, code: int, reason: str) 
     credentials = make_credentials(sim, max_retries=0)
     sim.add_source(1)
     sim.inject("source", Fault.status(code))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_source(1)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAPIError)
 
-    error = caught.value
     assert type(error) is StitchAPIError
     assert error.status_code == code
     assert str(error).startswith(reason)
     assert SERVER_ERROR_MESSAGE in str(error)
     assert error.stitch_message == SERVER_ERROR_MESSAGE
     assert "GET /v4/sources/1" in str(error)
-    assert_no_token(error)
 
 
 async def test_502_with_html_body_is_a_clear_api_error(sim: StitchSimulator) -> None:
     credentials = make_credentials(sim, max_retries=0)
     sim.add_source(1)
     sim.inject("source", Fault.status(502, body=HTML_502))
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_source(1)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAPIError)
 
-    error = caught.value
     assert not isinstance(error, json.JSONDecodeError)
     assert not isinstance(error.__cause__, json.JSONDecodeError)
     assert error.status_code == 502
@@ -650,7 +728,6 @@ async def test_502_with_html_body_is_a_clear_api_error(sim: StitchSimulator) -> 
     assert "<" not in str(error) and "html" not in str(error).lower()
     assert "<" not in repr(error)
     assert error.stitch_message is None
-    assert_no_token(error)
 
 
 # -- transient faults: retried ---------------------------------------------------------------
@@ -704,54 +781,57 @@ async def test_dropped_connection_then_success(
     assert [(r.status, r.fault) for r in requests] == [(None, "drop"), (200, None)]
 
 
-async def _call_source(client: StitchClient) -> Any:
-    return await client.get_source(1)
+@pytest.mark.parametrize(
+    ("endpoint", "fault", "shown", "why"),
+    [
+        ("source", Fault.status(502), "GET /v4/sources/1", "HTTP 502 Bad Gateway"),
+        ("log_download", Fault.drop(), "(pre-signed log URL)", "connection dropped"),
+    ],
+    ids=["buffered", "streamed"],
+)
+async def test_each_retry_is_one_warning_line(
+    sim: StitchSimulator,
+    credentials: StitchCredentials,
+    caplog: pytest.LogCaptureFixture,
+    endpoint: str,
+    fault: Fault,
+    shown: str,
+    why: str,
+) -> None:
+    _seed_one(sim)
+    sim.inject(endpoint, fault, times=2)
+    caplog.set_level(logging.WARNING, logger="prefect_stitch.client")
+    async with credentials.get_client() as client:
+        await (client.get_source(1) if endpoint == "source" else _call_logs(client))
 
-
-async def _call_sources(client: StitchClient) -> Any:
-    return await client.list_sources()
-
-
-async def _call_pause(client: StitchClient) -> Any:
-    return await client.pause_source(1)
-
-
-async def _call_unpause(client: StitchClient) -> Any:
-    return await client.unpause_source(1)
-
-
-async def _call_stop(client: StitchClient) -> Any:
-    return await client.stop_replication_job(1)
-
-
-async def _call_extractions(client: StitchClient) -> Any:
-    return await client.list_extractions()
-
-
-async def _call_loads(client: StitchClient) -> Any:
-    return await client.list_loads()
-
-
-async def _call_logs(client: StitchClient) -> Any:
-    return await client.get_extraction_logs("116078.1.sync.seeded")
+    ours = [record for record in caplog.records if record.name == "prefect_stitch.client"]
+    assert [record.levelno for record in ours] == [logging.WARNING] * 2
+    for attempt, record in enumerate(ours, start=1):
+        line = record.getMessage()
+        assert shown in line and f"failed ({why}); retry {attempt}/3 in " in line
+        assert "?" not in line  # never a pre-signed query
 
 
 RETRIED_CALLS: list[tuple[str, Call, str]] = [
-    ("source", _call_source, "GET /v4/sources/1"),
-    ("list_sources", _call_sources, "GET /v4/sources"),
-    ("update_source", _call_pause, "PUT /v4/sources/1"),
-    ("update_source", _call_unpause, "PUT /v4/sources/1"),
-    ("stop", _call_stop, "DELETE /v4/sources/1/sync"),
-    ("extractions", _call_extractions, "GET /v4/116078/extractions"),
-    ("loads", _call_loads, "GET /v4/116078/loads"),
+    ("source", lambda client: client.get_source(1), "GET /v4/sources/1"),
+    ("list_sources", lambda client: client.list_sources(), "GET /v4/sources"),
+    ("update_source", lambda client: client.pause_source(1), "PUT /v4/sources/1"),
+    ("update_source", lambda client: client.unpause_source(1), "PUT /v4/sources/1"),
+    ("stop", lambda client: client.stop_replication_job(1), "DELETE /v4/sources/1/sync"),
+    ("extractions", lambda client: client.list_extractions(), "GET /v4/116078/extractions"),
+    ("loads", lambda client: client.list_loads(), "GET /v4/116078/loads"),
     ("logs", _call_logs, "GET /v4/116078/extractions/116078.1.sync.seeded"),
 ]
-RETRIED_IDS = [f"{endpoint}-{call.__name__[6:]}" for endpoint, call, _ in RETRIED_CALLS]
-
-
-def _seed_one(sim: StitchSimulator) -> None:
-    sim.add_source(1)
-    sim.seed_completed(1, job_name="116078.1.sync.seeded")
+RETRIED_IDS = [
+    "source-source",
+    "list_sources-sources",
+    "update_source-pause",
+    "update_source-unpause",
+    "stop-stop",
+    "extractions-extractions",
+    "loads-loads",
+    "logs-logs",
+]
 
 
 @pytest.mark.parametrize(("endpoint", "call", "shown"), RETRIED_CALLS, ids=RETRIED_IDS)
@@ -778,17 +858,13 @@ async def test_every_idempotent_call_gives_up_after_max_retries(
     credentials = make_credentials(sim, max_retries=2)
     _seed_one(sim)
     sim.inject(endpoint, Fault.status(503), times=3)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await call(client)
+    error = await failure_of(credentials, call, StitchAPIError)
 
-    error = caught.value
     assert error.status_code == 503
     assert error.attempts == 3
     assert error.call == shown
     assert shown in str(error) and "after 3 attempts" in str(error)
     assert len(sim.requests_for(endpoint)) == 3
-    assert_no_token(error)
 
 
 FAULTS_BEYOND_BUDGET: list[tuple[str, Fault, type[StitchAPIError], int | None, str]] = [
@@ -819,11 +895,8 @@ async def test_faults_beyond_max_retries(
     credentials = make_credentials(sim, max_retries=2)
     sim.add_source(1)
     sim.inject("source", fault, times=3)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_source(1)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAPIError)
 
-    error = caught.value
     assert type(error) is error_type
     assert isinstance(error, StitchError)
     assert error.status_code == status
@@ -834,7 +907,6 @@ async def test_faults_beyond_max_retries(
     assert "GET /v4/sources/1" in str(error)
     assert "<" not in str(error)
     assert len(sim.requests_for("source")) == 3
-    assert_no_token(error)
 
 
 @pytest.mark.parametrize(
@@ -854,7 +926,11 @@ async def test_faults_within_budget_recover(sim: StitchSimulator, fault: Fault) 
 
 @pytest.mark.parametrize(
     ("endpoint", "call"),
-    [("list_sources", _call_sources), ("extractions", _call_extractions), ("loads", _call_loads)],
+    [
+        ("list_sources", lambda client: client.list_sources()),
+        ("extractions", lambda client: client.list_extractions()),
+        ("loads", lambda client: client.list_loads()),
+    ],
     ids=["list_sources", "extractions", "loads"],
 )
 @pytest.mark.parametrize(
@@ -893,13 +969,11 @@ async def test_wrong_shape_records_beyond_budget_name_the_call(sim: StitchSimula
     _seed_one(sim)
     bad_page = {"data": [{"unexpected": 1}], "page": 1, "total": 1, "links": {}}
     sim.inject("extractions", Fault.wrong_shape(bad_page), times=2)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchTransportError) as caught:
-            await client.list_extractions()
-    error = caught.value
+    error = await failure_of(
+        credentials, lambda client: client.list_extractions(), StitchTransportError
+    )
     assert error.call == "GET /v4/116078/extractions"
     assert error.attempts == 2
-    assert_no_token(error)
 
 
 # -- never retried -----------------------------------------------------------------------------
@@ -923,15 +997,12 @@ async def test_4xx_is_never_retried(
 ) -> None:
     sim.add_source(1)
     sim.inject("source", Fault.status(code), times=2)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.get_source(1)
+    error = await failure_of(credentials, lambda client: client.get_source(1), StitchAPIError)
 
-    assert type(caught.value) is error_type
-    assert caught.value.status_code == code
-    assert caught.value.attempts == 1
+    assert type(error) is error_type
+    assert error.status_code == code
+    assert error.attempts == 1
     assert len(sim.requests_for("source")) == 1
-    assert_no_token(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -952,17 +1023,16 @@ async def test_the_trigger_is_never_retried(
 ) -> None:
     sim.add_source(1, outcomes=[Outcome.success(None)])
     sim.inject("trigger", fault)
-    async with credentials.get_client() as client:
-        with pytest.raises(StitchAPIError) as caught:
-            await client.start_replication_job(1)
+    error = await failure_of(
+        credentials, lambda client: client.start_replication_job(1), StitchAPIError
+    )
 
-    assert type(caught.value) is error_type
-    assert caught.value.attempts == 1
-    assert caught.value.call == "POST /v4/sources/1/sync"
+    assert type(error) is error_type
+    assert error.attempts == 1
+    assert error.call == "POST /v4/sources/1/sync"
     assert len(sim.requests_for("trigger")) == 1
     started = sim.jobs_started(1)
     assert len(started) == (1 if fault.kind == "start_then_drop" else 0)
-    assert_no_token(caught.value)
 
 
 # -- timeouts --------------------------------------------------------------------------------
@@ -995,6 +1065,36 @@ async def test_slow_answer_within_budget_recovers(sim: StitchSimulator) -> None:
     async with credentials.get_client() as client:
         assert (await client.get_source(1)).id == 1
         assert client.requests_made == 2
+
+
+# -- the jobs budget ---------------------------------------------------------------------------
+
+
+async def test_every_jobs_request_takes_a_slot_of_the_global_limit_when_one_is_named(
+    sim: StitchSimulator, credentials: StitchCredentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    taken: list[tuple[str, int]] = []
+
+    async def rate_limit(name: str, occupy: int) -> None:
+        taken.append((name, occupy))
+
+    monkeypatch.setattr(prefect.concurrency.asyncio, "rate_limit", rate_limit)
+    sim.page_size = 1
+    sim.add_sources([1, 2])
+    job_name = sim.seed_completed(1)
+    sim.seed_completed(2)
+    async with credentials.get_client() as client:
+        await client.list_extractions()
+        assert taken == []  # no limit named: only the process's own limiter
+        client.global_limit_name = "stitch-jobs"
+        sim.inject("extractions", Fault.status(502))
+        await client.list_extractions()  # a 502, then two pages: three requests
+        await client.get_extraction_logs(job_name)  # one (not the pre-signed download)
+        await client.get_source(1)  # not a jobs request
+        assert client.requests_made == 2 + 3 + 2 + 1
+
+    assert taken == [("stitch-jobs", 1)] * 4
+    assert [r.status for r in sim.requests_for("extractions")][2:] == [502, 200, 200]
 
 
 # -- the token ---------------------------------------------------------------------------------
