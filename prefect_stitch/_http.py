@@ -29,7 +29,7 @@ import re
 import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
@@ -70,7 +70,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0+unknown"
 
-_module_logger = logging.getLogger("prefect_stitch.client")
+_module_logger = logging.getLogger("prefect_stitch.client")  # the name users know and filter
 
 _DELAY_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
 _PRESIGNED_QUERY = re.compile(r"\?[^\s\"']*(?:x-amz-|signature=)[^\s\"']*", re.IGNORECASE)
@@ -460,7 +460,7 @@ class Call:
     json: Any = None
     ok_statuses: tuple[int, ...] = (200,)
     retry: bool = True
-    slot: JobsSlot | None = field(default=None, repr=False)
+    slot: JobsSlot | None = None
 
     @property
     def shown(self) -> str:
