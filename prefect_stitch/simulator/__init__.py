@@ -29,22 +29,18 @@ Examples:
     (1, 0)
 """
 
+from prefect_stitch.simulator._clock import iso
+from prefect_stitch.simulator._faults import ENDPOINTS, JOBS_ENDPOINTS, Fault
+from prefect_stitch.simulator._logs import LOG_BUCKET
+from prefect_stitch.simulator._outcomes import TERMINATED, Outcome, StreamLoad
 from prefect_stitch.simulator._server import StitchSimulator
-from prefect_stitch.simulator._state import (
+from prefect_stitch.simulator._state import SimulatorState
+from prefect_stitch.simulator._traffic import RecordedRequest
+from prefect_stitch.simulator._wire import (
     DELETED_SOURCE_MESSAGE,
-    ENDPOINTS,
     EXTRACTION_NOT_FOUND_MESSAGE,
-    JOBS_ENDPOINTS,
-    LOG_BUCKET,
     SERVER_ERROR_MESSAGE,
-    TERMINATED,
     UNAUTHORIZED_MESSAGE,
-    Fault,
-    Outcome,
-    RecordedRequest,
-    SimulatorState,
-    StreamLoad,
-    iso,
 )
 
 __all__ = [

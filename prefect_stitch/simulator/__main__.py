@@ -29,8 +29,9 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from prefect_stitch.simulator._outcomes import PHASES, Outcome
 from prefect_stitch.simulator._server import StitchSimulator
-from prefect_stitch.simulator._state import PHASES, Outcome, RecordedRequest
+from prefect_stitch.simulator._traffic import RecordedRequest
 
 
 def parse_source(spec: str) -> tuple[int, Outcome]:
@@ -104,24 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--enforce-rate-limit", action="store_true")
     parser.add_argument("--jobs-rate-limit", type=int, default=30)
-    parser.add_argument("--jobs-rate-period", type=float, default=600.0, metavar="SECONDS")
+    for flag, default, text in (
+        ("--jobs-rate-period", 600.0, "length of the jobs rate limit's sliding window"),
+        ("--clock-offset", 0.0, "skew of Stitch's clock (Date header, timestamps) from ours"),
+        ("--stop-delay", 0.0, "time from a stop request (answered 200 at once) to the job's end"),
+    ):
+        parser.add_argument(flag, type=float, default=default, metavar="SECONDS", help=text)
     parser.add_argument("--list-running-jobs", action="store_true")
     parser.add_argument("--stop-when-idle-status", type=int, default=200, choices=(200, 404))
     parser.add_argument("--tap-field", default="source_type", choices=("source_type", "tap_name"))
-    parser.add_argument(
-        "--clock-offset",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="skew of Stitch's clock (Date header and every timestamp) from this machine's",
-    )
-    parser.add_argument(
-        "--stop-delay",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="time between a stop request (answered 200 at once) and the job ending",
-    )
     parser.add_argument(
         "--seed-previous",
         action="store_true",
@@ -132,9 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_request(request: RecordedRequest) -> None:
+    """Print one line for the request: method, path, status (or "dropped") and fault."""
     status = "dropped" if request.status is None else str(request.status)
     fault = f" [fault: {request.fault}]" if request.fault else ""
     print(f"{request.method} {request.path} -> {status}{fault}", flush=True)
+
+
+def _simulator(args: argparse.Namespace) -> StitchSimulator:
+    """The simulator the parsed arguments configure (not started)."""
+    options = dict(vars(args))
+    for name in ("source", "seed_previous", "quiet"):  # what the CLI does with the simulator
+        del options[name]
+    for name in ("jobs_rate_period", "clock_offset", "stop_delay"):  # the unit in the name
+        options[f"{name}_seconds"] = options.pop(name)
+    return StitchSimulator(**options, on_request=None if args.quiet else _print_request)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,22 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["--help"])  # doctest: +SKIP
     """
     args = build_parser().parse_args(argv)
-    sim = StitchSimulator(
-        token=args.token,
-        client_id=args.client_id,
-        host=args.host,
-        port=args.port,
-        page_size=args.page_size,
-        jobs_rate_limit=args.jobs_rate_limit,
-        jobs_rate_period_seconds=args.jobs_rate_period,
-        enforce_rate_limit=args.enforce_rate_limit,
-        list_running_jobs=args.list_running_jobs,
-        stop_when_idle_status=args.stop_when_idle_status,
-        tap_field=args.tap_field,
-        clock_offset_seconds=args.clock_offset,
-        stop_delay_seconds=args.stop_delay,
-        on_request=None if args.quiet else _print_request,
-    )
+    sim = _simulator(args)
     outcomes: dict[int, list[Outcome]] = {}
     for source_id, outcome in args.source:
         outcomes.setdefault(source_id, []).append(outcome)
@@ -178,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopping = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
+        """Ask the serving loop below to stop."""
         stopping.set()
 
     signal.signal(signal.SIGTERM, _on_signal)
