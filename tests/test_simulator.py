@@ -27,6 +27,7 @@ from prefect_stitch.simulator import (
     UNAUTHORIZED_MESSAGE,
     Fault,
     Outcome,
+    SimulatorState,
     StitchSimulator,
     StreamLoad,
 )
@@ -56,6 +57,13 @@ def api(sim: StitchSimulator) -> Iterator[httpx.Client]:
     with httpx.Client(
         base_url=sim.base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
     ) as client:
+        yield client
+
+
+@pytest.fixture
+def control(sim: StitchSimulator) -> Iterator[httpx.Client]:
+    """A client of the simulator's control API (unauthenticated)."""
+    with httpx.Client(base_url=sim.base_url + "/_simulator") as client:
         yield client
 
 
@@ -762,8 +770,9 @@ def test_enforced_rate_limit_answers_429_with_retry_after(stitch_simulator_facto
 # -- control API, lifecycle, CLI, fixtures ----------------------------------------------------
 
 
-def test_control_api_drives_a_simulator(sim: StitchSimulator, api: httpx.Client) -> None:
-    control = httpx.Client(base_url=sim.base_url + "/_simulator")
+def test_control_api_drives_a_simulator(
+    sim: StitchSimulator, api: httpx.Client, control: httpx.Client
+) -> None:
     created = control.post(
         "/sources",
         json={
@@ -797,7 +806,6 @@ def test_control_api_drives_a_simulator(sim: StitchSimulator, api: httpx.Client)
     assert control.post("/reset").json() == {"status": "reset"}
     assert sim.jobs() == [] and sim.requests == [] and api.get("/v4/sources").json() == []
     assert control.get("/nope").status_code == 404
-    control.close()
 
 
 def test_stop_frees_the_port_and_closes_keepalive_connections() -> None:
@@ -823,6 +831,18 @@ def test_factory_fixture_starts_independent_simulators(stitch_simulator_factory:
     assert first.base_url != second.base_url
     response = httpx.get(f"{second.base_url}/v4/7/loads", headers={"Authorization": "Bearer other"})
     assert response.status_code == 200
+
+
+def test_state_settings_are_keyword_arguments_checked_like_a_signature() -> None:
+    state = SimulatorState(token="t0k3n", jobs_rate_period_seconds=60)
+    assert (state.token, state.client_id, state.jobs_rate_period_seconds) == ("t0k3n", CLIENT, 60.0)
+    assert (state.page_size, state.tap_field, state.stop_delay_seconds) == (100, "source_type", 0.0)
+    with pytest.raises(TypeError, match="bogus"):
+        SimulatorState(bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="page_size"):
+        SimulatorState(page_size=0)
+    with pytest.raises(ValueError, match="token"):
+        StitchSimulator(token="")
 
 
 def test_cli_serves_and_prints_requests_without_the_token() -> None:
@@ -1442,27 +1462,25 @@ def test_log_download_over_http_1_0_ends_at_close(sim: StitchSimulator, api: htt
 # -- control API for the new features -------------------------------------------------------
 
 
-def test_control_api_schedules_and_seeds_loads(sim: StitchSimulator, api: httpx.Client) -> None:
-    control = httpx.Client(base_url=sim.base_url + "/_simulator")
-    created = control.post(
-        "/sources",
-        json={
-            "source_id": 7,
-            "name": "shop",
-            "streams": ["orders", "items", "refunds"],
-            "deselected": ["refunds"],
-            "log_line_bytes": 200,
-            "outcomes": [
-                {
-                    "kind": "success",
-                    "duration_seconds": 0,
-                    "rows": {"orders": 3},
-                    "loads": {"orders": {"delay_seconds": 5}},
-                }
-            ],
-        },
-    )
-    assert created.status_code == 201
+def test_control_api_schedules_and_seeds_loads(
+    sim: StitchSimulator, api: httpx.Client, control: httpx.Client
+) -> None:
+    shop = {
+        "source_id": 7,
+        "name": "shop",
+        "streams": ["orders", "items", "refunds"],
+        "deselected": ["refunds"],
+        "log_line_bytes": 200,
+        "outcomes": [
+            {
+                "kind": "success",
+                "duration_seconds": 0,
+                "rows": {"orders": 3},
+                "loads": {"orders": {"delay_seconds": 5}},
+            }
+        ],
+    }
+    assert control.post("/sources", json=shop).status_code == 201
     bad = control.post("/sources", json={"source_id": 8, "outcomes": [{"rows": {"x": 1}}]})
     assert bad.status_code == 400 and "does not have" in bad.json()["error"]
     assert control.post(
@@ -1506,7 +1524,6 @@ def test_control_api_schedules_and_seeds_loads(sim: StitchSimulator, api: httpx.
     assert control.post("/schedule_job", json={"source_id": 7, "in_seconds": -1}).status_code == 400
     assert control.post("/remove_destination").json() == {"status": "removed"}
     assert api.get("/v4/destinations").json() == []
-    control.close()
 
 
 def test_cli_accepts_a_stop_delay() -> None:

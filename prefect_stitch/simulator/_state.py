@@ -52,18 +52,19 @@ class SimulatorState:
     next request settles every job, stop, scheduled start and load that fell due meanwhile.
 
     Keyword Args:
-        token: The access token the API accepts (`Authorization: Bearer <token>`).
-        client_id: The Stitch client (account) ID of the token.
-        page_size: Records per page of the extractions and loads lists.
-        jobs_rate_limit: Jobs requests allowed per sliding window.
-        jobs_rate_period_seconds: Length of the sliding window.
-        enforce_rate_limit: Answer 429 with `Retry-After` when the window is full.
-        list_running_jobs: List a running job (null statuses and completion time) in the
+        token (str): The access token the API accepts (`Authorization: Bearer <token>`).
+        client_id (int): The Stitch client (account) ID of the token.
+        page_size (int): Records per page of the extractions and loads lists.
+        jobs_rate_limit (int): Jobs requests allowed per sliding window.
+        jobs_rate_period_seconds (float): Length of the sliding window.
+        enforce_rate_limit (bool): Answer 429 with `Retry-After` when the window is full.
+        list_running_jobs (bool): List a running job (null statuses and completion time) in the
             extractions list instead of the source's previous record (an undocumented variant).
-        stop_when_idle_status: HTTP status of a stop request when nothing runs (200 or 404).
-        tap_field: Name of the tap field of extraction records (`"source_type"` or `"tap_name"`).
-        clock_offset_seconds: Added to the wall clock to give Stitch's clock (`now()`).
-        stop_delay_seconds: Time between a stop request (answered 200 at once) and the job
+        stop_when_idle_status (int): HTTP status of a stop request when nothing runs (200 or 404).
+        tap_field (str): Name of the tap field of extraction records (`"source_type"` or
+            `"tap_name"`).
+        clock_offset_seconds (float): Added to the wall clock to give Stitch's clock (`now()`).
+        stop_delay_seconds (float): Time between a stop request (answered 200 at once) and the job
             actually ending as terminated; until then it still runs.
 
     Examples:
