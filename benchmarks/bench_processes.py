@@ -134,11 +134,14 @@ SLOW_CALL_SECONDS = 2.0
 def time_slow_sharing_calls() -> None:
     """Report each call of the poll sharing that takes longer than ``SLOW_CALL_SECONDS``.
 
-    A diagnostic of this benchmark only: it wraps the methods of
-    `prefect_stitch._poll.sharing.Sharing` that talk to the Prefect API.
+    A diagnostic of this benchmark only: it wraps the steps of the shared poll that talk
+    to the Prefect API (`prefect_stitch._poll.sharing.Sharing` and its roles), reported
+    under the names they had before the poll was split by role.
     """
     import functools
 
+    from prefect_stitch._poll.demand import Heartbeat
+    from prefect_stitch._poll.election import Election
     from prefect_stitch._poll.sharing import Sharing
 
     def timed(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,18 +157,19 @@ def time_slow_sharing_calls() -> None:
 
         return wrapper
 
-    for name in (
-        "start",
-        "try_lead",
-        "prepare",
-        "follow",
-        "_announce",
-        "refresh_demands",
-        "publish",
-        "renew_if_due",
-        "stop",
-    ):
-        setattr(Sharing, name, timed(name, getattr(Sharing, name)))
+    steps: tuple[tuple[type, str, str], ...] = (
+        (Sharing, "start", "start"),
+        (Sharing, "try_lead", "try_lead"),
+        (Sharing, "prepare", "prepare"),
+        (Sharing, "follow", "follow"),
+        (Heartbeat, "announce", "_announce"),
+        (Sharing, "refresh_demands", "refresh_demands"),
+        (Sharing, "publish", "publish"),
+        (Election, "renew", "renew_if_due"),
+        (Sharing, "stop", "stop"),
+    )
+    for owner, method, call in steps:
+        setattr(owner, method, timed(call, getattr(owner, method)))
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -192,7 +196,7 @@ def child_main(args: argparse.Namespace) -> int:
 
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("SHARING %(created).3f %(message)s"))
-        sharing_logger = logging.getLogger("prefect_stitch._poll.sharing")
+        sharing_logger = logging.getLogger("prefect_stitch._poll")  # the protocol's roles
         sharing_logger.addHandler(handler)
         sharing_logger.setLevel(logging.DEBUG)
     # Diagnostics for a stalled run: SIGUSR1 dumps every thread's Python stack (to

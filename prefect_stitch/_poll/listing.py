@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prefect_stitch._poll.snapshot import Snapshot
 from prefect_stitch.errors import StitchAPIError, StitchError
 from prefect_stitch.models import Extraction, Load
 
-__all__ = ["MARKER_BUDGET", "ListingState"]
+__all__ = ["MARKER_BUDGET", "HeldListing", "ListingState"]
 
 MARKER_BUDGET = 4_500
 """Characters of JSON the listing Variable may hold (Prefect allows 5,000)."""
@@ -110,7 +111,7 @@ class ListingState:
         ```python
         from datetime import UTC, datetime
         from prefect_stitch.models import Extraction
-        from prefect_stitch._poll.poller import Snapshot
+        from prefect_stitch._poll import Snapshot
         from prefect_stitch._poll.listing import ListingState
 
         record = Extraction(job_name="j1", source_id=7)
@@ -130,11 +131,11 @@ class ListingState:
 
     # -- the leader's side ---------------------------------------------------------
 
-    def advance(self, snapshot: Any, leader: str, seq: int) -> set[tuple[str, str]]:
+    def advance(self, snapshot: Snapshot, leader: str, seq: int) -> set[tuple[str, str]]:
         """Take a new listing (the leader's); return the keys it changed.
 
         Args:
-            snapshot: The listing read (a `prefect_stitch._poll.poller.Snapshot`).
+            snapshot: The listing read.
             leader: The publishing leader's id.
             seq: The listing's sequence number.
 
@@ -149,7 +150,7 @@ class ListingState:
                 "reason": getattr(snapshot.error, "reason", None),
                 "retry_after": getattr(snapshot.error, "retry_after", None),
             }
-        read_x = snapshot.error is None and bool(snapshot.extractions_read)
+        read_x = snapshot.error is None and snapshot.extractions_read
         read_l = snapshot.error is None and snapshot.loads is not None
         self.header = {
             "tick": snapshot.tick,
@@ -267,15 +268,13 @@ class ListingState:
         self.header = dict(header)
         self.leader, self.seq = leader, seq
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         """The listing, as a snapshot of a poller.
 
         Returns:
-            A `prefect_stitch._poll.poller.Snapshot`: no records for a section not read (or
-            a failed listing), as the leader's own waiters saw it.
+            The snapshot: no records for a section not read (or a failed listing), as the
+            leader's own waiters saw it.
         """
-        from prefect_stitch._poll.poller import Snapshot
-
         h = self.header
         records: tuple[Extraction, ...] = ()
         if h.get("x"):
@@ -307,3 +306,32 @@ class ListingState:
             loads=loads,
             extractions_read=bool(h.get("x", True)) or error is not None,
         )
+
+
+@dataclass
+class HeldListing:
+    """The listing a process holds: the last it published (a leader) or took (a follower).
+
+    Attributes:
+        state: The listing.
+        seen: The (leader, seq) of the newest listing marker this process took, if any.
+
+    Example:
+        ```python
+        from prefect_stitch._poll.listing import HeldListing
+
+        held = HeldListing()
+        print(held.state.seq, held.seen)  # 0 None
+        ```
+    """
+
+    state: ListingState = field(default_factory=ListingState)
+    seen: tuple[str, int] | None = None
+
+    def next_seq(self) -> int:
+        """The sequence number of the next listing a leader publishes (they go on across leaders).
+
+        Returns:
+            One more than the newest listing held or seen.
+        """
+        return max(self.state.seq, self.seen[1] if self.seen else 0) + 1

@@ -31,57 +31,22 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prefect_stitch._poll.prefect_store import PrefectStore
+from prefect_stitch._poll.reading import read_listing
 from prefect_stitch._poll.sharing import Sharing, sharing_enabled
+from prefect_stitch._poll.snapshot import Snapshot
+from prefect_stitch._poll.store import PollStore
 from prefect_stitch._ratelimit import SlidingWindowLimiter, limiter_for
 from prefect_stitch.credentials import StitchCredentials
-from prefect_stitch.errors import StitchError, StitchTransportError
-from prefect_stitch.models import Extraction, Load
 
-__all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for"]
+if TYPE_CHECKING:
+    from prefect_stitch.client import StitchClient
 
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One listing of the account's extractions, or the error that prevented it.
-
-    Attributes:
-        tick: The poller's tick number (1 for the first listing).
-        records: Every record of the listing (empty when ``error`` is set).
-        error: Why the listing failed, after the client's own retries.
-        fetched_at: When the listing completed (UTC, this machine's clock: for people).
-        pages: Pages read (the jobs requests this tick cost).
-        stitch_time: Stitch's clock at the listing (its ``Date`` header), if sent.
-        loads: The loads listing read in the same tick, when a waiter needs loads.
-        extractions_read: Whether the extraction listing was read this tick (only
-            load waiters watching: it is not).
-
-    Example:
-        ```python
-        from datetime import UTC, datetime
-        from prefect_stitch._poll.poller import Snapshot
-
-        snapshot = Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
-        print(snapshot.ok)  # True
-        ```
-    """
-
-    tick: int
-    records: tuple[Extraction, ...]
-    fetched_at: datetime
-    pages: int = 0
-    error: StitchError | None = None
-    stitch_time: datetime | None = None
-    loads: tuple[Load, ...] | None = None
-    extractions_read: bool = True
-
-    @property
-    def ok(self) -> bool:
-        """Whether the listing was read."""
-        return self.error is None
+__all__ = ["AccountPoller", "Snapshot", "Watch", "poller_for", "pollers_of"]
 
 
 @dataclass(eq=False)
@@ -90,7 +55,7 @@ class Watch:
 
     Example:
         ```python
-        from prefect_stitch._poll.poller import poller_for
+        from prefect_stitch._poll import poller_for
 
         async def next_listing(credentials, client_id: int) -> None:
             watch = poller_for(credentials, client_id).watch(poll_interval_seconds=30)
@@ -165,10 +130,15 @@ class AccountPoller:
         client_id: The account id.
         global_limit_name: A Prefect global concurrency limit (rate limit) to take a
             slot of before each jobs request, shared across processes.
+        store: Makes the store through which this poller shares its poll with other
+            processes, each time its thread starts (tests: a
+            [`MemoryStore`][prefect_stitch._poll.memory.MemoryStore]'s view). By default
+            the Prefect API's, when
+            [`sharing_enabled`][prefect_stitch._poll.sharing.sharing_enabled].
 
     Example:
         ```python
-        from prefect_stitch._poll.poller import poller_for
+        from prefect_stitch._poll import poller_for
 
         def cost(credentials, client_id: int) -> None:
             poller = poller_for(credentials, client_id)
@@ -182,10 +152,12 @@ class AccountPoller:
         client_id: int,
         *,
         global_limit_name: str | None = None,
+        store: Callable[[], PollStore] | None = None,
     ) -> None:
         self.credentials = credentials
         self.client_id = client_id
         self.global_limit_name = global_limit_name
+        self._store = store
         self._lock = threading.Lock()
         self._watches: list[Watch] = []
         self._idle_since: float | None = None
@@ -209,6 +181,7 @@ class AccountPoller:
         self.received = 0
         """Listings received from another process's poller (see `sharing`)."""
         self._sharing: Sharing | None = None
+        """The cross-process side of the poll, once it has joined the others."""
         self._settings: Any = None
         self._last_start = -math.inf
         """When the account was last read: a listing of this process started, or one received
@@ -309,6 +282,7 @@ class AccountPoller:
         self._last_start = max(self._last_start, self.latest_at)
 
     def _poke(self) -> None:
+        """Wake the poller's loop from any thread."""
         loop, wake = self._loop, self._wake
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the poller loop just closed
@@ -396,6 +370,7 @@ class AccountPoller:
             self._main_task.cancel()
 
     def _run(self) -> None:
+        """The thread: the poller's loop, with the Prefect settings of the run that started it."""
         from prefect.context import SettingsContext
 
         settings = self._settings
@@ -410,121 +385,94 @@ class AccountPoller:
         self._main_task = asyncio.current_task()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        # The pacing survives the thread: a thread restarted because its waiters came
-        # and went (a trigger's, then a wait's) reads no listing before its tick is due.
-        last_start = self._last_start
-        sharing = Sharing(self) if sharing_enabled() else None
-        heartbeat: asyncio.Task[None] | None = None
-        lead: asyncio.Task[bool] | None = None
-        """A try for the lead, in the background: following goes on meanwhile."""
+        # The pacing (``_last_start``) survives the thread: a thread restarted because its
+        # waiters came and went (a trigger's, then a wait's) reads no listing before its
+        # tick is due.
+        sharing = self._new_sharing()
         try:
             if sharing is not None:
-                await sharing.start()
-                # Whatever another process published lately first: with a leader at
-                # work this one follows; with none, the listing it holds still makes
-                # its first tick due a tick from then, not now (at 50 processes starting
-                # together, each one leading in turn listed the account at once).
-                await sharing.follow(self.tick_seconds() or 30.0, deliver=False)
-                if not sharing.listings_received:  # nothing lately: no leader to wait for
-                    sharing.next_attempt = 0.0
-                if time.monotonic() >= sharing.next_attempt and await self._take_the_lead(sharing):
-                    last_start = max(last_start, self._last_start)
-                self._sharing = sharing
+                await self._join(sharing)
             async with self.credentials.get_client(
                 global_limit_name=self.global_limit_name
             ) as client:
-                while True:
-                    interval = self.tick_seconds()
-                    if interval is None:
-                        return
-                    if sharing is not None and sharing.step_down:
-                        sharing.step_down = False
-                        await sharing.release()
-                    if sharing is not None and lead is not None and lead.done():
-                        led = not lead.cancelled() and lead.exception() is None and lead.result()
-                        lead = None
-                        if led:  # lead: read a tick after the last listing received
-                            last_start = max(last_start, self._last_start)
-                    if sharing is not None and (not sharing.leading or lead is not None):
-                        # A follower (or one whose try for the lead is under way).
-                        if not sharing.leading and sharing.leader_silent(interval):
-                            await sharing.free_the_slot()
-                        if lead is None and time.monotonic() >= sharing.next_attempt:
-                            # On a busy Prefect API a try can take many seconds: the
-                            # follower keeps reading the leader's listings meanwhile.
-                            lead = asyncio.create_task(self._take_the_lead(sharing))
-                            lead.add_done_callback(self._wake_on_done)
-                        want_extractions, want_loads = self._wanted()
-                        if heartbeat is None or heartbeat.done():
-                            heartbeat = (
-                                sharing.start_heartbeat_if_due(
-                                    interval, want_extractions, want_loads
-                                )
-                                or heartbeat
-                            )
-                        if time.monotonic() >= sharing.next_follow:
-                            await sharing.follow(interval)
-                        pause = min(
-                            sharing.next_attempt if lead is None else math.inf,
-                            math.inf if sharing.leading else sharing.next_heartbeat,
-                            sharing.next_follow,
-                        )
-                        await self._sleep(pause - time.monotonic())
-                        continue
-                    remaining = last_start + interval - time.monotonic()
+                while (interval := self.tick_seconds()) is not None:
+                    if sharing is not None:
+                        step = await sharing.between_ticks(interval, self._wanted)
+                        if step is not None:  # a follower (or one trying for the lead)
+                            if step.listing is not None:
+                                self.receive(step.listing)
+                            await self._sleep(step.wake_at - time.monotonic())
+                            continue
+                    # A leader (or alone): a tick after the last listing, its own or received.
+                    remaining = self._last_start + interval - time.monotonic()
                     if remaining > 0:
                         await self._sleep(remaining)
                         continue  # re-evaluate: a waiter may have joined or left
-                    # The tick starts now, whatever the Prefect API's answers cost below.
-                    last_start = self._last_start = time.monotonic()
-                    if sharing is not None:
-                        await sharing.refresh_demands_if_stale()  # what followers need now
-                        interval = self.tick_seconds() or interval
-                    client.global_limit_name = self.global_limit_name
-                    before = client.requests_made
-                    snapshot = await self._list(client)
-                    self.requests += client.requests_made - before
-                    retry_after = getattr(snapshot.error, "retry_after", None)
-                    if retry_after:  # Stitch asked us to come back later: the next tick waits
-                        last_start = max(last_start, time.monotonic() + retry_after - interval)
-                        self._last_start = last_start
-                    self._deliver(snapshot)
-                    if sharing is not None:
-                        await sharing.publish(snapshot)
-                        await sharing.renew_if_due()
+                    await self._tick(client, sharing, interval)
         finally:
-            self._main_task = None  # closing: `finish` must not cut the hand-over below
-            if lead is not None:  # a lease it took is given back by stop() below
-                with contextlib.suppress(BaseException):
-                    await lead
-            if heartbeat is not None:  # done before the demand is removed, not after
-                with contextlib.suppress(Exception):
-                    await heartbeat
-            if sharing is not None:
-                self._sharing = None
-                with contextlib.suppress(Exception):
-                    await sharing.stop()
+            await self._close(sharing)
+
+    def _new_sharing(self) -> Sharing | None:
+        """The cross-process side of this thread's poll (None: it polls alone)."""
+        if self._store is None and not sharing_enabled():
+            return None
+        store = (
+            self._store()
+            if self._store is not None
+            else PrefectStore(self.client_id, self.credentials.base_url)
+        )
+        return Sharing(store, self.limiter(), self.client_id, wake=self._wake_up)
+
+    async def _join(self, sharing: Sharing) -> None:
+        """Join the other processes: take what was published lately, then lead if due."""
+        # Whatever another process published lately first: with a leader at work this one
+        # follows; with none, the listing it holds still makes its first tick due a tick
+        # from then, not now. It is no news for the waits (it may predate them): it primes.
+        published = await sharing.start(self.tick_seconds() or 30.0)
+        if published is not None:
+            self.prime(published)
+        await sharing.lead_at_start()
+        self._sharing = sharing
+
+    async def _tick(self, client: StitchClient, sharing: Sharing | None, interval: float) -> None:
+        """Read the account's listing, hand it to the waiters, and publish it."""
+        # The tick starts now, whatever the Prefect API's answers cost below.
+        self._last_start = time.monotonic()
+        if sharing is not None:
+            await sharing.before_tick()  # what followers need now
+            interval = self.tick_seconds() or interval
+        client.global_limit_name = self.global_limit_name
+        before = client.requests_made
+        snapshot = await self._list(client)
+        self.requests += client.requests_made - before
+        retry_after = getattr(snapshot.error, "retry_after", None)
+        if retry_after:  # Stitch asked us to come back later: the next tick waits
+            self._last_start = max(self._last_start, time.monotonic() + retry_after - interval)
+        self._deliver(snapshot)
+        if sharing is not None:
+            await sharing.after_tick(snapshot)
+
+    async def _close(self, sharing: Sharing | None) -> None:
+        """Hand the account over (if leading), then end the thread (or start it again)."""
+        self._main_task = None  # closing: `finish` must not cut the hand-over below
+        if sharing is not None:
+            await sharing.settle()  # a lease it took is given back by stop() below
+            self._sharing = None
+            with contextlib.suppress(Exception):
+                await sharing.stop(self.latest)
+        with self._lock:
+            self._loop = None
+            self._wake = None
+            if self._thread is threading.current_thread():
+                self._thread = None
+            orphans = list(self._watches)
+        if orphans:  # joined while we were closing: start again for them
             with self._lock:
-                self._loop = None
-                self._wake = None
-                if self._thread is threading.current_thread():
-                    self._thread = None
-                orphans = list(self._watches)
-            if orphans:  # joined while we were closing: start again for them
-                with self._lock:
-                    if self._thread is None:
-                        self._start_thread()
+                if self._thread is None:
+                    self._start_thread()
 
-    @staticmethod
-    async def _take_the_lead(sharing: Sharing) -> bool:
-        """Try for the lead; on success, get ready to publish (read the demands)."""
-        if not await sharing.try_lead():
-            return False
-        await sharing.prepare()
-        return True
-
-    def _wake_on_done(self, _task: asyncio.Task[Any]) -> None:
-        """Wake the poller's loop (a background step of it ended)."""
+    def _wake_up(self) -> None:
+        """Wake the poller's loop (a background step of it ended; on the loop's thread)."""
         if self._wake is not None:
             self._wake.set()
 
@@ -539,6 +487,7 @@ class AccountPoller:
                 await self._wake.wait()
 
     def _wanted(self) -> tuple[bool, bool]:
+        """What the waiters (and, while leading, the followers) need: extractions, loads."""
         with self._lock:
             extractions = any(watch.extractions for watch in self._watches)
             loads = any(watch.loads for watch in self._watches)
@@ -547,58 +496,21 @@ class AccountPoller:
             extractions, loads = extractions or remote_extractions, loads or remote_loads
         return extractions or not loads, loads
 
-    async def _list(self, client: object) -> Snapshot:
-        from prefect_stitch.client import StitchClient
-
-        assert isinstance(client, StitchClient)
+    async def _list(self, client: StitchClient) -> Snapshot:
+        """Read the listing (the extractions, the loads, or both, as the waiters need)."""
         self.ticks += 1
-        want_extractions, want_loads = self._wanted()
-        pages = 0
-        sent_before = client.requests_made
-        records: tuple[Extraction, ...] = ()
-        loads: tuple[Load, ...] | None = None
-        stitch_time: datetime | None = None
-        try:
-            if want_extractions:
-                listing = await client.read_extractions()
-                records, pages, stitch_time = listing.records, listing.pages, listing.stitch_time
-            if want_loads:
-                load_listing = await client.read_loads()
-                loads, pages = load_listing.records, pages + load_listing.pages
-                stitch_time = stitch_time or load_listing.stitch_time
-        except StitchError as exc:
-            # The pages this failed listing cost: every request it sent (retries included).
-            spent = max(client.requests_made - sent_before, pages)
-            return Snapshot(self.ticks, (), datetime.now(UTC), spent, exc)
-        except Exception as exc:  # never let the poller die silently
-            _logger.warning(
-                "Unexpected error while listing the jobs of account %s",
-                self.client_id,
-                exc_info=True,
-            )
-            error = StitchTransportError(
-                status_code=None,
-                reason=f"unexpected error while listing jobs ({type(exc).__name__}: {exc})",
-                method="GET",
-                path=f"/v4/{self.client_id}/extractions",
-            )
-            return Snapshot(self.ticks, (), datetime.now(UTC), 0, error)
-        self.last_pages = max(pages, 1)
-        snapshot = Snapshot(
-            self.ticks,
-            records,
-            datetime.now(UTC),
-            pages,
-            None,
-            stitch_time,
-            loads,
-            want_extractions,
+        extractions, loads = self._wanted()
+        snapshot = await read_listing(
+            client, self.client_id, self.ticks, extractions=extractions, loads=loads
         )
-        self.latest = snapshot
-        self.latest_at = time.monotonic()
+        if snapshot.ok:
+            self.last_pages = max(snapshot.pages, 1)
+            self.latest = snapshot
+            self.latest_at = time.monotonic()
         return snapshot
 
     def _deliver(self, snapshot: Snapshot) -> None:
+        """Hand a listing to every waiter, on the waiter's own loop."""
         with self._lock:
             watches = list(self._watches)
         for watch in watches:
@@ -624,6 +536,7 @@ def _finish_at_exit() -> None:
 
 
 def _finish_idle_pollers() -> None:
+    """Give every idle poller's thread the rest of the grace to hand its account over."""
     deadline = time.monotonic() + _EXIT_GRACE_SECONDS
     with _pollers_lock:
         pollers = list(_pollers.values())
@@ -647,7 +560,7 @@ def poller_for(
 
     Example:
         ```python
-        from prefect_stitch._poll.poller import poller_for
+        from prefect_stitch._poll import poller_for
 
         def same(credentials) -> None:
             assert poller_for(credentials, 116078) is poller_for(credentials, 116078)
@@ -677,7 +590,7 @@ def pollers_of(credentials: StitchCredentials) -> list[AccountPoller]:
 
     Example:
         ```python
-        from prefect_stitch._poll.poller import pollers_of
+        from prefect_stitch._poll import pollers_of
 
         def cost(credentials) -> int:
             return sum(poller.requests for poller in pollers_of(credentials))

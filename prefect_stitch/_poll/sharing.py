@@ -41,56 +41,45 @@ SQLite serves at most 100 requests at a time, websockets included):
 
 Prefect Cloud and a self-hosted server work alike. Without a Prefect API URL (the
 ephemeral API of a single process), every process polls for itself.
+
+The protocol is split by role: the election (`prefect_stitch._poll.election`), the demand
+(`prefect_stitch._poll.demand`), the publication (`prefect_stitch._poll.publication`) and
+the following (`prefect_stitch._poll.following`); every timing rule and timer is in
+`prefect_stitch._poll.schedule`; every Prefect API call is behind a store
+(`prefect_stitch._poll.store`, `prefect_stitch._poll.prefect_store`). This module's
+[`Sharing`][prefect_stitch._poll.sharing.Sharing] puts them together for the poller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from prefect_stitch._poll.listing import MARKER_BUDGET, ListingState
+from prefect_stitch._poll.demand import Demands, Heartbeat
+from prefect_stitch._poll.election import Election, Lead
+from prefect_stitch._poll.following import Following
+from prefect_stitch._poll.listing import HeldListing
+from prefect_stitch._poll.member import Member
+from prefect_stitch._poll.publication import Publication
+from prefect_stitch._poll.schedule import Schedule
+from prefect_stitch._poll.snapshot import Snapshot
+from prefect_stitch._poll.store import JSON, PollStore, StoreError
+from prefect_stitch._ratelimit import SlidingWindowLimiter
 
-if TYPE_CHECKING:
-    from prefect_stitch._poll.poller import AccountPoller, Snapshot
+__all__ = ["Sharing", "Step", "sharing_enabled"]
 
-__all__ = ["Sharing", "sharing_enabled"]
-
-LEASE_SECONDS = 60.0
-"""Prefect's shortest concurrency lease."""
-RENEW_SECONDS = 15.0
-HEARTBEAT_SECONDS = 10.0
-"""How often a follower renews its demand (the leader forgets it after three misses).
-
-A follower also announces at once when its demand changes (a wait for loads begins)."""
-FOLLOWER_ATTEMPT_SECONDS = 5.0
-"""How often a follower tries to take the lead while no leader publishes (at once when
-the leader resigns). While listings keep coming, a follower does not try: the leader is
-alive, and each attempt is a write to the Prefect API."""
-API_TIMEOUT_SECONDS = 15.0
-"""Timeout of each Prefect API request of the sharing (a slow answer is then transient)."""
 _ENV_SWITCH = "PREFECT_STITCH_SHARED_POLLING"
-_STALE_SLACK_SECONDS = 5.0
-_SUCCESSORS = 3
+SUCCESSORS = 3
 """Followers a resigning leader names to take over, in order."""
-_WHOLE = ("", 0)
-"""The base of a whole listing: the empty one, which every follower can start from."""
-_DOCUMENT_EVERY = 10
-"""The leader rewrites the artifact at least every this many listings."""
-_SUCCESSOR_SLACK = 2.0
-"""Beyond a tick, how long the next successor named gives the one before it to say it
-took the lease up (it writes so at once)."""
 
-_logger = logging.getLogger("prefect_stitch._poll.sharing")
+_logger = logging.getLogger(__name__)
 
 
 def sharing_enabled() -> bool:
@@ -104,7 +93,7 @@ def sharing_enabled() -> bool:
 
     Example:
         ```python
-        from prefect_stitch._poll.sharing import sharing_enabled
+        from prefect_stitch._poll import sharing_enabled
 
         print(sharing_enabled())
         ```
@@ -116,531 +105,283 @@ def sharing_enabled() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def _transient(exc: BaseException) -> bool:
-    """Whether a Prefect API failure may pass: a timeout, a dropped connection, a 5xx, a 429."""
-    import httpx
+@dataclass(frozen=True)
+class Step:
+    """What a follower's step between ticks brought, and when the next is due.
 
-    if isinstance(exc, TimeoutError | httpx.TransportError):
-        return True
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
+    Attributes:
+        listing: A new listing from the leader, for the waiters.
+        wake_at: When the follower has something to do next (``time.monotonic()``).
 
+    Example:
+        ```python
+        from prefect_stitch._poll.sharing import Step
 
-@dataclass
-class _Demand:
-    interval: float
-    extractions: bool
-    loads: bool
-    counter: int
-    requests: int
-    seen_at: float  # time.monotonic() when the counter last moved
-    began: float  # when its wait began, as this process's time.monotonic() reckons it
+        print(Step(listing=None, wake_at=12.5).wake_at)  # 12.5
+        ```
+    """
+
+    listing: Snapshot | None
+    wake_at: float
 
 
 class Sharing:
     """The cross-process side of one account's poller (runs on the poller's event loop).
 
+    It answers the poller's questions (between ticks: follow, or lead?), and does what is
+    due through its roles.
+
     Args:
-        poller: The account's poller in this process.
+        store: The account's store (the Prefect API's, or a test's).
+        limiter: This process's rate limiter of the account's jobs requests.
+        client_id: The account (for the log).
+        wake: Wakes the poller's loop (a try for the lead in the background ended).
+        clock: Seconds, monotonic (a test's own clock).
+        rng: Spreads the tries of followers that no resigning leader named.
 
     Example:
         ```python
+        import asyncio
+        from prefect_stitch._poll.memory import MemoryStore
         from prefect_stitch._poll.sharing import Sharing
+        from prefect_stitch._ratelimit import SlidingWindowLimiter
 
-        def describe(poller) -> str:
-            return "leader" if Sharing(poller).leading else "follower"
+        async def main() -> None:
+            sharing = Sharing(MemoryStore().view("a"), SlidingWindowLimiter(30, 600.0), 1)
+            await sharing.start(30.0)
+            print(await sharing.lead_at_start())  # True: nobody else leads
+            await sharing.stop(None)
+
+        asyncio.run(main())
         ```
     """
 
-    def __init__(self, poller: AccountPoller) -> None:
-        self.poller = poller
+    def __init__(
+        self,
+        store: PollStore,
+        limiter: SlidingWindowLimiter,
+        client_id: int,
+        *,
+        wake: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
         self.id = uuid.uuid4().hex[:12]
-        self.created = time.monotonic()
-        """When this process began to follow (or lead) the account."""
-        self.leading = False
-        self.lease_id: Any = None
-        host = hashlib.sha256(poller.credentials.base_url.encode()).hexdigest()[:8]
-        base = f"stitch-{{}}-{poller.client_id}-{host}"
-        self.limit_name = base.format("poll")
-        self.listing_name = base.format("listing")  # the Variable that points to the listing
-        self.demand_prefix = base.format("demand") + "-"
-        self.demand_name = f"{self.demand_prefix}{self.id}"
-        self.demands: dict[str, _Demand] = {}
-        self.next_attempt = 0.0
-        self.next_heartbeat = 0.0
-        self.announced: tuple[float, bool, bool] | None = None
-        """The demand this follower last announced."""
-        self.limit_ready = False
-        """Whether the account's leader limit is known to exist."""
-        self.next_renew = 0.0
-        self.next_follow = 0.0
-        self.heartbeats = 0
-        self.state = ListingState()
-        """The last listing published (a leader) or received (a follower)."""
-        self.base: tuple[str, int] | None = None
-        """The state the artifact holds, which ``touched`` is relative to (a leader);
-        ``None`` while each listing is published whole in the Variable."""
-        self.touched: set[tuple[str, str]] = set()
-        """The rows changed since ``base`` (a leader)."""
-        self.since_document = 0
-        """Listings published since the artifact was last written (a leader)."""
-        self.last_marker: dict[str, Any] | None = None
-        """The listing Variable as this process last wrote or read it."""
-        self.published: Snapshot | None = None
-        """The last listing this leader published."""
-        self.resignation: dict[str, Any] | None = None
-        """The last resignation this follower read (it says it took the lease up)."""
-        self.marker_seen: tuple[str, int] | None = None
-        """The (leader, seq) of the newest listing this follower has taken."""
-        self.resignation_seen: tuple[str, int] | None = None
-        self.handed_lease: str | None = None
-        """A lease a resigning leader handed this follower (its first successor)."""
-        self._taken: asyncio.Task[None] | None = None
-        """The write saying this process took a handed lease up, while under way."""
-        self.stale_lease: str | None = None
-        """A lease handed to another successor, which this one frees if it never led."""
-        self.leader_requests = 0
-        self.last_listing = time.monotonic()
-        """When a new listing (or a resignation) was last seen, or we began."""
-        self.last_received = 0.0
-        """When this follower last took a new listing (it expects the next a tick later)."""
-        self.looking_since: float | None = None
-        """When this follower first read the listing Variable (None: never could)."""
-        self.last_look = 0.0
-        """When this follower last read the listing Variable."""
-        self.listings_received = 0
-        self.listings_applied = 0
-        """Listings taken from the changes in the Variable alone (no artifact read)."""
-        self.document_id: Any = None
-        """The artifact that holds the whole listing (one per account, passed on)."""
-        self.demands_fresh = False
-        """The demands were just read (`prepare`): the first tick need not read them."""
-        self._client: Any = None
+        self.store = store
+        self.client_id = client_id
+        self._wake = wake
+        self.clock = clock
+        self.schedule = Schedule(clock, rng)
+        member, held = Member(self.id, client_id, store, limiter, clock), HeldListing()
+        self.election = Election(member)
+        self.heartbeat = Heartbeat(member)
+        self.demands = Demands(member)
+        self.publication = Publication(member, held)
+        self.following = Following(member, held)
+        self._lead_try: asyncio.Task[bool] | None = None
+        """A try for the lead, in the background: following goes on meanwhile."""
+        self._announcing: asyncio.Task[None] | None = None
+        """A heartbeat's write, in the background: a slow write must not hold up following."""
         self._cleanup: asyncio.Task[None] | None = None
-        self.step_down = False
-        self.others: dict[str, int] = {}
-        """Other leaders' last published sequence numbers, as this leader saw them."""
+        """The removal of this process's demand as it took the lead, in the background."""
 
-    # -- lifecycle -------------------------------------------------------------------
+    @property
+    def leading(self) -> bool:
+        """Whether this process leads the account's poll (or polls alone)."""
+        return self.election.leading
 
-    async def start(self) -> None:
-        """Open the one Prefect client that this poller's requests share.
+    def remote_demand(self) -> tuple[float | None, bool, bool]:
+        """The followers' fresh demand: shortest interval, extractions wanted, loads wanted."""
+        return self.demands.wanted()
 
-        Its requests time out after ``API_TIMEOUT_SECONDS`` (Prefect's default is 60 s):
-        a follower stuck on one request hears no listing meanwhile.
+    # -- the poller's questions -----------------------------------------------------------------
+
+    async def start(self, interval: float) -> Snapshot | None:
+        """Open the store and read what another process published lately.
+
+        With a leader at work this process follows; with none, the listing it holds
+        still makes its first tick due a tick from then, not now (at 50 processes starting
+        together, each one leading in turn listed the account at once).
+
+        Args:
+            interval: The poll interval this process wants.
+
+        Returns:
+            The listing published lately, if any. It may predate the waits it serves,
+            which must not take it for a listing read after they acted: it only becomes
+            the poller's latest (a baseline) and paces its first tick.
         """
-        from prefect.client.orchestration import get_client
+        await self.store.open()
+        return await self.follow(interval)
 
-        client = get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS})
-        try:
-            await client.__aenter__()
-        except Exception as exc:  # each request then opens its own client, and may fail alone
-            _logger.debug("Could not open a Prefect client for %s: %s", self.limit_name, exc)
+    async def lead_at_start(self) -> bool:
+        """Take the lead now unless a leader was heard from lately (see `start`).
+
+        Returns:
+            True when this process now leads.
+        """
+        if not self.following.received:  # nothing lately: no leader to wait for
+            self.schedule.try_now()
+        return self.schedule.attempt_due() and await self._take_the_lead()
+
+    async def between_ticks(
+        self, interval: float, wanted: Callable[[], tuple[bool, bool]]
+    ) -> Step | None:
+        """Do what is due before the poller's next tick.
+
+        Args:
+            interval: The poll interval this process wants.
+            wanted: What this process's waiters need: extractions, loads.
+
+        Returns:
+            ``None`` when this process leads and is ready to list (its tick is due a tick
+            after the last listing); else what following brought and when to come back.
+        """
+        await self.election.step_down_if_told()
+        if self._lead_try is not None and self._lead_try.done():
+            if not self._lead_try.cancelled():
+                self._lead_try.exception()  # an unexpected failure: the next try, later
+            self._lead_try = None
+        if self.leading and self._lead_try is None:
+            return None
+        # A follower (or one whose try for the lead is under way).
+        if not self.leading and self.following.silent(interval):
+            self.following.silence_broken()
+            await self.election.free_the_slot()
+            self.schedule.try_now()
+        if self._lead_try is None and self.schedule.attempt_due():
+            # On a busy Prefect API a try can take many seconds: the follower keeps
+            # reading the leader's listings meanwhile.
+            self._lead_try = asyncio.create_task(self._take_the_lead())
+            self._lead_try.add_done_callback(lambda _: self._wake())
+        if self._announcing is None or self._announcing.done():
+            self._announcing = self._announce_if_due(interval, *wanted()) or self._announcing
+        listing = await self.follow(interval) if self.schedule.follow_due() else None
+        trying = self._lead_try is not None
+        return Step(listing, self.schedule.wake_at(trying=trying, leading=self.leading))
+
+    async def before_tick(self) -> None:
+        """What followers need now: read the demands (unless the lead was just taken)."""
+        if self.demands.fresh:
+            self.demands.fresh = False
             return
-        self._client = client
+        await self.refresh_demands()
 
-    @contextlib.asynccontextmanager
-    async def _api(self) -> AsyncIterator[Any]:
-        """The shared client once started (one client, not one per request), else a new one."""
-        if self._client is not None:
-            yield self._client
-            return
-        from prefect.client.orchestration import get_client
+    async def after_tick(self, snapshot: Snapshot) -> None:
+        """Publish the listing the leader read, and renew its lease if due.
 
-        async with get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS}) as client:
-            yield client
+        Args:
+            snapshot: The listing.
+        """
+        await self.publish(snapshot)
+        if self.leading and self.election.lease is not None and self.schedule.renewal_due():
+            await self.election.renew()
 
-    async def stop(self) -> None:
-        """Resign (if leading) and withdraw this process's demand."""
+    async def settle(self) -> None:
+        """Let the background steps end (a lease taken is given back by `stop`)."""
+        lead, self._lead_try = self._lead_try, None
+        if lead is not None:
+            with contextlib.suppress(BaseException):
+                await lead
+        if self._announcing is not None:  # done before the demand is removed, not after
+            with contextlib.suppress(Exception):
+                await self._announcing
+
+    async def stop(self, latest: Snapshot | None) -> None:
+        """Resign (if leading) and withdraw this process's demand.
+
+        Args:
+            latest: The newest listing this process read (it goes with a resignation).
+        """
         try:
             if self.leading:
-                await self._resign()
+                await self._resign(latest)
             if self._cleanup is not None:
                 with contextlib.suppress(Exception):
                     await self._cleanup
-            await self._forget_demand()
+            await self.heartbeat.withdraw()
         finally:
-            client, self._client = self._client, None
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.__aexit__(None, None, None)
+            with contextlib.suppress(Exception):
+                await self.store.close()
 
-    # -- leadership ------------------------------------------------------------------
+    # -- the steps --------------------------------------------------------------------------
+
+    async def follow(self, interval: float) -> Snapshot | None:
+        """Pick up the leader's newest listing, if there is one (a follower, often).
+
+        The next listing is due about a tick after the last one: a follower looks then,
+        and a few times a tick until it comes.
+
+        Args:
+            interval: The poll interval this process wants.
+
+        Returns:
+            The new listing, for the waiters; ``None`` when there is none (or it is old).
+        """
+        self.schedule.looking(interval, self.following.last_received)
+        marker = await self.following.look()
+        if marker is None:
+            return None
+        resigned = bool(marker.get("resigned"))
+        if resigned:
+            self._heard_resignation(marker, interval)
+        elif str(marker.get("leader", "")) != self.id:
+            self.election.stale_lease = None  # a leader publishes: no lease to free
+        taken = await self.following.take(marker)
+        if taken is None:
+            return None
+        self.schedule.received(interval, self.following.last_received)
+        if not self.following.is_news(taken, interval):
+            return None
+        if not resigned:  # a leader at work: no try for the lead while it publishes
+            # (one planned after a resignation included: that one has a successor)
+            self.schedule.leader_at_work(interval)
+            self.election.handed_lease = None
+        return self.following.hand_on(marker, taken)
+
+    def _heard_resignation(self, marker: JSON, interval: float) -> None:
+        """Plan this follower's try for the lead after a leader resigned."""
+        resignation = self.following.resignation_in(marker)
+        if resignation is not None:
+            named = resignation.named
+            self.election.heard_resignation(marker, named, resignation.lease)
+            place = named.index(self.id) if self.id in named else None
+            self.schedule.after_resignation(place, len(named), interval)
+        taken = marker.get("taken")
+        if taken and taken != self.id:  # the first successor leads: no try, no freeing
+            self.schedule.leader_at_work(interval)
+            self.election.successor_took_over()
+
+    async def _take_the_lead(self) -> bool:
+        """Try for the lead; on success, get ready to publish (read the demands)."""
+        if not await self.try_lead():
+            return False
+        await self.prepare()
+        return True
 
     async def try_lead(self) -> bool:
         """Take the account's leader slot if it is free (or the lease handed to us).
 
-        A resigning leader hands its lease to the first successor it names: taking it is
-        a renewal (Prefect keeps leases apart from its database: a quick call, where
-        taking a free slot is a write that a busy server queues for seconds). A later
-        successor, finding that lease never taken up, frees it and takes the slot.
-
         Returns:
             True when this process now leads (or must poll alone).
         """
-        self.next_attempt = time.monotonic() + FOLLOWER_ATTEMPT_SECONDS
-        handed, self.handed_lease = self.handed_lease, None
-        if handed is not None and await self._take_lease(handed):
-            return True
-        stale, self.stale_lease = self.stale_lease, None
-        if stale is not None:  # handed to a successor that never took it up
-            await self._release_lease(stale)
-        try:
-            async with self._api() as client:
-                if not self.limit_ready:
-                    await self._ensure_limit(client)
-                    self.limit_ready = True
-                response = await client.increment_concurrency_slots_with_lease(
-                    names=[self.limit_name],
-                    slots=1,
-                    mode="concurrency",
-                    lease_duration=LEASE_SECONDS,
-                )
-                self.lease_id = response.json().get("lease_id")
-        except Exception as exc:
-            if "423" in str(exc) or "Locked" in str(exc):
-                return False  # another process leads
-            self.limit_ready = False  # deleted meanwhile? make sure of it next time
-            if _transient(exc) and time.monotonic() - self.last_listing <= LEASE_SECONDS:
-                # A slow or busy API (a timeout, a 5xx): another process may well lead.
-                # Leading alone now could make two leaders; follow, and try again later.
-                _logger.debug("Could not reach the lead of %s: %r", self.limit_name, exc)
-                return False
-            # The API cannot coordinate (no concurrency leases, no permission...), or has
-            # not answered for a lease: poll alone rather than wait for listings that may
-            # never come.
-            _logger.warning(
-                "Cannot share the poll of account %s through the Prefect API (%s: %s): "
-                "polling alone",
-                self.poller.client_id,
-                type(exc).__name__,
-                exc,
-            )
-            self.leading, self.lease_id = True, None
-            return True
-        self.leading = self.lease_id is not None
-        if self.leading:
-            await self._now_leading()
+        self.schedule.lead_tried()
+        how = await self.election.take(self.following.heard_lately)
+        if how in (Lead.HANDED, Lead.SLOT):
+            self._now_leading()
+        if how is Lead.HANDED:
+            # Say so at once (in the background; the first listing waits for it).
+            self.election.say_taken()
         return self.leading
 
-    async def _take_lease(self, lease_id: str) -> bool:
-        """Take up a lease a resigning leader handed over (renew it): True if it held."""
-        try:
-            async with self._api() as client:
-                await client.renew_concurrency_lease(uuid.UUID(lease_id), LEASE_SECONDS)
-        except Exception as exc:  # expired, or freed by another successor: take the slot
-            _logger.debug("Could not take up the lease of %s: %s", self.limit_name, exc)
-            return False
-        self.lease_id, self.leading = lease_id, True
-        await self._now_leading()
-        if self.resignation is not None:
-            # Say so at once (in the background; the first listing waits for it): the
-            # next successors named must not free the lease (their turn comes a tick
-            # later), and need not wait for the first listing to know.
-            self._taken = asyncio.create_task(
-                self._set_variable(self.listing_name, {**self.resignation, "taken": self.id})
-            )
-        return True
-
-    async def _said_taken(self) -> None:
-        """Wait for the "taken" write, if one is under way.
-
-        It must not land after a listing the new leader publishes.
-        """
-        taken, self._taken = self._taken, None
-        if taken is not None:
-            with contextlib.suppress(Exception):
-                await taken
-
-    async def _now_leading(self) -> None:
-        self.next_renew = time.monotonic() + RENEW_SECONDS
-        # The next listing's changes start from the listing this follower holds (most
-        # followers hold it too: the resigning leader's last); the artifact is written
-        # whole right after that first listing, for the others.
-        small = len(json.dumps(self.state.rows)) < MARKER_BUDGET // 2
-        self.base = None if small or not self.state.leader else (self.state.leader, self.state.seq)
-        self.touched = set()
-        self.since_document = _DOCUMENT_EVERY
-        _logger.debug("Poller %s leads account %s", self.id, self.poller.client_id)
+    def _now_leading(self) -> None:
+        """Lead: renew the lease in a while, publish from the listing held, stop following."""
+        self.schedule.leading()
+        self.publication.begin()
+        _logger.debug("Poller %s leads account %s", self.id, self.client_id)
         # No longer a follower. In the background: on a busy server a delete took 5 s,
         # and the new leader's first listing is due a tick after the last one.
-        self._cleanup = asyncio.create_task(self._forget_demand())
-
-    async def _forget_demand(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._delete_variable(self.demand_name)
-
-    def leader_silent(self, interval: float) -> bool:
-        """Whether this follower's last reading showed nothing new for longer than a lease.
-
-        Only what it read counts: a process whose Prefect API calls hung or failed (a
-        server busy starting 50 flow runs) has seen nothing new, but it has not watched
-        either, and freeing the slot then would make a second leader.
-        """
-        if self.looking_since is None:
-            return False
-        quiet_since = max(self.last_listing, self.looking_since)
-        return self.last_look - quiet_since > LEASE_SECONDS + 2 * interval
-
-    async def free_the_slot(self) -> None:
-        """Free a silent (dead) leader's slot, so that this process can take it."""
-        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
-
-        _logger.warning(
-            "No new listing of account %s for more than a lease: taking over from a silent leader",
-            self.poller.client_id,
-        )
-        self.last_listing = time.monotonic()
-        try:
-            async with self._api() as client:
-                await client.update_global_concurrency_limit(
-                    self.limit_name, GlobalConcurrencyLimitUpdate(active_slots=0)
-                )
-        except Exception as exc:
-            _logger.debug("Could not free the lead of %s: %s", self.limit_name, exc)
-        self.next_attempt = 0.0
-
-    async def _ensure_limit(self, client: Any) -> None:
-        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-        try:
-            await client.read_global_concurrency_limit_by_name(self.limit_name)
-        except ObjectNotFound:
-            with contextlib.suppress(ObjectAlreadyExists):
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=self.limit_name, limit=1)
-                )
-
-    async def renew_if_due(self) -> None:
-        """Renew the leader's lease (it expires if this process dies)."""
-        if not self.leading or self.lease_id is None or time.monotonic() < self.next_renew:
-            return
-        self.next_renew = time.monotonic() + RENEW_SECONDS
-        try:
-            async with self._api() as client:
-                await client.renew_concurrency_lease(self.lease_id, LEASE_SECONDS)
-        except Exception as exc:
-            _logger.warning(
-                "Lost the lead of account %s (%s): following again", self.poller.client_id, exc
-            )
-            self.leading = False
-            self.lease_id = None
-
-    async def _resign(self) -> None:
-        """Hand the lead over: pass the lease to a successor (or free the slot), then say so.
-
-        The marker keeps the last listing (its changes, its artifact): a follower may
-        not have read it yet, and it may be the one that ends its wait. With followers
-        known, the lease goes to the first named (it takes it up without a write to the
-        Prefect database); with none, the slot is freed for whoever comes next.
-        """
-        self.leading = False
-        await self._said_taken()
-        if self.demands:  # who is still there (a follower ending now removed its demand)
-            with contextlib.suppress(Exception):
-                await self._read_demands()
-        successors = self.successors()
-        latest = self.poller.latest
-        if latest is not None and latest is not self.published:
-            # Its newest listing goes with its resignation, published or not (a lone
-            # leader publishes nothing; an exiting process drops a tick before it could
-            # publish), so that the next leader (a process starting now, often) need not
-            # list the account again at once.
-            with contextlib.suppress(Exception):
-                self.last_marker = await self._marker_for(latest)
-        marker = dict(self.last_marker or {})
-        marker.setdefault("leader", self.id)
-        marker.setdefault("seq", self.state.seq)
-        marker.update(resigned=True, by=self.id, r=self.poller.limiter().local_requests)
-        if self.document_id is not None:
-            marker["doc"] = str(self.document_id)
-        if successors:
-            marker["next"] = successors
-        handed = self.lease_id if successors else None
-        if handed is not None:
-            marker["lease"] = str(handed)
-        else:
-            marker.pop("lease", None)
-            await self.release()  # free first: a follower that reads the marker takes it
-        try:
-            await self._set_variable(self.listing_name, marker)
-        except Exception as exc:
-            _logger.debug("Could not say that %s resigned: %s", self.id, exc)
-            if handed is not None:  # no successor will hear of the lease: free it
-                await self.release()
-        self.lease_id = None  # handed over, or released
-
-    def successors(self) -> list[str]:
-        """The followers that should take over when this leader resigns, in order.
-
-        Naming a few spares the Prefect API a rush of every follower trying for the slot
-        at once (at 50 processes, tries then took 2-30 s, during which those followers
-        read no listing). The followers whose wait began last are the likeliest to wait
-        longest (the demands are read again as the leader resigns: those that left are
-        gone); the first named takes up the lease at once; should it not lead (it may be ending
-        too), the next one frees that lease and takes the slot a tick later, and so on;
-        the others try only after them.
-
-        Returns:
-            Their ids (none when no follower is known: then whoever tries first).
-        """
-        latest = sorted(self.demands.items(), key=lambda item: item[1].began, reverse=True)
-        return [follower for follower, _ in latest[:_SUCCESSORS]]
-
-    async def release(self) -> None:
-        """Give the leader slot back (after resigning or stepping down)."""
-        lease, self.lease_id = self.lease_id, None
-        if lease is not None:
-            await self._release_lease(lease)
-
-    async def _release_lease(self, lease_id: Any) -> None:
-        try:
-            async with self._api() as client:
-                await client.release_concurrency_slots_with_lease(uuid.UUID(str(lease_id)))
-        except Exception as exc:
-            _logger.debug("Could not release the lead of %s: %s", self.limit_name, exc)
-
-    # -- what the leader serves -------------------------------------------------------
-
-    async def refresh_demands(self) -> None:
-        """Read the followers' demands (the leader, once a tick); forget the silent ones.
-
-        Also checks that no other process publishes listings: should two lead at once
-        (a lease lost to a slow network), the one with the greater id steps down.
-        """
-        await asyncio.gather(self._check_for_another_leader(), self._read_demands())
-
-    async def _read_demands(self) -> None:
-        variables = await self._demand_variables()
-        now = time.monotonic()
-        for name, value in variables.items():
-            if name == self.demand_name or not isinstance(value, dict):
-                continue
-            follower = name.removeprefix(self.demand_prefix)
-            counter, spent = int(value.get("n", 0)), int(value.get("r", 0))
-            known = self.demands.get(follower)
-            if known is None or known.counter != counter:
-                self.poller.limiter().record(spent - (known.requests if known else spent))
-                self.demands[follower] = _Demand(
-                    interval=float(value.get("i", 30.0)),
-                    extractions=bool(value.get("e", True)),
-                    loads=bool(value.get("l", False)),
-                    counter=counter,
-                    requests=spent,
-                    seen_at=now,
-                    # From the follower's own count of seconds (no clocks compared).
-                    began=known.began if known else now - float(value.get("a", 0.0)),
-                )
-        for follower, demand in list(self.demands.items()):
-            gone = f"{self.demand_prefix}{follower}" not in variables
-            if gone or now - demand.seen_at > 3 * HEARTBEAT_SECONDS:
-                del self.demands[follower]
-                if not gone:
-                    with contextlib.suppress(Exception):
-                        await self._delete_variable(f"{self.demand_prefix}{follower}")
-
-    async def _check_for_another_leader(self) -> None:
-        try:
-            marker = await self._get_variable(self.listing_name)
-        except Exception:
-            return
-        if not isinstance(marker, dict):
-            return
-        if marker.get("doc") and self.document_id is None:
-            self.document_id = marker["doc"]  # the account's artifact: updated in place
-        if marker.get("resigned"):
-            return
-        other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
-        if not other or other == self.id:
-            return
-        # Another leader publishes (two at once, after a lease lost to a slow API): it
-        # may have overwritten the artifact too. The next listing goes there whole.
-        self.base = None
-        active = self.others.get(other) not in (None, seq)  # it published since we looked
-        self.others[other] = seq
-        if active and other < self.id:
-            _logger.warning(
-                "Two pollers lead account %s: this one steps down", self.poller.client_id
-            )
-            self.leading, self.step_down = False, True
-
-    def remote_demand(self) -> tuple[float | None, bool, bool]:
-        """The followers' fresh demand: shortest interval, extractions wanted, loads wanted.
-
-        Waiters' threads call it too (through the poller's tick) while the poller's thread
-        updates the demands: it reads one copy of them (``list()`` of a dict copies it
-        whole under the GIL), never the live dict twice.
-        """
-        demands = list(self.demands.values())
-        if not demands:
-            return None, False, False
-        return (
-            min(d.interval for d in demands),
-            any(d.extractions for d in demands),
-            any(d.loads for d in demands),
-        )
-
-    async def publish(self, snapshot: Snapshot) -> None:
-        """Publish a listing the leader read, if some follower wants it.
-
-        The listing Variable gets the whole listing while it fits in half of it (a small
-        account), else the rows changed since the state the artifact holds: either way a
-        follower needs no other read. The artifact is brought up to date afterwards, off
-        the followers' path. Changes too big for the Variable go to the artifact first.
-        """
-        if not self.leading or not self.demands:
-            return
-        await self._said_taken()
-        try:
-            marker = await self._marker_for(snapshot)
-            await self._set_variable(self.listing_name, marker)
-            self.last_marker, self.published = marker, snapshot
-            _logger.debug(
-                "Poller %s published listing %s of account %s for %s follower(s)",
-                self.id,
-                marker["seq"],
-                self.poller.client_id,
-                len(self.demands),
-            )
-        except Exception as exc:  # followers will see the leader silent, then take over
-            _logger.warning(
-                "Could not publish a listing of account %s: %s", self.poller.client_id, exc
-            )
-            return
-        self.since_document += 1
-        if len(json.dumps(marker)) > MARKER_BUDGET // 2 or (
-            self.base is not None and self.since_document >= _DOCUMENT_EVERY
-        ):
-            # The changes grow with every job that ends: write the whole listing now, off
-            # the followers' path, rather than when they no longer fit. (Not every tick:
-            # changes since an older base also serve a follower that missed a listing.)
-            # And every few listings regardless: a follower that lost track (the
-            # artifact overwritten while two processes led) is never stuck for long.
-            with contextlib.suppress(Exception):
-                await self._write_document()
-
-    async def _marker_for(self, snapshot: Snapshot) -> dict[str, Any]:
-        """The listing Variable's value for a new listing (writes the artifact if need be)."""
-        seq = max(self.state.seq, self.marker_seen[1] if self.marker_seen else 0) + 1
-        self.touched |= self.state.advance(snapshot, self.id, seq)
-        marker: dict[str, Any] = {
-            "leader": self.id,
-            "seq": seq,
-            "r": self.poller.limiter().local_requests,
-            "h": self.state.header,
-        }
-        if self.base is None:  # the whole listing, built from nothing
-            every = {(section, key) for section, rows in self.state.rows.items() for key in rows}
-            marker.update(base=list(_WHOLE), c=self.state.changes(every))
-        else:
-            marker.update(base=list(self.base), c=self.state.changes(self.touched))
-        if len(json.dumps(marker)) > MARKER_BUDGET:
-            await self._write_document()  # the whole listing first
-            marker.update(base=list(self.base or ()), c={})
-        if self.document_id is not None:
-            marker["doc"] = str(self.document_id)
-        return marker
+        self._cleanup = asyncio.create_task(self.heartbeat.withdraw())
 
     async def prepare(self) -> None:
         """Get ready to publish, as soon as this process leads (before its first tick).
@@ -653,289 +394,70 @@ class Sharing:
         if not self.leading:
             return
         await self.refresh_demands()
-        self.demands_fresh = True
+        self.demands.fresh = True
 
-    async def refresh_demands_if_stale(self) -> None:
-        """`refresh_demands`, unless `prepare` just read them (a leader's first tick)."""
-        if self.demands_fresh:
-            self.demands_fresh = False
-            return
-        await self.refresh_demands()
+    async def refresh_demands(self) -> None:
+        """Read the followers' demands (the leader, once a tick); forget the silent ones.
 
-    async def _write_document(self) -> None:
-        """Write the whole listing to the account's artifact; it is then the changes' base.
-
-        One artifact per account, passed from leader to leader and updated in place.
+        Also checks that no other process publishes listings: should two lead at once
+        (a lease lost to a slow network), the one with the greater id steps down.
         """
-        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+        await asyncio.gather(self._look_for_another_leader(), self.demands.read())
 
-        document = self.state.document()
-        async with self._api() as client:
-            created = None
-            if self.document_id is not None:
-                try:
-                    await client.update_artifact(
-                        uuid.UUID(str(self.document_id)), ArtifactUpdate(data=document)
-                    )
-                except Exception as exc:  # deleted: make another
-                    if "404" not in str(exc) and type(exc).__name__ != "ObjectNotFound":
-                        raise
-                    self.document_id = None
-            if self.document_id is None:
-                created = await client.create_artifact(
-                    ArtifactCreate(
-                        type="stitch-listing",
-                        description=f"The shared listing of Stitch account "
-                        f"{self.poller.client_id} (prefect-stitch; updated in place)",
-                        data=document,
-                    )
-                )
-        if created is not None:
-            self.document_id = created.id
-        self.base = (self.state.leader, self.state.seq)
-        self.touched = set()
-        self.since_document = 0
+    async def _look_for_another_leader(self) -> None:
+        """Read the marker as a leader: the document to update, another leader publishing."""
+        try:
+            marker = await self.store.read_marker()
+        except StoreError:
+            return
+        if not isinstance(marker, dict):
+            return
+        other = self.publication.saw_marker(marker)
+        if other is not None:
+            self.election.saw_another_leader(*other)
 
-    # -- what a follower does ---------------------------------------------------------
-
-    async def heartbeat_if_due(self, interval: float, extractions: bool, loads: bool) -> None:
-        """Tell the leader what this process needs (and the jobs requests it made).
+    def _announce_if_due(
+        self, interval: float, extractions: bool, loads: bool
+    ) -> asyncio.Task[None] | None:
+        """Tell the leader what this process needs, in the background, if due.
 
         Every ``HEARTBEAT_SECONDS``, and at once when the demand changed.
         """
-        value = self._heartbeat(interval, extractions, loads)
-        if value is not None:
-            await self._announce(value)
-
-    def start_heartbeat_if_due(
-        self, interval: float, extractions: bool, loads: bool
-    ) -> asyncio.Task[None] | None:
-        """`heartbeat_if_due`, in the background: a slow write must not hold up following.
-
-        Returns:
-            The task writing the demand, or ``None`` when none was due.
-        """
-        value = self._heartbeat(interval, extractions, loads)
-        return None if value is None else asyncio.create_task(self._announce(value))
-
-    def _heartbeat(self, interval: float, extractions: bool, loads: bool) -> dict[str, Any] | None:
         demand = (interval, extractions, loads)
-        if self.leading or (time.monotonic() < self.next_heartbeat and demand == self.announced):
+        if self.leading or not self.schedule.heartbeat_now(demand != self.heartbeat.announced):
             return None
-        self.next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
-        self.announced = demand
-        self.heartbeats += 1
-        return {
-            "i": interval,
-            "e": extractions,
-            "l": loads,
-            "n": self.heartbeats,
-            "r": self.poller.limiter().local_requests,
-            "a": round(time.monotonic() - self.created, 1),
-        }
+        return asyncio.create_task(self.heartbeat.announce(self.heartbeat.beat(demand)))
 
-    async def _announce(self, value: dict[str, Any]) -> None:
-        try:
-            await self._set_variable(self.demand_name, value)
-        except Exception as exc:
-            _logger.debug("Could not announce the demand of %s: %s", self.demand_name, exc)
+    async def announce_if_due(self, interval: float, extractions: bool, loads: bool) -> None:
+        """`_announce_if_due`, awaited (a step at a time, as a test drives it)."""
+        task = self._announce_if_due(interval, extractions, loads)
+        if task is not None:
+            await task
 
-    async def follow(self, interval: float, *, deliver: bool = True) -> None:
-        """Pick up the leader's newest listing, if there is one (a follower, often).
-
-        The next listing is due about a tick after the last one: a follower looks then,
-        and a few times a tick until it comes.
+    async def publish(self, snapshot: Snapshot) -> None:
+        """Publish a listing the leader read, if some follower wants it.
 
         Args:
-            interval: The poll interval this process wants.
-            deliver: Hand the listing to the waiters. A poller that starts reads what was
-                published before (``False``): it may predate the waits it serves, which
-                must not take it for a listing read after they acted; it only becomes
-                the poller's latest (a baseline) and paces its first tick.
+            snapshot: The listing.
         """
-        now = time.monotonic()
-        often = min(max(interval / 6, 0.2), 2.0)
-        self.next_follow = max(now + often, self.last_received + 0.75 * interval)
-        try:
-            marker = await self._get_variable(self.listing_name)
-        except Exception as exc:
-            _logger.debug("Could not read %s: %s", self.listing_name, exc)
+        if not self.leading or not self.demands.known:
             return
-        self.last_look = time.monotonic()
-        if self.looking_since is None:
-            self.looking_since = self.last_look
-        if not isinstance(marker, dict):
-            return
-        leader, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
-        resigned = bool(marker.get("resigned"))
-        if resigned:
-            self._saw_resignation(marker, interval)
-            taken = marker.get("taken")
-            if taken and taken != self.id:  # the first successor leads: no try, no freeing
-                self.next_attempt = time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
-                self.handed_lease = self.stale_lease = None
-        elif leader != self.id:
-            self.stale_lease = None  # a leader publishes: no lease to free
-        if (leader, seq) == self.marker_seen or (leader, seq) == (
-            self.state.leader,
-            self.state.seq,
-        ):
-            return
-        if not isinstance(marker.get("h"), dict):
-            self.marker_seen = (leader, seq)  # nothing to read (no listing yet)
-            self.last_listing = time.monotonic()
-            return
-        first_sight = self.marker_seen is None
-        state = await self._state_for(marker, leader, seq)
-        if state is None:  # the artifact is not there yet: the next look
-            _logger.debug(
-                "Poller %s could not rebuild listing %s of %s (holds %s of %s)",
-                self.id,
-                seq,
-                leader,
-                self.state.seq,
-                self.state.leader,
-            )
-            return
-        if leader != (self.marker_seen or ("", 0))[0]:
-            self.leader_requests = int(marker.get("r", 0))  # a new leader: count from now
-        self.marker_seen = (leader, seq)
-        self.state = state
-        self.last_listing = self.last_received = time.monotonic()
-        self.next_follow = self.last_received + 0.75 * interval
-        snapshot = state.snapshot()
-        age = time.time() - snapshot.fetched_at.timestamp()
-        if first_sight and age > 2 * interval + _STALE_SLACK_SECONDS:
-            return  # published long before we followed (a leader gone quiet): not news
-        if not resigned:  # a leader at work: no try for the lead while it publishes
-            # (one planned after a resignation included: that one has a successor)
-            self.next_attempt = time.monotonic() + 2 * interval + _STALE_SLACK_SECONDS
-            self.handed_lease = None
-        spent = int(marker.get("r", 0))
-        self.poller.limiter().record(spent - self.leader_requests)
-        self.leader_requests = spent
-        self.listings_received += 1
-        _logger.debug("Poller %s received listing %s from %s", self.id, seq, leader)
-        if deliver:
-            self.poller.receive(snapshot)
-        else:
-            self.poller.prime(snapshot)
+        await self.election.said_taken()
+        await self.publication.publish(snapshot, len(self.demands.known))
 
-    def _saw_resignation(self, marker: dict[str, Any], interval: float) -> None:
-        """Plan this follower's try for the lead after a leader resigned."""
-        resignation = (str(marker.get("by", marker.get("leader", ""))), int(marker.get("seq", 0)))
-        if self.resignation_seen == resignation:
-            return
-        _logger.debug("Poller %s saw %s resign", self.id, resignation[0])
-        self.resignation_seen, self.resignation = resignation, marker
-        named = marker.get("next")
-        named = [str(n) for n in named] if isinstance(named, list) else []
-        lease = marker.get("lease")
-        lease = str(lease) if lease else None
-        now = time.monotonic()
-        wait = interval + _SUCCESSOR_SLACK  # for the one named before to lead
-        if not named:  # the slot is free: whoever comes first (not all in one instant)
-            self.next_attempt = now + random.uniform(0, interval)
-        elif named[0] == self.id:
-            self.handed_lease, self.next_attempt = lease, 0.0
-        elif self.id in named:
-            self.stale_lease = lease
-            self.next_attempt = now + named.index(self.id) * wait
-        else:  # the others, only should none of them lead
-            self.stale_lease = lease
-            self.next_attempt = now + len(named) * wait + random.uniform(0, interval)
+    async def _resign(self, latest: Snapshot | None) -> None:
+        """Hand the lead over: pass the lease to a successor (or free the slot), then say so.
 
-    async def _state_for(
-        self, marker: dict[str, Any], leader: str, seq: int
-    ) -> ListingState | None:
-        """The listing a marker announces, or None when it cannot be had yet.
-
-        From its changes when they apply to the listing this follower holds, else from
-        the artifact (with the changes, if the artifact is behind).
+        The marker keeps the last listing (its changes, its document): a follower may
+        not have read it yet, and it may be the one that ends its wait.
         """
-        base = marker.get("base")
-        base_leader, base_seq = (str(base[0]), int(base[1])) if base else ("", -1)
-        changes, header = marker.get("c") or {}, marker["h"]
-        if (base_leader, base_seq) == _WHOLE:  # the whole listing: from nothing
-            state = ListingState()
-            state.apply(changes, header, leader, seq)
-            return state
-        if base and self.state.can_apply(base_leader, base_seq, seq):
-            state = ListingState.from_document(self.state.document())
-            state.apply(changes, header, leader, seq)
-            self.listings_applied += 1
-            return state
-        read = await self._read_document(marker.get("doc"))
-        if read is None:
-            return None
-        state = read
-        if (state.leader, state.seq) == (leader, seq):
-            return state
-        if base and state.can_apply(base_leader, base_seq, seq):
-            state.apply(changes, header, leader, seq)
-            return state
-        return None
-
-    async def _read_document(self, document_id: Any) -> ListingState | None:
-        if not document_id:
-            return None
-        try:
-            async with self._api() as client:
-                response = await client.request(
-                    "GET", "/artifacts/{id}", path_params={"id": str(uuid.UUID(str(document_id)))}
-                )
-            return ListingState.from_document(response.json().get("data") or {})
-        except Exception as exc:  # e.g. being rewritten as we read: next time
-            _logger.debug("Could not read the shared listing %s: %s", self.listing_name, exc)
-            return None
-
-    async def _delete_artifact(self, artifact_id: Any) -> None:
-        async with self._api() as client:
-            await client.delete_artifact(uuid.UUID(str(artifact_id)))
-
-    # -- variables ---------------------------------------------------------------------
-
-    async def _get_variable(self, name: str) -> Any:
-        async with self._api() as client:
-            variable = await client.read_variable_by_name(name)
-        return None if variable is None else variable.value
-
-    async def _set_variable(self, name: str, value: dict[str, Any]) -> None:
-        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-        from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-        async with self._api() as client:
-            try:
-                await client.update_variable(VariableUpdate(name=name, value=value))
-            except Exception as exc:
-                if not isinstance(exc, ObjectNotFound) and "404" not in str(exc):
-                    raise
-                try:
-                    await client.create_variable(VariableCreate(name=name, value=value))
-                except Exception as again:  # created meanwhile by another process: update
-                    if not isinstance(again, ObjectAlreadyExists) and "409" not in str(again):
-                        raise
-                    await client.update_variable(VariableUpdate(name=name, value=value))
-
-    async def _delete_variable(self, name: str) -> None:
-        from prefect.exceptions import ObjectNotFound
-
-        async with self._api() as client:
-            with contextlib.suppress(ObjectNotFound):
-                await client.delete_variable_by_name(name)
-
-    async def _demand_variables(self) -> dict[str, Any]:
-        try:
-            async with self._api() as client:
-                response = await client.request(
-                    "POST",
-                    "/variables/filter",
-                    json={
-                        "variables": {"name": {"like_": f"{self.demand_prefix}%"}},
-                        "limit": 200,
-                    },
-                )
-        except Exception as exc:
-            _logger.debug("Could not read the demands of %s: %s", self.listing_name, exc)
-            return {f"{self.demand_prefix}{k}": None for k in self.demands}  # keep them
-        return {str(item["name"]): item.get("value") for item in response.json()}
+        self.election.leading = False
+        await self.election.said_taken()
+        if self.demands.known:  # who is still there (a follower ending now removed its demand)
+            with contextlib.suppress(Exception):
+                await self.demands.read()
+        # The followers whose wait began last are the likeliest to wait longest (at 50
+        # processes, every follower trying for the slot at once made each try take 2-30 s).
+        successors = self.demands.began_last(SUCCESSORS)
+        marker = await self.publication.resignation(latest)
+        await self.election.hand_over(marker, successors)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from prefect_stitch._poll import Snapshot
 from prefect_stitch._poll.listing import MARKER_BUDGET, ListingState
-from prefect_stitch._poll.poller import Snapshot
 from prefect_stitch.errors import StitchAPIError
 from prefect_stitch.models import Extraction, Load
 
