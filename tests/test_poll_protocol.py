@@ -268,6 +268,22 @@ async def test_a_follower_looks_for_the_next_listing_a_tick_after_the_last_one()
     assert max(y - x for x, y in itertools.pairwise(looks)) <= 0.75 * TICK + EPSILON
 
 
+async def test_a_follower_keeps_reading_while_its_demand_is_being_written() -> None:
+    """A demand is written in the background: a slow write must not hold up reading."""
+    world = World()
+    await world.start("leader")
+    follower = await world.start("follower")
+    await world.run(5)
+    writing = world.store.hold("write_demand", process="follower")  # its next one hangs
+    async with asyncio.timeout(10):  # the test's clock: no time at all, unless it blocks
+        await world.run(HEARTBEAT_SECONDS + 4)  # (not up to the heartbeat after)
+    assert len(follower.calls("write_demand")) == 2 and not writing.is_set()
+    hanging_since = follower.calls("write_demand")[-1]
+    assert len([at for at, _ in follower.received if at > hanging_since]) >= 2
+    writing.set()
+    await settle()
+
+
 async def test_a_changed_demand_is_announced_at_once_and_otherwise_every_heartbeat() -> None:
     world = World()
     await world.start("leader")

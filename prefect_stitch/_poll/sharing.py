@@ -170,7 +170,6 @@ class Sharing:
         self.store = store
         self.client_id = client_id
         self._wake = wake
-        self.clock = clock
         self.schedule = Schedule(clock, rng)
         member, held = Member(self.id, client_id, store, limiter, clock), HeldListing()
         self.election = Election(member)
