@@ -18,6 +18,10 @@ The poller runs in its own daemon thread with its own event loop, because Prefec
 async tasks on several threads and loops; waiters on any loop receive each listing
 through a thread-safe hand-off. The thread starts with the first waiter and ends when
 the last one leaves.
+
+Across processes the poll is shared (`prefect_stitch._poll.sharing`): between its ticks the
+loop asks its [`Sharing`][prefect_stitch._poll.sharing.Sharing] what is due (follow the
+leader, or lead and list when a tick is due); it reads Stitch only while it leads.
 """
 
 from __future__ import annotations
