@@ -139,9 +139,9 @@ def build_baseline_flow() -> Callable[..., Any]:
     from prefect.cache_policies import NO_CACHE
 
     from prefect_stitch import StitchCredentials, start_stitch_sync
-    from prefect_stitch._verdict import ExtractionState, judge_extraction
-    from prefect_stitch.flows import run_cancellable
-    from prefect_stitch.models import Extraction
+    from prefect_stitch._engine.runner import run_cancellable
+    from prefect_stitch._verdict import judge_extraction
+    from prefect_stitch.models import Extraction, SyncStatus
 
     @task(
         name="Naive wait for Stitch sync",
@@ -181,7 +181,7 @@ def build_baseline_flow() -> Callable[..., Any]:
                         break
                     page += 1
                 verdict = judge_extraction(record)
-                if verdict.state is ExtractionState.SUCCEEDED:
+                if verdict.state is SyncStatus.SUCCEEDED:
                     return job_name
                 if record is not None and verdict.state.is_final:
                     raise RuntimeError(f"job {job_name} of source {source_id}: {verdict.summary}")

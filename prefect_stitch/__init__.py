@@ -50,7 +50,9 @@ from prefect_stitch.models import (
     StreamLoadResult,
     SyncAttempt,
     SyncOutcome,
+    SyncStatus,
 )
+from prefect_stitch.options import SyncOptions
 from prefect_stitch.source import StitchSource, StitchSyncRun, stitch_source_sync_flow
 from prefect_stitch.tasks import (
     fetch_stitch_extraction_logs,
@@ -100,7 +102,9 @@ __all__ = [
     "Stream",
     "StreamLoadResult",
     "SyncAttempt",
+    "SyncOptions",
     "SyncOutcome",
+    "SyncStatus",
     "__version__",
     "fetch_stitch_extraction_logs",
     "pause_stitch_source",

@@ -32,11 +32,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from prefect_stitch.errors import PhaseFailure
-from prefect_stitch.models import Extraction, Load, StitchSyncHandle
+from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
 
 __all__ = [
     "PHASES",
-    "ExtractionState",
     "LoadVerdict",
     "Located",
     "Order",
@@ -56,34 +55,12 @@ PHASES: tuple[str, ...] = ("discovery", "tap", "target")
 TERMINATED_DESCRIPTION = "terminated"
 
 
-class ExtractionState(StrEnum):
-    """What an extraction record says about its job.
-
-    Example:
-        ```python
-        from prefect_stitch._verdict import ExtractionState
-
-        print(ExtractionState.TERMINATED.is_final)  # True
-        ```
-    """
-
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TERMINATED = "terminated"
-
-    @property
-    def is_final(self) -> bool:
-        """Whether the job has ended (succeeded, failed or terminated)."""
-        return self is not ExtractionState.RUNNING
-
-
 @dataclass(frozen=True)
 class Verdict:
     """The judgement of one extraction record.
 
     Attributes:
-        state: Running, succeeded, failed or terminated.
+        state: ``running``, ``succeeded``, ``failed`` or ``terminated``.
         failed_phases: Every phase with a non-zero exit status, in phase order (only
             for ``FAILED``).
 
@@ -98,18 +75,18 @@ class Verdict:
         ```
     """
 
-    state: ExtractionState
+    state: SyncStatus
     failed_phases: tuple[PhaseFailure, ...] = field(default=())
 
     @property
     def summary(self) -> str:
         """A one-line human description of the verdict."""
-        if self.state is ExtractionState.FAILED:
+        if self.state is SyncStatus.FAILED:
             return "; ".join(str(failure) for failure in self.failed_phases)
         return {
-            ExtractionState.RUNNING: "still running",
-            ExtractionState.SUCCEEDED: "every phase exited 0",
-            ExtractionState.TERMINATED: "terminated before every phase reported an exit status",
+            SyncStatus.RUNNING: "still running",
+            SyncStatus.SUCCEEDED: "every phase exited 0",
+            SyncStatus.TERMINATED: "terminated before every phase reported an exit status",
         }[self.state]
 
 
@@ -131,17 +108,18 @@ def judge_extraction(record: Extraction | None) -> Verdict:
     Example:
         ```python
         from prefect_stitch.models import Extraction
-        from prefect_stitch._verdict import ExtractionState, judge_extraction
+        from prefect_stitch._verdict import judge_extraction
+        from prefect_stitch.models import SyncStatus
 
         terminated = Extraction(job_name="j", source_id=1,
                                 completion_time="2020-06-19T21:09:38Z",
                                 tap_description="Terminated")
-        assert judge_extraction(terminated).state is ExtractionState.TERMINATED
-        assert judge_extraction(None).state is ExtractionState.RUNNING
+        assert judge_extraction(terminated).state is SyncStatus.TERMINATED
+        assert judge_extraction(None).state is SyncStatus.RUNNING
         ```
     """
     if record is None:
-        return Verdict(ExtractionState.RUNNING)
+        return Verdict(SyncStatus.RUNNING)
     phases = [(name, *_phase(record, name)) for name in PHASES]
     failed = tuple(
         PhaseFailure(name, status, description)
@@ -149,16 +127,16 @@ def judge_extraction(record: Extraction | None) -> Verdict:
         if status is not None and status != 0
     )
     if failed:
-        return Verdict(ExtractionState.FAILED, failed)
+        return Verdict(SyncStatus.FAILED, failed)
     if all(status == 0 for _, status, _ in phases):
-        return Verdict(ExtractionState.SUCCEEDED)
+        return Verdict(SyncStatus.SUCCEEDED)
     says_terminated = any(
         (description or "").strip().lower() == TERMINATED_DESCRIPTION
         for _, _, description in phases
     )
     if record.completion_time is not None or says_terminated:
-        return Verdict(ExtractionState.TERMINATED)
-    return Verdict(ExtractionState.RUNNING)
+        return Verdict(SyncStatus.TERMINATED)
+    return Verdict(SyncStatus.RUNNING)
 
 
 class Order(StrEnum):
@@ -274,7 +252,7 @@ def locate_job(handle: StitchSyncHandle, records: Sequence[Extraction]) -> Locat
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
         from prefect_stitch._verdict import locate_job
 
         handle = StitchSyncHandle(source_id=1, job_name="ours", baseline_job_name="previous",
@@ -331,7 +309,7 @@ def started_before_baseline(handle: StitchSyncHandle, record: Extraction) -> boo
     Example:
         ```python
         from datetime import UTC, datetime, timedelta
-        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
         from prefect_stitch._verdict import started_before_baseline
 
         before = datetime(2026, 1, 1, tzinfo=UTC)
@@ -364,7 +342,7 @@ def find_earlier_attempt(
     Example:
         ```python
         from datetime import UTC, datetime
-        from prefect_stitch.models import Extraction, Load, StitchSyncHandle
+        from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
         from prefect_stitch._verdict import find_earlier_attempt
 
         handle = StitchSyncHandle(source_id=1, baseline_job_name="b",

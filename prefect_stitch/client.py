@@ -14,7 +14,7 @@ What it takes care of (the sending itself is one path, in ``prefect_stitch._http
   (``POST /sync``) is never retried here: it is not idempotent, and
   [`start_stitch_sync`][prefect_stitch.tasks.start_stitch_sync] retries it safely.
 * **The jobs rate budget**: extractions, logs and loads requests go through the
-  account's process-wide [`SlidingWindowLimiter`][prefect_stitch._ratelimit.SlidingWindowLimiter],
+  account's process-wide `SlidingWindowLimiter` (`prefect_stitch/_ratelimit.py`),
   and optionally through a Prefect global concurrency limit shared across processes.
 * **Pagination**: ``links.next`` is followed relative to ``base_url`` (never to another
   host: the token would go with it).
@@ -62,7 +62,6 @@ from prefect_stitch.models import (
     Extraction,
     Listing,
     Load,
-    LoadListing,
     Page,
     Source,
     Stream,
@@ -596,7 +595,7 @@ class StitchClient:
         """
         return list((await self.read_extractions()).records)
 
-    async def read_extractions(self) -> Listing:
+    async def read_extractions(self) -> Listing[Extraction]:
         """Like `list_extractions`, with the pages read and Stitch's clock at the first page.
 
         Returns:
@@ -630,7 +629,7 @@ class StitchClient:
         """
         return list((await self.read_loads()).records)
 
-    async def read_loads(self) -> LoadListing:
+    async def read_loads(self) -> Listing[Load]:
         """Like `list_loads`, with the pages read and Stitch's clock at the first page.
 
         Returns:
@@ -644,7 +643,7 @@ class StitchClient:
             ```
         """
         read = await self._list_pages("loads", Load)
-        return LoadListing(tuple(read.records), read.pages, read.stitch_time)
+        return Listing(tuple(read.records), read.pages, read.stitch_time)
 
     async def get_extraction_logs(self, job_name: str, *, tail_lines: int | None = None) -> str:
         """Download a job's extraction log (or its last lines).
@@ -682,7 +681,7 @@ class StitchClient:
         tail_lines: int | None = 50,
         max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
     ) -> LogScan:
-        """Stream a job's extraction log through a [`LogScan`][prefect_stitch._logscan.LogScan].
+        """Stream a job's extraction log through a `LogScan` (`_logscan.py`).
 
         The log is read in chunks and split into lines as it arrives; the scan keeps the
         last ``tail_lines`` lines (each cut to ``max_line_chars``), the job's exit

@@ -23,6 +23,11 @@ Example:
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect_stitch import StitchCredentials, StitchReplicationFailed, StitchSyncResult
+    from prefect_stitch.simulator import StitchSimulator
 
 HEALTHY_SOURCE = 120643
 FAILING_SOURCE = 120644
@@ -60,100 +65,95 @@ def main() -> int:
 
 
 def _run_demo() -> int:
-    from prefect_stitch import (
-        StitchCredentials,
-        StitchLoadFailed,
-        StitchReplicationFailed,
-        stitch_sync_flow,
-    )
-    from prefect_stitch.simulator import Outcome, StitchSimulator, StreamLoad
+    from prefect_stitch import StitchLoadFailed, StitchReplicationFailed
+    from prefect_stitch.simulator import StitchSimulator
 
     started = time.monotonic()
     with StitchSimulator(token="demo-token", client_id=116078) as sim:  # noqa: S106
-        sim.add_source(
-            HEALTHY_SOURCE,
-            name="recurly",
-            display_name="Recurly",
-            outcomes=[
-                Outcome.success(duration_seconds=3, loads={"accounts": StreamLoad(delay_seconds=2)})
-            ],
-        )
-        sim.add_source(
-            FAILING_SOURCE,
-            display_name="HubSpot",
-            outcomes=[Outcome.failure("tap", -9, "Killed: out of memory", duration_seconds=2)],
-        )
-        sim.add_source(
-            LOAD_FAILING_SOURCE,
-            name="stripe",
-            display_name="Stripe",
-            outcomes=[
-                Outcome.success(
-                    duration_seconds=2,
-                    loads={
-                        "contacts": StreamLoad(
-                            error='permission denied for schema "stripe"', delay_seconds=1
-                        )
-                    },
-                )
-            ],
-        )
-        for source_id in (HEALTHY_SOURCE, FAILING_SOURCE, LOAD_FAILING_SOURCE):
-            sim.seed_completed(source_id)  # a previous, successful job is listed
-        print(f"Stitch simulator listening on {sim.base_url}", flush=True)
-
-        credentials = StitchCredentials(
-            access_token=sim.token,
-            client_id=sim.client_id,
-            base_url=sim.base_url,
-            # The simulator is local: a roomier budget than Stitch's 30 per 10 minutes
-            # lets the demo poll every second.
-            jobs_rate_limit=600,
-            jobs_rate_period_seconds=60,
-        )
-
+        credentials = _prepare(sim)
         print(f"\n== 1. A healthy source ({HEALTHY_SOURCE}) ==", flush=True)
-        result = stitch_sync_flow(
-            source_id=HEALTHY_SOURCE, credentials=credentials, poll_interval_seconds=1
-        )
+        result = _sync(credentials, HEALTHY_SOURCE)
         print("stitch_sync_flow returned a StitchSyncResult (its data is in the warehouse):")
         print(json.dumps(result.model_dump(mode="json"), indent=2))
-
         print(f"\n== 2. A source whose tap is killed ({FAILING_SOURCE}) ==", flush=True)
-        try:
-            stitch_sync_flow(
-                source_id=FAILING_SOURCE, credentials=credentials, poll_interval_seconds=1
-            )
-        except StitchReplicationFailed as error:
-            print(f"stitch_sync_flow raised {type(error).__name__}:")
-            print(f"  failed_phases = {error.failed_phases}")
-            print(f"  job_name      = {error.job_name}")
-            print(f"  message       = {str(error).splitlines()[0]}")
-            failed_as_expected = True
-        else:
-            failed_as_expected = False
-            print("ERROR: the failing source was reported as a success")
-
+        tap_failed = _expect(
+            credentials, FAILING_SOURCE, StitchReplicationFailed, "failed_phases", "the failing"
+        )
         print(
             f"\n== 3. A source whose data fails to load into the warehouse "
             f"({LOAD_FAILING_SOURCE}) ==",
             flush=True,
         )
-        try:
-            stitch_sync_flow(
-                source_id=LOAD_FAILING_SOURCE, credentials=credentials, poll_interval_seconds=1
-            )
-        except StitchLoadFailed as error:
-            print(f"stitch_sync_flow raised {type(error).__name__} (every phase exited 0):")
-            print(f"  failed_streams = {error.failed_streams}")
-            print(f"  job_name       = {error.job_name}")
-            print(f"  message        = {str(error).splitlines()[0]}")
-        else:
-            failed_as_expected = False
-            print("ERROR: the load failure was reported as a success")
-
+        load_failed = _expect(
+            credentials, LOAD_FAILING_SOURCE, StitchLoadFailed, "failed_streams", "the load"
+        )
     print(f"\nDemo finished in {time.monotonic() - started:.1f} s.")
-    return 0 if result.succeeded and failed_as_expected else 1
+    return 0 if result.succeeded and tap_failed and load_failed else 1
+
+
+def _prepare(sim: "StitchSimulator") -> "StitchCredentials":
+    """The demo's three sources in the simulator, and credentials for it."""
+    from prefect_stitch import StitchCredentials
+    from prefect_stitch.simulator import Outcome, StreamLoad
+
+    sim.add_source(
+        HEALTHY_SOURCE,
+        name="recurly",
+        display_name="Recurly",
+        outcomes=[
+            Outcome.success(duration_seconds=3, loads={"accounts": StreamLoad(delay_seconds=2)})
+        ],
+    )
+    sim.add_source(
+        FAILING_SOURCE,
+        display_name="HubSpot",
+        outcomes=[Outcome.failure("tap", -9, "Killed: out of memory", duration_seconds=2)],
+    )
+    denied = StreamLoad(error='permission denied for schema "stripe"', delay_seconds=1)
+    sim.add_source(
+        LOAD_FAILING_SOURCE,
+        name="stripe",
+        display_name="Stripe",
+        outcomes=[Outcome.success(duration_seconds=2, loads={"contacts": denied})],
+    )
+    for source_id in (HEALTHY_SOURCE, FAILING_SOURCE, LOAD_FAILING_SOURCE):
+        sim.seed_completed(source_id)  # a previous, successful job is listed
+    print(f"Stitch simulator listening on {sim.base_url}", flush=True)
+    return StitchCredentials(
+        access_token=sim.token,
+        client_id=sim.client_id,
+        base_url=sim.base_url,
+        # The simulator is local: a roomier budget than Stitch's 30 per 10 minutes lets
+        # the demo poll every second.
+        jobs_rate_limit=600,
+        jobs_rate_period_seconds=60,
+    )
+
+
+def _sync(credentials: "StitchCredentials", source_id: int) -> "StitchSyncResult":
+    from prefect_stitch import stitch_sync_flow
+
+    return stitch_sync_flow(source_id=source_id, credentials=credentials, poll_interval_seconds=1)
+
+
+def _expect(
+    credentials: "StitchCredentials",
+    source_id: int,
+    error_type: type["StitchReplicationFailed"],
+    detail: str,
+    what: str,
+) -> bool:
+    """Sync a source that must fail with ``error_type``; print what the error says."""
+    try:
+        _sync(credentials, source_id)
+    except error_type as error:
+        print(f"stitch_sync_flow raised {type(error).__name__}:")
+        print(f"  {detail} = {getattr(error, detail)}")
+        print(f"  job_name = {error.job_name}")
+        print(f"  message  = {str(error).splitlines()[0]}")
+        return True
+    print(f"ERROR: {what} failure was reported as a success")
+    return False
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -53,7 +54,43 @@ __all__ = [
 
 STITCH_APP_URL = "https://app.stitchdata.com"
 
-SyncStatus = Literal["succeeded", "failed", "terminated", "load_failed"]
+
+class SyncStatus(StrEnum):
+    """Where a Stitch job or a sync stands: the one vocabulary of every outcome.
+
+    An extraction record's verdict is one of ``running``, ``succeeded``, ``failed`` and
+    ``terminated``; a sync adds what can happen around the job: its load failed, it ran out
+    of time, it was cancelled, or it ended in an error before any verdict (an API error, a
+    job that was not ours...). Results, attempts, events, artifacts and the many-sources
+    summary all use these values.
+
+    Example:
+        ```python
+        from prefect_stitch.models import SyncStatus
+
+        print(SyncStatus.TERMINATED.is_final, SyncStatus("load_failed").succeeded)  # True False
+        ```
+    """
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TERMINATED = "terminated"
+    LOAD_FAILED = "load_failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the job (or the sync) has ended."""
+        return self is not SyncStatus.RUNNING
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether it is a success."""
+        return self is SyncStatus.SUCCEEDED
+
 
 MAX_STITCH_ID = 2**31 - 1
 """Largest id accepted for a Stitch source (ids are positive 32-bit integers)."""
@@ -145,7 +182,7 @@ class Extraction(_StitchRecord):
     """One record of ``GET /v4/{client_id}/extractions``: a source's last completed job.
 
     Whether the record means running, succeeded, failed or terminated is decided in one
-    place, [`judge_extraction`][prefect_stitch._verdict.judge_extraction].
+    place, `judge_extraction` (`prefect_stitch/_verdict.py`).
 
     Example:
         ```python
@@ -383,8 +420,11 @@ class Page(BaseModel):
         return nxt if isinstance(nxt, str) and nxt else None
 
 
+Record = TypeVar("Record", "Extraction", "Load")
+
+
 @dataclass(frozen=True)
-class Listing:
+class Listing(Generic[Record]):
     """Every record of one reading of a paginated jobs listing, and Stitch's clock then.
 
     Attributes:
@@ -400,31 +440,13 @@ class Listing:
         ```
     """
 
-    records: tuple[Extraction, ...]
+    records: tuple[Record, ...]
     pages: int = 0
     stitch_time: datetime | None = None
 
 
-@dataclass(frozen=True)
-class LoadListing:
-    """Every record of one reading of the loads listing, and Stitch's clock then.
-
-    Attributes:
-        records: The load records of every page.
-        pages: Pages read (the jobs requests the listing cost).
-        stitch_time: Stitch's clock (the ``Date`` header of the first page), if sent.
-
-    Example:
-        ```python
-        from prefect_stitch.models import LoadListing
-
-        print(LoadListing(records=(), pages=1).pages)  # 1
-        ```
-    """
-
-    records: tuple[Load, ...]
-    pages: int = 0
-    stitch_time: datetime | None = None
+LoadListing = Listing
+"""The loads listing is read like the extractions listing (``Listing[Load]``)."""
 
 
 @dataclass(frozen=True)
@@ -458,7 +480,7 @@ class StitchSyncHandle(BaseModel):
     """What `start_stitch_sync` learnt: the job to wait for, and what Stitch showed before.
 
     Identity is decided from Stitch's records and Stitch's clock only (see
-    [`locate_job`][prefect_stitch._verdict.locate_job]): the job's name when Stitch told
+    `locate_job` (`prefect_stitch/_verdict.py`)): the job's name when Stitch told
     it, the source's listed record before we acted (the *baseline*), and the ``Date`` of
     Stitch's answers. ``requested_at`` is this machine's clock, kept for people only.
 
@@ -550,9 +572,7 @@ class SyncAttempt(BaseModel):
     """
 
     job_name: str | None = Field(description="The replication job's name.")
-    status: Literal["succeeded", "failed", "terminated", "load_failed"] = Field(
-        description="How the job ended."
-    )
+    status: SyncStatus = Field(description="How the job ended.")
     summary: str = Field(default="", description="What Stitch said, in one line.")
     attached: bool = Field(default=False, description="The job was not started by this run.")
     start_time: datetime | None = None
@@ -575,7 +595,10 @@ class StitchSyncResult(BaseModel):
     job_name: Annotated[
         str | None, Field(description="The replication job's name (None only if unknown).")
     ]
-    status: Annotated[SyncStatus, Field(description="succeeded, failed or terminated.")]
+    status: Annotated[
+        SyncStatus,
+        Field(description="How the job ended: succeeded, failed, terminated or load_failed."),
+    ]
     attached: Annotated[
         bool,
         Field(
@@ -617,7 +640,7 @@ class StitchSyncResult(BaseModel):
     @property
     def succeeded(self) -> bool:
         """Whether every phase exited 0 (and, when loads were waited for, every load landed)."""
-        return self.status == "succeeded"
+        return self.status is SyncStatus.SUCCEEDED
 
     @classmethod
     def from_extraction(
@@ -686,9 +709,7 @@ class SyncOutcome(BaseModel):
     """
 
     source_id: int
-    status: Literal[
-        "succeeded", "failed", "load_failed", "terminated", "timed_out", "error", "cancelled"
-    ]
+    status: SyncStatus
     result: StitchSyncResult | None = None
     error_type: str | None = None
     message: str | None = None
@@ -696,7 +717,7 @@ class SyncOutcome(BaseModel):
     @property
     def ok(self) -> bool:
         """Whether the source's job succeeded."""
-        return self.status == "succeeded"
+        return self.status is SyncStatus.SUCCEEDED
 
 
 class StitchSyncManyResult(BaseModel):

@@ -17,12 +17,14 @@ from prefect import flow
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
 from prefect.utilities.asyncutils import run_coro_as_sync
-from pydantic import Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl
 
+from prefect_stitch._engine.run import SourceSync
+from prefect_stitch._engine.runner import run_cancellable
+from prefect_stitch._engine.steps import start_task_for
 from prefect_stitch.credentials import LOGO_URL, StitchCredentials
-from prefect_stitch.flows import SyncOptions, _trigger_task, run_cancellable, sync_source
 from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
-from prefect_stitch.tasks import DEFAULT_MAX_LOAD_WAIT_SECONDS, AlreadyRunningPolicy, LoadsMode
+from prefect_stitch.options import SyncOptions, _SyncOptionFields
 
 __all__ = ["StitchSource", "StitchSyncRun", "stitch_source_sync_flow"]
 
@@ -66,13 +68,13 @@ class StitchSyncRun(JobRun[StitchSyncResult]):
         if self._done:
             return
         try:
-            self._result = await sync_source(
+            self._result = await SourceSync(
                 self.source.credentials,
                 self.source.source_id,
                 self.source.options(),
                 started=self.handle,
                 deadline=self.deadline,
-            )
+            ).run()
         except Exception as exc:
             self._error = exc
         self._done = True
@@ -125,12 +127,27 @@ class StitchSyncRun(JobRun[StitchSyncResult]):
         return cast(StitchSyncResult, run_coro_as_sync(self.afetch_result()))
 
 
-class StitchSource(JobBlock[StitchSyncResult]):
+class _SourceFields(BaseModel):
+    """Which source a `StitchSource` syncs, with which credentials (first in its form)."""
+
+    credentials: StitchCredentials = Field(
+        description="The Stitch Credentials block of the account the source belongs to."
+    )
+    source_id: Annotated[int, Field(gt=0, le=MAX_STITCH_ID)] = Field(
+        title="Source id",
+        description="The Stitch source (integration) id: the number after /sources/ in "
+        "the address of the source's page in the Stitch app.",
+    )
+
+
+class StitchSource(_SyncOptionFields, _SourceFields, JobBlock[StitchSyncResult]):
     """A saved Stitch source: which source to sync, with which credentials, how.
 
-    Save it once (in the UI: *Blocks → Stitch Source*, after ``prefect block register -m
-    prefect_stitch``), then sync it from code or from the ``stitch-source-sync``
-    deployment, whose form offers a block picker.
+    Its sync options are those of `stitch_sync_flow` (see
+    [`SyncOptions`][prefect_stitch.options.SyncOptions]). Save it once (in the UI:
+    *Blocks → Stitch Source*, after ``prefect block register -m prefect_stitch``), then
+    sync it from code or from the ``stitch-source-sync`` deployment, whose form offers a
+    block picker.
 
     Example:
         ```python
@@ -153,71 +170,13 @@ class StitchSource(JobBlock[StitchSyncResult]):
     _logo_url = LOGO_URL
     _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
 
-    credentials: StitchCredentials = Field(
-        description="The Stitch Credentials block of the account the source belongs to."
-    )
-    source_id: Annotated[int, Field(gt=0, le=MAX_STITCH_ID)] = Field(
-        title="Source id",
-        description="The Stitch source (integration) id: the number after /sources/ in "
-        "the address of the source's page in the Stitch app.",
-    )
-    poll_interval_seconds: float = Field(
-        default=30.0, gt=0, description="Seconds between status polls of the account."
-    )
-    max_wait_seconds: float = Field(
-        default=6 * 3600.0,
-        gt=0,
-        description="Wall-clock limit of the whole sync: trigger, retries, wait and "
-        "replication retries.",
-    )
-    on_already_running: AlreadyRunningPolicy = Field(
-        default="attach",
-        description="When a job is already running: attach (follow it), fail, or "
-        "wait_then_start (wait for it, then start a fresh one).",
-    )
-    loads: LoadsMode = Field(
-        default="wait",
-        description="After every phase exited 0: wait for the data to load into the "
-        "warehouse, check the loads once, or ignore them.",
-    )
-    max_load_wait_seconds: float = Field(
-        default=DEFAULT_MAX_LOAD_WAIT_SECONDS,
-        gt=0,
-        description="How long to wait for the loads, from the extraction's success.",
-    )
-    replication_retries: int = Field(
-        default=0,
-        ge=0,
-        le=100,
-        description="Start the job again this many times when it fails or is terminated.",
-    )
-    replication_retry_delay_seconds: float = Field(
-        default=60.0, ge=0, description="Seconds between a failed job and its re-run."
-    )
-    stop_on_timeout: bool = Field(
-        default=True, description="Ask Stitch to stop the job when the sync times out."
-    )
-    fetch_logs_on_failure: bool = Field(
-        default=True, description="Put the last lines of the extraction log into a failure."
-    )
-
     def options(self) -> SyncOptions:
-        """The sync's knobs, as the flows take them.
+        """The sync's options, as the flows take them.
 
         Returns:
             The options, checked.
         """
-        return SyncOptions(
-            poll_interval_seconds=self.poll_interval_seconds,
-            max_wait_seconds=self.max_wait_seconds,
-            on_already_running=self.on_already_running,
-            stop_on_timeout=self.stop_on_timeout,
-            fetch_logs_on_failure=self.fetch_logs_on_failure,
-            replication_retries=self.replication_retries,
-            replication_retry_delay_seconds=self.replication_retry_delay_seconds,
-            loads=self.loads,
-            max_load_wait_seconds=self.max_load_wait_seconds,
-        ).check()
+        return SyncOptions.of(**{name: getattr(self, name) for name in SyncOptions.names()})
 
     async def atrigger(self) -> StitchSyncRun:
         """Start a replication job of the source (see `trigger`).
@@ -227,12 +186,8 @@ class StitchSource(JobBlock[StitchSyncResult]):
         """
         options = self.options()
         deadline = time.monotonic() + options.max_wait_seconds
-        handle = await _trigger_task(self.credentials)(
-            self.credentials,
-            self.source_id,
-            options.on_already_running,
-            options.max_wait_seconds,
-            options.loads,
+        handle = await start_task_for(self.credentials)(
+            self.credentials, self.source_id, options, options.max_wait_seconds
         )
         return StitchSyncRun(self, handle, deadline)
 

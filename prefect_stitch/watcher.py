@@ -29,12 +29,13 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from prefect_stitch._poll.poller import poller_for
-from prefect_stitch._reporting import emit_sync_event, event_id
-from prefect_stitch._verdict import ExtractionState, judge_extraction
+from prefect_stitch._engine.outcomes import SyncReport, event_id, report
+from prefect_stitch._engine.runner import load_credentials, run_cancellable
+from prefect_stitch._poll import Snapshot, Watch, poller_for
+from prefect_stitch._verdict import judge_extraction
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
-from prefect_stitch.models import Extraction, Load, stitch_source_url
+from prefect_stitch.models import Extraction, Load, StitchSyncResult, SyncStatus
 
 __all__ = [
     "StitchWatchSummary",
@@ -189,57 +190,40 @@ async def _save_cursor(client_id: int, cursor: WatchCursor) -> None:
     await Variable.aset(_variable_name(client_id), cursor.dumps(), overwrite=True)
 
 
-def _announce(client_id: int, record: Extraction, summary: StitchWatchSummary) -> None:
+async def _announce(client_id: int, record: Extraction, summary: StitchWatchSummary) -> None:
+    """Report a job that ended, through the same outcome table as a sync's verdict."""
     verdict = judge_extraction(record)
     if not verdict.state.is_final:
         return
-    kind = {
-        ExtractionState.SUCCEEDED: "succeeded",
-        ExtractionState.FAILED: "failed",
-        ExtractionState.TERMINATED: "terminated",
-    }[verdict.state]
-    emit_sync_event(
-        kind,
-        source_id=record.source_id,
-        client_id=client_id,
-        job_name=record.job_name,
-        event_id=event_id(client_id, record.job_name, kind),
-        watched=True,
-        start_time=None if record.start_time is None else record.start_time.isoformat(),
-        completion_time=record.completion_time.isoformat() if record.completion_time else None,
-        summary=verdict.summary,
-        failed_phases=[
-            {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
-            for f in verdict.failed_phases
-        ],
-        **{
-            f"{phase}_{what}": getattr(record, f"{phase}_{what}")
-            for phase in ("discovery", "tap", "target")
-            for what in ("exit_status", "description")
-        },
+    result = StitchSyncResult.from_extraction(
+        record, status=verdict.state, attached=True, client_id=client_id, polls=0
+    )
+    await report(
+        SyncReport(
+            verdict.state,
+            record.source_id,
+            client_id,
+            f"Stitch job {record.job_name} of source {record.source_id} {verdict.state.value}: "
+            f"{verdict.summary}. See {result.stitch_url}",
+            result=result,
+            failed_phases=verdict.failed_phases,
+            payload={"watched": True},
+        ),
+        get_run_logger(),
+        write_artifact=False,
     )
     summary.announced += 1
-    setattr(summary, kind, getattr(summary, kind) + 1)
+    setattr(summary, verdict.state.value, getattr(summary, verdict.state.value) + 1)
     summary.jobs.append(record.job_name)
-    log = get_run_logger()
-    level = 20 if kind == "succeeded" else 40
-    log.log(
-        level,
-        "Stitch job %s of source %s %s: %s. See %s",
-        record.job_name,
-        record.source_id,
-        kind,
-        verdict.summary,
-        stitch_source_url(client_id, record.source_id),
-    )
 
 
-def _announce_load_errors(
+async def _announce_load_errors(
     client_id: int,
     before: dict[tuple[str, str], Any],
     loads: tuple[Load, ...],
     summary: StitchWatchSummary,
 ) -> dict[tuple[str, str], Any]:
+    """Report each stream whose load error is new since the last listing."""
     now: dict[tuple[str, str], Any] = {}
     for load in loads:
         key = (load.source_name, load.stream_name)
@@ -249,40 +233,79 @@ def _announce_load_errors(
         fingerprint = hashlib.sha256(
             json.dumps(load.error_state, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        from prefect.events import emit_event
-
-        emit_event(
-            event="stitch.sync.failed",
-            resource={
-                "prefect.resource.id": (
-                    f"stitch.account.{client_id}.stream.{load.source_name}.{load.stream_name}"
-                ),
-                "prefect.resource.name": f"{load.source_name}.{load.stream_name}",
-            },
-            related=[
-                {
-                    "prefect.resource.id": f"stitch.account.{client_id}",
-                    "prefect.resource.role": "stitch-account",
-                }
-            ],
-            payload={
-                "stage": "load",
-                "watched": True,
-                "client_id": client_id,
-                "source_name": load.source_name,
-                "stream_name": load.stream_name,
-                "warehouse_message": load.warehouse_message,
-            },
-            id=event_id(client_id, load.source_name, load.stream_name, fingerprint),
+        message = load.warehouse_message
+        await report(
+            SyncReport(
+                SyncStatus.LOAD_FAILED,
+                None,
+                client_id,
+                f"Stitch could not load stream {load.stream_name} of {load.source_name}: "
+                f"{message or 'no message from Stitch'}",
+                stage="load",
+                stream=key,
+                payload={
+                    "watched": True,
+                    "source_name": load.source_name,
+                    "stream_name": load.stream_name,
+                    "warehouse_message": message,
+                    "fingerprint": fingerprint,
+                },
+            ),
+            get_run_logger(),
+            write_artifact=False,
         )
         summary.load_failures += 1
-        get_run_logger().error(
-            "Stitch could not load stream %s of %s: %s",
-            load.stream_name,
-            load.source_name,
-            load.warehouse_message or "no message from Stitch",
-        )
     return now
+
+
+class _Watcher:
+    """One watcher run: the cursor, the announcements, the loads seen."""
+
+    def __init__(self, client_id: int, cursor: WatchCursor | None, loads: bool) -> None:
+        self.client_id = client_id
+        self.first_run = cursor is None
+        self.cursor = cursor or WatchCursor()
+        self.loads = loads
+        self.load_states: dict[tuple[str, str], Any] | None = None
+        self.summary = StitchWatchSummary(client_id=client_id)
+
+    async def take(self, snapshot: Snapshot) -> None:
+        """Announce what one listing shows that ended since (and save the cursor)."""
+        self.summary.listings += 1
+        changed = False
+        if snapshot.extractions_read:
+            fresh = sorted(
+                (r for r in snapshot.records if self.cursor.is_new(r)),
+                key=lambda r: r.completion_time or datetime.min.replace(tzinfo=UTC),
+            )
+            for record in fresh:
+                if not self.first_run:
+                    await _announce(self.client_id, record, self.summary)
+                self.cursor.add(record)
+                changed = True
+            self.first_run = False
+        if self.loads and snapshot.loads is not None:
+            before = self.load_states
+            if before is None:
+                before = {(r.source_name, r.stream_name): r.error_state for r in snapshot.loads}
+            self.load_states = await _announce_load_errors(
+                self.client_id, before, snapshot.loads, self.summary
+            )
+        if changed:
+            await _save_cursor(self.client_id, self.cursor)
+
+    async def follow(self, watch: Watch, deadline: float | None) -> None:
+        """Take listings until the deadline (or cancellation)."""
+        while deadline is None or time.monotonic() < deadline:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            try:
+                snapshot = await watch.next_snapshot(left)
+            except TimeoutError:
+                return
+            if snapshot.error is not None:
+                get_run_logger().warning("Could not read the account's listing: %s", snapshot.error)
+                continue
+            await self.take(snapshot)
 
 
 async def run_stitch_watch(
@@ -306,74 +329,29 @@ async def run_stitch_watch(
     Example:
         ```python
         import asyncio
-        from prefect_stitch.watcher import run_stitch_watch
+        from prefect_stitch import run_stitch_watch
 
         summary = asyncio.run(run_stitch_watch("stitch", duration_seconds=600))
         ```
     """
-    from prefect_stitch.flows import load_credentials
-
-    if isinstance(poll_interval_seconds, bool) or not poll_interval_seconds > 0:
-        raise StitchConfigurationError(
-            "poll_interval_seconds must be positive", parameter="poll_interval_seconds"
-        )
-    if duration_seconds is not None and not duration_seconds > 0:
-        raise StitchConfigurationError(
-            "duration_seconds must be positive or None", parameter="duration_seconds"
-        )
+    _check_watch(poll_interval_seconds, duration_seconds)
     resolved = await load_credentials(credentials)
     async with resolved.get_client() as client:
         client_id = await client.resolve_client_id()
-    summary = StitchWatchSummary(client_id=client_id)
+    watcher = _Watcher(client_id, await _read_cursor(client_id), loads)
     logger = get_run_logger()
-    cursor = await _read_cursor(client_id)
-    first_run = cursor is None
-    cursor = cursor or WatchCursor()
     deadline = None if duration_seconds is None else time.monotonic() + duration_seconds
-    watch = poller_for(resolved, client_id).watch(poll_interval_seconds, loads=loads)
-    load_states: dict[tuple[str, str], Any] | None = None
     logger.info(
         "Watching every Stitch job of account %s (%s)",
         client_id,
         "until cancelled" if deadline is None else f"for {duration_seconds:.0f} s",
     )
+    watch = poller_for(resolved, client_id).watch(poll_interval_seconds, loads=loads)
     try:
-        while deadline is None or time.monotonic() < deadline:
-            left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            try:
-                snapshot = await watch.next_snapshot(left)
-            except TimeoutError:
-                break
-            if snapshot.error is not None:
-                logger.warning("Could not read the account's listing: %s", snapshot.error)
-                continue
-            summary.listings += 1
-            changed = False
-            if snapshot.extractions_read:
-                fresh = sorted(
-                    (r for r in snapshot.records if cursor.is_new(r)),
-                    key=lambda r: r.completion_time or datetime.min.replace(tzinfo=UTC),
-                )
-                for record in fresh:
-                    if not first_run:
-                        _announce(client_id, record, summary)
-                    cursor.add(record)
-                    changed = True
-                first_run = False
-            if loads and snapshot.loads is not None:
-                current = _announce_load_errors(
-                    client_id,
-                    load_states
-                    if load_states is not None
-                    else {(r.source_name, r.stream_name): r.error_state for r in snapshot.loads},
-                    snapshot.loads,
-                    summary,
-                )
-                load_states = current
-            if changed:
-                await _save_cursor(client_id, cursor)
+        await watcher.follow(watch, deadline)
     finally:
         watch.close()
+    summary = watcher.summary
     logger.info(
         "Watched %d listings of account %s: %d jobs announced (%d failed, %d terminated)",
         summary.listings,
@@ -383,6 +361,24 @@ async def run_stitch_watch(
         summary.terminated,
     )
     return summary
+
+
+def _check_watch(poll_interval_seconds: object, duration_seconds: object) -> None:
+    """Refuse a bad interval or duration before any request."""
+    if (
+        isinstance(poll_interval_seconds, bool)
+        or not isinstance(poll_interval_seconds, int | float)
+        or not poll_interval_seconds > 0
+    ):
+        raise StitchConfigurationError(
+            "poll_interval_seconds must be positive", parameter="poll_interval_seconds"
+        )
+    if duration_seconds is not None and not (
+        isinstance(duration_seconds, int | float) and duration_seconds > 0
+    ):
+        raise StitchConfigurationError(
+            "duration_seconds must be positive or None", parameter="duration_seconds"
+        )
 
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -424,8 +420,6 @@ def stitch_watch_flow(
         print(summary.announced, summary.jobs)
         ```
     """
-    from prefect_stitch.flows import run_cancellable
-
     return run_cancellable(
         lambda: run_stitch_watch(
             credentials,

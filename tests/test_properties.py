@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefect_stitch import StitchCredentials
-from prefect_stitch._verdict import PHASES, ExtractionState, judge_extraction
+from prefect_stitch._verdict import PHASES, judge_extraction
 from prefect_stitch.client import StitchClient
 from prefect_stitch.errors import PhaseFailure, StitchError
-from prefect_stitch.models import Extraction, Load, Source
+from prefect_stitch.models import Extraction, Load, Source, SyncStatus
 
 # -- (a) the verdict -------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ def test_a_job_with_a_failed_phase_failed_and_names_exactly_those_phases(
 ) -> None:
     record, expected = case
     verdict = judge_extraction(record)
-    assert verdict.state is ExtractionState.FAILED
+    assert verdict.state is SyncStatus.FAILED
     assert list(verdict.failed_phases) == expected  # in phase order
     for failure in expected:
         assert f"{failure.phase} exited with status {failure.exit_status}" in verdict.summary
@@ -99,7 +99,7 @@ def test_three_succeeded_phases_are_a_success_whatever_the_descriptions(
         **{f"{p}_description": d for p, d in zip(PHASES, descriptions, strict=True)},
     )
     verdict = judge_extraction(record)
-    assert verdict.state is ExtractionState.SUCCEEDED and verdict.failed_phases == ()
+    assert verdict.state is SyncStatus.SUCCEEDED and verdict.failed_phases == ()
 
 
 unfinished = st.fixed_dictionaries({p: not_failed for p in PHASES}).filter(
@@ -122,7 +122,7 @@ def test_a_completed_record_without_every_phase_done_was_terminated(
         **{f"{p}_description": d for p, d in zip(PHASES, descriptions, strict=True)},
     )
     verdict = judge_extraction(record)
-    assert verdict.state is ExtractionState.TERMINATED
+    assert verdict.state is SyncStatus.TERMINATED
     assert verdict.state.is_final and verdict.failed_phases == ()
 
 
@@ -138,11 +138,11 @@ def test_an_uncompleted_record_without_a_failure_is_still_running(
         statuses, **{f"{p}_description": d for p, d in zip(PHASES, descriptions, strict=True)}
     )
     verdict = judge_extraction(record)
-    assert verdict.state is ExtractionState.RUNNING and not verdict.state.is_final
+    assert verdict.state is SyncStatus.RUNNING and not verdict.state.is_final
 
 
 def test_no_record_yet_is_running() -> None:
-    assert judge_extraction(None).state is ExtractionState.RUNNING
+    assert judge_extraction(None).state is SyncStatus.RUNNING
 
 
 # -- (b) the client over any answer ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from prefect_stitch import ratelimit
+from prefect_stitch import _ratelimit as ratelimit
 from prefect_stitch._ratelimit import SlidingWindowLimiter, limiter_for
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from prefect_stitch._verdict import (
-    ExtractionState,
     LoadVerdict,
     Located,
     Order,
@@ -17,7 +16,7 @@ from prefect_stitch._verdict import (
     started_before_baseline,
 )
 from prefect_stitch.errors import PhaseFailure
-from prefect_stitch.models import Extraction, Load, StitchSyncHandle
+from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 
@@ -48,10 +47,10 @@ def record(
 
 
 S, F, R, X = (
-    ExtractionState.SUCCEEDED,
-    ExtractionState.FAILED,
-    ExtractionState.RUNNING,
-    ExtractionState.TERMINATED,
+    SyncStatus.SUCCEEDED,
+    SyncStatus.FAILED,
+    SyncStatus.RUNNING,
+    SyncStatus.TERMINATED,
 )
 
 

@@ -1,0 +1,345 @@
+"""The load phase of a sync: did the job's data reach the warehouse?
+
+A Stitch replication job is extraction, then preparation, then loading, per stream. Its
+extraction record says nothing of the loads; ``GET /v4/{client_id}/loads`` shows the
+latest load attempt of every stream. After every phase of the job exited 0, this module
+works out which streams must load (those that received rows, from the job's log, see
+[`prefect_stitch._logscan`][prefect_stitch._logscan]), then reads the loads listing
+through the account's shared poller until each has landed or one fails; the rules of
+what a load record means live in [`judge_loads`][prefect_stitch._verdict.judge_loads].
+
+**Which streams must load.** The streams the job's log says received rows, that are
+selected in Stitch (``GET /v4/sources/{id}/streams``). The log costs a jobs request, so
+it is read only when the loads listing cannot settle the job by itself: when every
+selected stream has loaded since the job's completion, or one failed anew, no log is
+needed; and while loads keep landing, the log is not read either: only after
+``_STALLED_LISTINGS`` listings in a row bring no new load (or when the wait nears its
+end, or once it ran out before the log was read). When the log says nothing usable (no
+stream lines, or it cannot be read), every selected stream is waited for: a stream that
+truly received no rows then never loads,
+and the wait ends in `StitchLoadTimeout` saying why, rather than in a success nobody can
+vouch for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect_stitch._engine.context import SyncContext
+from prefect_stitch._lineage import asset_key
+from prefect_stitch._logscan import LogScan
+from prefect_stitch._poll import Watch
+from prefect_stitch._verdict import LoadVerdict, judge_loads
+from prefect_stitch.client import is_transient
+from prefect_stitch.errors import StitchError
+from prefect_stitch.models import Destination, Extraction, Load, StitchSyncHandle, StreamLoadResult
+from prefect_stitch.options import LoadsMode
+
+__all__ = ["LoadOutcome", "settle_loads"]
+
+_destinations: dict[tuple[str, int], Destination | None] = {}
+_STALLED_LISTINGS = 2
+"""Listings in a row without a new load before the job's log is read (it costs budget)."""
+
+
+@dataclass
+class LoadOutcome:
+    """How the job's loads ended.
+
+    Attributes:
+        streams: One entry per stream that counts (selected, or named by the log).
+        failed: Failed streams and the warehouse's message.
+        pending: Streams whose load did not land in time (``"wait"`` only).
+        log_names_streams: Whether the job's log said which streams received rows.
+        source_name: The source's ``name`` (its schema in the warehouse).
+        asset_keys: ``(asset key, table)`` of every table loaded, when the destination
+            is known.
+
+    Example:
+        ```python
+        from prefect_stitch._engine.loads import LoadOutcome
+
+        print(LoadOutcome().ok)  # True
+        ```
+    """
+
+    streams: list[StreamLoadResult] = field(default_factory=list)
+    failed: dict[str, str | None] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    log_names_streams: bool = True
+    source_name: str | None = None
+    asset_keys: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed and nothing is still pending."""
+        return not self.failed and not self.pending
+
+
+async def settle_loads(
+    ctx: SyncContext, handle: StitchSyncHandle, job: Extraction, log: LogScan | None
+) -> LoadOutcome:
+    """Follow a successful job's data into the warehouse (``"wait"``), or look once.
+
+    Args:
+        ctx: The sync's context (its options say how: ``loads``, the load wait's bound,
+            the poll interval).
+        handle: The job's handle (the source's name, its load records before the job).
+        job: The job's final extraction record (its name, its completion time).
+        log: The job's log, when it was already read (streams with rows).
+
+    Returns:
+        The outcome (failed streams, pending streams, one entry per stream).
+
+    Raises:
+        StitchAPIError: Stitch could not be read (beyond the tolerated failures).
+    """
+    source_name = handle.source_name
+    if source_name is None:
+        source_name = (await ctx.client.get_source(ctx.source_id)).name
+    wait = _LoadWait(ctx, job, source_name or "", handle.baseline_loads or (), log)
+    await wait.learn_selected_streams()
+    watch = ctx.poller.watch(ctx.options.poll_interval_seconds, extractions=False, loads=True)
+    try:
+        await wait.follow(watch)
+    finally:
+        watch.close()
+    return await wait.outcome()
+
+
+class _LoadWait:
+    """One job's wait for its loads: which streams must load, and where they stand."""
+
+    def __init__(
+        self,
+        ctx: SyncContext,
+        job: Extraction,
+        source_name: str,
+        baseline: Sequence[Load],
+        log: LogScan | None,
+    ) -> None:
+        self.ctx, self.job, self.source_name, self.baseline = ctx, job, source_name, baseline
+        self.log = log
+        self.mode: LoadsMode = ctx.options.loads
+        self.selected: set[str] = set()
+        self.expected: set[str] = set()
+        self.log_read = False
+        self.log_names_streams = True
+        self.listed: Sequence[Load] = ()
+        self.verdict: LoadVerdict | None = None
+        wait = ctx.options.max_load_wait_seconds if self.mode == "wait" else 0
+        self.deadline = time.monotonic() + wait
+
+    async def learn_selected_streams(self) -> None:
+        """The selected streams; the log's streams with rows among them, when it was read."""
+        self.selected, unreadable = await _selected_streams(self.ctx)
+        if unreadable is not None and (self.log is None or not self.log.names_streams):
+            # Without the selected streams, only the log can say which streams must load.
+            self.log = await _scan(self.ctx, self.job.job_name)
+            if self.log is None or not self.log.names_streams:
+                raise unreadable  # nobody could vouch for the loads
+        self.expected = set(self.selected)
+        if self.log is not None and self.log.names_streams:
+            self.expected, self.log_read = _expected(self.log, self.selected), True
+
+    def judge(self) -> LoadVerdict:
+        """Judge the latest loads listing for the expected streams."""
+        return judge_loads(
+            source_name=self.source_name,
+            expected=self.expected,
+            completed_at=self.job.completion_time,
+            baseline=self.baseline,
+            current=self.listed,
+        )
+
+    async def read_log(self) -> LoadVerdict:
+        """Which streams received rows? Read the log once, and judge the listing again."""
+        self.log, self.log_read = await _scan(self.ctx, self.job.job_name), True
+        if self.log is not None and self.log.names_streams:
+            self.expected = _expected(self.log, self.selected)
+        else:
+            self.log_names_streams = False
+            self.ctx.logger.warning(
+                "The log of Stitch job %s does not say which streams received rows: "
+                "waiting for every selected stream of source %s to load (%s)",
+                self.job.job_name,
+                self.ctx.source_id,
+                ", ".join(sorted(self.expected)) or "none selected",
+            )
+        return self.judge()
+
+    def settled(self) -> bool:
+        """Whether the latest verdict ends the wait (a failure, or every load landed)."""
+        return self.verdict is not None and bool(self.verdict.failed or self.verdict.done)
+
+    def log_needed(self, stalled: int) -> bool:
+        """Whether only the log can settle the job now (it costs a jobs request)."""
+        if self.settled() or self.log_read:
+            return False
+        near_end = self.deadline - time.monotonic() < 3 * self.ctx.options.poll_interval_seconds
+        return self.mode == "check" or stalled > _STALLED_LISTINGS or near_end
+
+    async def follow(self, watch: Watch) -> None:
+        """Read the loads listing until the loads settle, the wait ends, or (check) once."""
+        failures = stalled = landed = 0
+        interval = self.ctx.options.poll_interval_seconds
+        while self.expected or not self.log_read:
+            left = self.deadline - time.monotonic()
+            if self.mode == "wait" and left <= 0 and self.verdict is not None:
+                break
+            wait = max(left, 0.0) if self.mode == "wait" else max(4 * interval, 120.0)
+            try:
+                snapshot = await watch.next_snapshot(wait)
+            except TimeoutError:
+                break
+            if snapshot.error is not None or snapshot.loads is None:
+                failures += 1
+                if snapshot.error is not None and (
+                    not is_transient(snapshot.error) or failures > self.ctx.max_poll_failures
+                ):
+                    raise snapshot.error
+                continue
+            failures, self.listed = 0, snapshot.loads
+            self.verdict = self.judge()
+            stalled = stalled + 1 if len(self.verdict.loaded) <= landed else 0
+            landed = len(self.verdict.loaded)
+            if self.log_needed(stalled):
+                self.verdict = await self.read_log()  # the listing alone cannot settle it
+            if self.settled() or self.mode == "check":
+                break
+            self._log_progress()
+
+    def _log_progress(self) -> None:
+        assert self.verdict is not None
+        self.ctx.logger.debug(
+            "Loads of Stitch job %s: %d of %d streams landed; waiting for %s",
+            self.job.job_name,
+            len(self.verdict.loaded),
+            len(self.expected),
+            ", ".join(sorted(self.verdict.pending | set(self.verdict.old_errors))),
+        )
+
+    async def outcome(self) -> LoadOutcome:
+        """How the loads ended: failed streams, pending ones, an entry per stream."""
+        if self.mode == "wait" and not self.log_read and not self.settled():
+            # The wait ran out before the log was read (a slow or late listing): a stream
+            # that received no rows never loads, so only the log can say which of the
+            # pending streams this job still owes.
+            self.verdict = await self.read_log()
+        verdict = self.verdict or LoadVerdict({}, {}, {}, set(self.expected))
+        failed = dict(verdict.failed)
+        if self.mode == "check" or not verdict.pending:
+            failed.update(verdict.old_errors)  # an error is all there is for these streams
+        outcome = LoadOutcome(source_name=self.source_name)
+        outcome.log_names_streams = self.log_names_streams
+        outcome.failed = {stream: load.warehouse_message for stream, load in sorted(failed.items())}
+        if self.mode == "wait" and not verdict.failed:
+            outcome.pending = sorted(verdict.pending | (set(verdict.old_errors) - set(failed)))
+        destination = await _destination(self.ctx) if verdict.loaded else None
+        outcome.streams = _entries(
+            self.selected | self.expected,
+            self.expected,
+            verdict,
+            self.mode,
+            destination,
+            self.source_name,
+        )
+        if destination is not None:
+            outcome.asset_keys = [
+                (entry.asset_key, entry.stream_name)
+                for entry in outcome.streams
+                if entry.state == "loaded" and entry.asset_key
+            ]
+        return outcome
+
+
+def _expected(log: LogScan, selected: set[str]) -> set[str]:
+    """The streams that received rows, among the selected ones (if the list was read)."""
+    return log.streams_with_rows & selected if selected else set(log.streams_with_rows)
+
+
+def _entries(
+    streams: set[str],
+    expected: set[str],
+    verdict: LoadVerdict | None,
+    mode: LoadsMode = "wait",
+    destination: Destination | None = None,
+    source_name: str = "",
+) -> list[StreamLoadResult]:
+    entries = []
+    for stream in sorted(streams):
+        key = asset_key(destination, source_name, stream) if destination else None
+        if stream not in expected or verdict is None:
+            entries.append(StreamLoadResult(stream_name=stream, state="no_rows"))
+            continue
+        if stream in verdict.loaded:
+            load = verdict.loaded[stream]
+            entries.append(
+                StreamLoadResult(
+                    stream_name=stream,
+                    state="loaded",
+                    last_batch_loaded_at=load.last_batch_loaded_at,
+                    asset_key=key,
+                )
+            )
+            continue
+        failed = verdict.failed.get(stream) or verdict.old_errors.get(stream)
+        if failed is not None:
+            entries.append(
+                StreamLoadResult(
+                    stream_name=stream,
+                    state="failed",
+                    last_batch_loaded_at=failed.last_batch_loaded_at,
+                    warehouse_message=failed.warehouse_message,
+                )
+            )
+            continue
+        state: Any = "unchecked" if mode == "check" else "not_loaded"
+        entries.append(StreamLoadResult(stream_name=stream, state=state))
+    return entries
+
+
+async def _selected_streams(ctx: SyncContext) -> tuple[set[str], StitchError | None]:
+    """The source's selected streams, or the error that kept them unknown."""
+    try:
+        streams = await ctx.client.list_streams(ctx.source_id)
+    except StitchError as exc:
+        ctx.logger.warning("Could not list the streams of source %s: %s", ctx.source_id, exc)
+        return set(), exc
+    return {stream.stream_name for stream in streams if stream.is_selected}, None
+
+
+async def _scan(ctx: SyncContext, job_name: str) -> LogScan | None:
+    try:
+        return await ctx.client.scan_extraction_log(job_name, tail_lines=0)
+    except StitchError as exc:
+        ctx.logger.warning("Could not read the log of Stitch job %s: %s", job_name, exc)
+        return None
+
+
+async def _destination(ctx: SyncContext) -> Destination | None:
+    """The account's destination, read once per process; ``None`` (with a warning) if unknown."""
+    key = (ctx.client.base_url, ctx.client_id)
+    if key in _destinations:
+        return _destinations[key]
+    try:
+        destinations = await ctx.client.list_destinations()
+    except StitchError as exc:
+        ctx.logger.warning(
+            "Could not read the Stitch destination (%s): the loaded tables get no Prefect "
+            "assets this time",
+            exc,
+        )
+        return None
+    destination = destinations[0] if destinations else None
+    if destination is None or destination.database is None:
+        ctx.logger.warning(
+            "The Stitch account has no destination with a database: the loaded tables get no "
+            "Prefect assets"
+        )
+        destination = None
+    _destinations[key] = destination
+    return destination

@@ -1,0 +1,295 @@
+"""One source's sync in a flow run, and many at once: trigger, wait, judge, re-run.
+
+* ``max_wait_seconds`` bounds everything: the trigger and its retries, the wait, and every
+  replication retry.
+* ``replication_retries`` re-runs a failed or terminated job (never after a timeout, an API
+  error or a failed load), after ``replication_retry_delay_seconds``; every job is listed in
+  the result, the artifact and the final error.
+* A Prefect retry of the flow run starts a new job when the previous attempt saw its job's
+  final failed record, and otherwise follows the job the previous attempt started (never two
+  jobs of the source at once).
+* A job that turns out not to be ours is handled as ``on_already_running`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+from prefect_stitch._engine.context import run_logger
+from prefect_stitch._engine.memory import RunMemory, run_memory
+from prefect_stitch._engine.outcomes import outcome_of, write_many_summary
+from prefect_stitch._engine.steps import start_task_for, wait_task
+from prefect_stitch._poll import pollers_of
+from prefect_stitch.credentials import StitchCredentials
+from prefect_stitch.errors import (
+    StitchJobAlreadyRunning,
+    StitchLoadFailed,
+    StitchReplicationFailed,
+    StitchSyncManyFailed,
+    StitchSyncTimeout,
+)
+from prefect_stitch.models import (
+    StitchSyncHandle,
+    StitchSyncManyResult,
+    StitchSyncResult,
+    SyncOutcome,
+)
+from prefect_stitch.options import SyncOptions
+from prefect_stitch.tasks import pause_stitch_source
+
+__all__ = ["SourceSync", "sync_many"]
+
+
+class SourceSync:
+    """One source's sync in a flow run, from its trigger to its last verdict.
+
+    Args:
+        credentials: The account's credentials.
+        source_id: The source.
+        options: The sync's options.
+        started: The handle of a job already triggered (``StitchSource.trigger``): it is
+            waited for first.
+        deadline: ``time.monotonic()`` bound of the whole sync (default: now plus
+            ``max_wait_seconds``).
+        write_artifact: Leave the sync's artifact (a many-sources run writes one table).
+    """
+
+    def __init__(
+        self,
+        credentials: StitchCredentials,
+        source_id: int,
+        options: SyncOptions,
+        *,
+        started: StitchSyncHandle | None = None,
+        deadline: float | None = None,
+        write_artifact: bool = True,
+    ) -> None:
+        self.credentials, self.source_id, self.options = credentials, source_id, options
+        self.deadline = deadline or time.monotonic() + options.max_wait_seconds
+        self.write_artifact = write_artifact
+        self.started = started
+        self.memory: RunMemory = run_memory(source_id)
+        if started is not None and self.memory.pending is None:
+            self.memory.pending = started
+        self.reruns_left = options.replication_retries
+
+    def remaining(self) -> float:
+        """Seconds left of ``max_wait_seconds``.
+
+        Raises:
+            StitchSyncTimeout: None are left.
+        """
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StitchSyncTimeout(
+                f"The sync of source {self.source_id} ran out of max_wait_seconds "
+                f"({self.options.max_wait_seconds:.0f} s)",
+                source_id=self.source_id,
+                job_name=None,
+                max_wait_seconds=self.options.max_wait_seconds,
+                stopped=False,
+                attempts=self.memory.attempts,
+            )
+        return left
+
+    async def run(self, trigger_slots: asyncio.Semaphore | None = None) -> StitchSyncResult:
+        """Trigger (or follow), wait, and re-run as the options say, until a verdict stands.
+
+        Args:
+            trigger_slots: Bounds how many triggers run at once (many sources).
+
+        Returns:
+            The result of the job that succeeded.
+
+        Raises:
+            StitchReplicationFailed: The last job failed (its ``attempts`` list them all).
+            StitchJobAlreadyRunning: A job not started by this run ran, and the policy is
+                ``"fail"``.
+            StitchSyncTimeout: ``max_wait_seconds`` ran out.
+        """
+        if self.options.pause_stitch_schedule and self.started is None:
+            await pause_stitch_source(self.credentials, self.source_id)
+        while True:
+            handle = await self._job(trigger_slots)
+            result, failure = await self._verdict(handle)
+            if result is not None and result.attached:
+                if self.options.on_already_running == "wait_then_start":
+                    run_logger().info(
+                        "The job that was running for source %s has ended; starting ours",
+                        self.source_id,
+                    )
+                    continue
+                self._refuse_if_not_ours(handle, result, failure)
+            if failure is None:
+                assert result is not None
+                return result
+            await self._before_rerun(failure)
+
+    async def _job(self, trigger_slots: asyncio.Semaphore | None) -> StitchSyncHandle:
+        """The job to wait for: one an earlier attempt of this run left, or a new one."""
+        handle = self.memory.pending
+        if handle is None:
+            async with trigger_slots or contextlib.nullcontext():
+                handle = await start_task_for(self.credentials)(
+                    self.credentials, self.source_id, self.options, self.remaining()
+                )
+            self.memory.pending = handle
+        elif handle is not self.started:
+            run_logger().info(
+                "A previous attempt of this flow run started Stitch job %s of source %s and "
+                "did not see it end: following it instead of starting another",
+                handle.job_name or "(name unknown)",
+                self.source_id,
+            )
+        return handle
+
+    async def _verdict(
+        self, handle: StitchSyncHandle
+    ) -> tuple[StitchSyncResult | None, StitchReplicationFailed | None]:
+        """Wait for the job's verdict: its result, or its failure (with the result in it)."""
+        failure: StitchReplicationFailed | None = None
+        try:
+            result: StitchSyncResult | None = await wait_task(
+                self.credentials,
+                self.source_id,
+                handle,
+                self.options,
+                self.remaining(),
+                self.memory.attempts,
+                self.write_artifact,
+            )
+        except StitchReplicationFailed as exc:
+            failure, result = exc, exc.result
+        self.memory.pending = None  # a verdict was seen: a retry of the run starts a new job
+        if result is not None:
+            self.memory.attempts = list(result.attempts)
+        return result, failure
+
+    def _refuse_if_not_ours(
+        self,
+        handle: StitchSyncHandle,
+        result: StitchSyncResult,
+        failure: StitchReplicationFailed | None,
+    ) -> None:
+        """A retried trigger followed a job that was not ours, and the policy is ``fail``."""
+        if handle.origin != "uncertain" or self.options.on_already_running != "fail":
+            return
+        verdict = "succeeded" if failure is None else str(failure).splitlines()[0]
+        raise StitchJobAlreadyRunning(
+            f"The job followed for source {handle.source_id} ({result.job_name}) was not "
+            "started by this run: it started before this run first asked Stitch for a job, "
+            "so a retried trigger met it running (on_already_running='fail'). It ended: "
+            f"{verdict}",
+            source_id=self.source_id,
+            job_name=result.job_name,
+        )
+
+    async def _before_rerun(self, failure: StitchReplicationFailed) -> None:
+        """Wait before re-running a failed job, or raise the failure when none is left."""
+        if self.reruns_left <= 0 or isinstance(failure, StitchLoadFailed):
+            raise failure  # a load failure is the warehouse's: extracting again won't fix it
+        self.reruns_left -= 1
+        delay = self.options.replication_retry_delay_seconds
+        if delay >= self.remaining():
+            raise failure
+        run_logger().warning(
+            "Stitch job %s of source %s did not succeed; starting it again in %.0f s "
+            "(%d replication retries left)",
+            failure.job_name,
+            self.source_id,
+            delay,
+            self.reruns_left,
+        )
+        await asyncio.sleep(delay)
+
+
+async def sync_many(
+    credentials: StitchCredentials,
+    source_ids: Sequence[int],
+    options: SyncOptions,
+    *,
+    max_concurrent: int,
+    fail_fast: bool,
+) -> StitchSyncManyResult:
+    """Sync many sources of one account at once, sharing the account's poll.
+
+    Args:
+        credentials: The account's credentials.
+        source_ids: The sources (distinct).
+        options: Every source's options.
+        max_concurrent: How many triggers run at once.
+        fail_fast: At the first failure, stop the other jobs and fail at once.
+
+    Returns:
+        Every source's outcome, when all succeeded.
+
+    Raises:
+        StitchSyncManyFailed: Some sources did not succeed; ``.results`` has them all.
+    """
+    logger = run_logger()
+    logger.info(
+        "Syncing %d Stitch sources (%d triggers at a time, one shared poll per tick)",
+        len(source_ids),
+        max_concurrent,
+    )
+    requests_before = sum(poller.requests for poller in pollers_of(credentials))
+    triggers = asyncio.Semaphore(max_concurrent)
+    running = {
+        asyncio.create_task(
+            SourceSync(credentials, source_id, options, write_artifact=False).run(triggers)
+        ): source_id
+        for source_id in source_ids
+    }
+    values = await _gather(running, fail_fast)
+    summary = [outcome_of(source_id, values[source_id]) for source_id in source_ids]
+    await write_many_summary(summary, logger)
+    _raise_if_any_failed(summary, values)
+    logger.info("All %d Stitch syncs succeeded", len(source_ids))
+    spent = sum(poller.requests for poller in pollers_of(credentials)) - requests_before
+    return StitchSyncManyResult(outcomes=summary, jobs_requests=spent)
+
+
+async def _gather(
+    running: dict[asyncio.Task[StitchSyncResult], int], fail_fast: bool
+) -> dict[int, StitchSyncResult | BaseException]:
+    """Every source's result or error; with ``fail_fast``, the first failure cancels the rest."""
+    values: dict[int, StitchSyncResult | BaseException] = {}
+    try:
+        pending = set(running)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for finished in done:
+                error = finished.exception()
+                values[running[finished]] = error if error is not None else finished.result()
+            if fail_fast and any(isinstance(v, BaseException) for v in values.values()):
+                for task in pending:
+                    task.cancel()
+                outcomes = await asyncio.gather(*pending, return_exceptions=True)
+                for task, outcome in zip(pending, outcomes, strict=True):
+                    values[running[task]] = outcome
+                pending = set()
+    finally:
+        for task in running:  # the run itself was cancelled: every wait stops its job
+            task.cancel()
+    return values
+
+
+def _raise_if_any_failed(
+    summary: list[SyncOutcome], values: dict[int, StitchSyncResult | BaseException]
+) -> None:
+    failed = [outcome for outcome in summary if not outcome.ok]
+    if not failed:
+        return
+    named = ", ".join(f"{o.source_id} ({o.error_type}: {o.message})" for o in failed)
+    raise StitchSyncManyFailed(
+        f"{len(failed)} of {len(summary)} Stitch syncs did not succeed: {named}",
+        failures={
+            o.source_id: error
+            for o in failed
+            if isinstance(error := values[o.source_id], BaseException)
+        },
+        results={o.source_id: o for o in summary},
+    )
