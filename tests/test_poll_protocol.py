@@ -269,19 +269,26 @@ async def test_a_follower_looks_for_the_next_listing_a_tick_after_the_last_one()
 
 
 async def test_a_follower_keeps_reading_while_its_demand_is_being_written() -> None:
-    """A demand is written in the background: a slow write must not hold up reading."""
+    """A demand is written in the background: a slow write must not hold up reading.
+
+    A write slower than a heartbeat does not make the follower spin either (the next
+    heartbeat, due meanwhile, waits for it): without that, its loop never slept again.
+    """
     world = World()
     await world.start("leader")
     follower = await world.start("follower")
     await world.run(5)
     writing = world.store.hold("write_demand", process="follower")  # its next one hangs
     async with asyncio.timeout(10):  # the test's clock: no time at all, unless it blocks
-        await world.run(HEARTBEAT_SECONDS + 4)  # (not up to the heartbeat after)
+        await world.run(2 * HEARTBEAT_SECONDS + 4)  # past the heartbeat due meanwhile
     assert len(follower.calls("write_demand")) == 2 and not writing.is_set()
     hanging_since = follower.calls("write_demand")[-1]
-    assert len([at for at, _ in follower.received if at > hanging_since]) >= 2
+    assert len([at for at, _ in follower.received if at > hanging_since]) >= 4
     writing.set()
     await settle()
+    async with asyncio.timeout(10):
+        await world.run(HEARTBEAT_SECONDS + 1)
+    assert len(follower.calls("write_demand")) >= 3  # once it ended, the heartbeats go on
 
 
 async def test_a_changed_demand_is_announced_at_once_and_otherwise_every_heartbeat() -> None:

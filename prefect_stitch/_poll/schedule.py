@@ -146,15 +146,18 @@ class Schedule:
         """A follower took a listing: it looks for the next one about a tick later."""
         self._follow_at = at + 0.75 * interval
 
-    def wake_at(self, *, trying: bool, leading: bool) -> float:
+    def wake_at(self, *, trying: bool, announcing: bool) -> float:
         """When a follower has something to do next: try for the lead, heartbeat, or look.
 
         Args:
             trying: A try for the lead is under way (no other is planned meanwhile).
-            leading: It leads already (its try is getting it ready): no heartbeat.
+            announcing: No heartbeat is planned: it leads already (its try is getting it
+                ready), or its last demand is still being written (the loop is woken when
+                the write ends; a heartbeat due meanwhile waits for it: counting its time,
+                a write slower than a heartbeat made the loop spin without sleeping).
         """
         return min(
             math.inf if trying else self._attempt_at,
-            math.inf if leading else self._heartbeat_at,
+            math.inf if announcing else self._heartbeat_at,
             self._follow_at,
         )

@@ -254,10 +254,18 @@ class Sharing:
             self._lead_try = asyncio.create_task(self._take_the_lead())
             self._lead_try.add_done_callback(lambda _: self._wake())
         if self._announcing is None or self._announcing.done():
-            self._announcing = self._announce_if_due(interval, *wanted()) or self._announcing
+            announcing = self._announce_if_due(interval, *wanted())
+            if announcing is not None:
+                announcing.add_done_callback(lambda _: self._wake())
+                self._announcing = announcing
         listing = await self.follow(interval) if self.schedule.follow_due() else None
-        trying = self._lead_try is not None
-        return Step(listing, self.schedule.wake_at(trying=trying, leading=self.leading))
+        writing = self._announcing is not None and not self._announcing.done()
+        return Step(
+            listing,
+            self.schedule.wake_at(
+                trying=self._lead_try is not None, announcing=self.leading or writing
+            ),
+        )
 
     async def before_tick(self) -> None:
         """What followers need now: read the demands (unless the lead was just taken)."""
