@@ -23,7 +23,6 @@ from prefect_stitch import (
     stitch_sync_many_flow,
 )
 from prefect_stitch._ratelimit import account_limit_name, global_limit_settings
-from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
 from tests.helpers import until
