@@ -1531,3 +1531,268 @@ def test_cli_accepts_a_stop_delay() -> None:
 
     assert build_parser().parse_args(["--stop-delay", "3"]).stop_delay == 3.0
     assert build_parser().parse_args([]).stop_delay == 0.0
+
+
+# -- load errors and stream identity ----------------------------------------------------------
+
+
+def loads_of(api: httpx.Client, source_name: str) -> list[dict[str, Any]]:
+    """The load records of one source, in the listing's order."""
+    body = api.get(f"/v4/{CLIENT}/loads").json()
+    return [r for r in body["data"] if r["source_name"] == source_name]
+
+
+def test_a_failed_load_carries_the_default_error_state_with_its_sql_state(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, name="crm", streams=("accounts",))
+    sim.seed_completed(1, Outcome.success(load_error="permission denied for schema crm"))
+    [record] = loads_of(api, "crm")
+    message = "permission denied for schema crm"
+    assert record["last_batch_loaded_at"] is None
+    assert record["error_state"] == {
+        "notification_data": {
+            "message": message,
+            "exception_message": message,
+            "warehouse_error_code": 500151,
+            "error": "LOADER_WAREHOUSE_ERROR",
+            "new_column": None,
+            "status": "ERROR",
+            "warehouse_sql_state": "42501",
+            "action": "get-connection",
+            "warehouse_message": message,
+            "column": None,
+        },
+        "exception_chain": [
+            {"class": "LoaderError", "message": message, "chain_sequence_num": 0, "action": None}
+        ],
+    }
+
+
+SCRIPTED_ERROR_STATES: list[Any] = [
+    {"notification_data": "oops", "code": 7},  # an object of another shape
+    "the warehouse refused the batch",  # a string
+    [{"message": "first"}, {"message": "second"}],  # a list
+    {},  # an empty object
+    0,  # a number
+]
+
+
+@pytest.mark.parametrize("error_state", SCRIPTED_ERROR_STATES)
+def test_a_scripted_error_state_replaces_the_default_object(
+    sim: StitchSimulator, api: httpx.Client, error_state: Any
+) -> None:
+    scripted = StreamLoad(error="refused", error_state=error_state)
+    sim.add_source(
+        1,
+        name="crm",
+        streams=("accounts", "contacts"),
+        outcomes=[Outcome.success(0.0, loads={"accounts": scripted})],
+    )
+    sim.add_source(2, name="erp", streams=("orders",))
+    sim.seed_load(2, "orders", error="old", error_state=error_state)
+    api.post("/v4/sources/1/sync")
+    accounts, contacts = loads_of(api, "crm")
+    assert (accounts["stream_name"], accounts["last_batch_loaded_at"]) == ("accounts", None)
+    assert accounts["error_state"] == error_state  # the error still marks it failed
+    assert contacts["error_state"] is None and contacts["last_batch_loaded_at"] is not None
+    [orders] = loads_of(api, "erp")
+    assert (orders["error_state"], orders["last_batch_loaded_at"]) == (error_state, None)
+
+
+def test_a_scripted_error_state_needs_an_error_and_json() -> None:
+    with pytest.raises(ValueError, match="needs an error"):
+        StreamLoad(error_state={"code": 1})
+    with pytest.raises(ValueError, match="JSON"):
+        StreamLoad(error="x", error_state={"when": object()})
+    with pytest.raises(ValueError, match="JSON"):
+        StreamLoad(error="x", error_state=float("nan"))
+    sim = SimulatorState()
+    sim.add_source(1)
+    with pytest.raises(ValueError, match="needs an error"):
+        sim.seed_load(1, "accounts", error_state="orphan")
+    assert StreamLoad(error="x").error_state is None  # None: the default object
+
+
+def test_a_scripted_error_state_is_a_copy_and_has_a_json_form() -> None:
+    original: dict[str, Any] = {"notification_data": {"message": "m"}}
+    load = StreamLoad(error="m", error_state=original)
+    original["notification_data"]["message"] = "changed later"
+    assert load.error_state == {"notification_data": {"message": "m"}}
+    assert StreamLoad(error="m", error_state=original) != load  # the error_state is compared
+    assert hash(load) == hash(StreamLoad(error="m", error_state=["other"]))  # and hashable
+    assert StreamLoad.from_json({"error": "m", "error_state": ["a", 1]}) == StreamLoad(
+        error="m", error_state=["a", 1]
+    )
+    with pytest.raises(ValueError, match="needs an error"):
+        StreamLoad.from_json({"error_state": "x"})
+    outcome = Outcome.from_json(
+        {"loads": {"accounts": {"error": "denied", "error_state": {"code": 42}}}}
+    )
+    assert dict(outcome.loads)["accounts"].error_state == {"code": 42}
+
+
+def test_control_api_scripts_error_states(
+    sim: StitchSimulator, api: httpx.Client, control: httpx.Client
+) -> None:
+    scripted = {"accounts": {"error": "denied", "error_state": "denied by policy"}}
+    source = {
+        "source_id": 1,
+        "name": "crm",
+        "outcomes": [{"kind": "success", "duration_seconds": 0, "loads": scripted}],
+    }
+    assert control.post("/sources", json=source).status_code == 201
+    seeded = {"source_id": 1, "stream": "contacts", "error": "old", "error_state": [1, 2]}
+    assert control.post("/seed_load", json=seeded).json() == {"status": "seeded"}
+    orphan = {"source_id": 1, "stream": "contacts", "error_state": [1]}
+    refused = control.post("/seed_load", json=orphan)
+    assert refused.status_code == 400 and "needs an error" in refused.json()["error"]
+    assert [r["error_state"] for r in loads_of(api, "crm")] == [[1, 2]]  # the seeded one only
+    api.post("/v4/sources/1/sync")
+    assert [r["error_state"] for r in loads_of(api, "crm")] == ["denied by policy", None]
+
+
+def test_load_records_carry_no_stream_id_unless_asked(
+    stitch_simulator_factory: Any, sim: StitchSimulator, api: httpx.Client
+) -> None:
+    sim.add_source(1, name="crm")
+    sim.seed_completed(1)
+    assert sim.load_stream_ids is False
+    assert all(
+        set(r)
+        == {"stitch_client_id", "source_name", "stream_name", "last_batch_loaded_at", "error_state"}
+        for r in loads_of(api, "crm")
+    )
+    sim.load_stream_ids = True  # a plain attribute, read at each request
+    ids = {s["stream_name"]: s["stream_id"] for s in api.get("/v4/sources/1/streams").json()}
+    assert {r["stream_name"]: r["stream_id"] for r in loads_of(api, "crm")} == ids
+
+    other = stitch_simulator_factory(load_stream_ids=True)  # the fixture forwards it
+    other.add_source(5, name="erp", streams=("orders",), outcomes=[Outcome.success(0.0)])
+    with httpx.Client(base_url=other.base_url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        c.post("/v4/sources/5/sync")
+        [stream] = c.get("/v4/sources/5/streams").json()
+        [record] = loads_of(c, "erp")
+    assert record["stream_id"] == stream["stream_id"] and type(record["stream_id"]) is int
+
+
+def test_cli_gives_load_records_stream_ids_on_request() -> None:
+    from prefect_stitch.simulator.__main__ import _simulator, build_parser
+
+    assert _simulator(build_parser().parse_args(["--load-stream-ids"])).load_stream_ids is True
+    assert _simulator(build_parser().parse_args([])).load_stream_ids is False
+
+
+def add_two_schema_source(sim: StitchSimulator, outcome: Outcome) -> None:
+    """A database source with the table `users` in two schemas, and an `orders` table."""
+    sim.add_source(
+        1,
+        name="pg",
+        type="platform.postgres",
+        streams=("public-users", "sales-users", "public-orders"),
+        stream_names={"public-users": "users", "sales-users": "users", "public-orders": "orders"},
+        outcomes=[outcome],
+    )
+
+
+def test_streams_whose_table_name_repeats_keep_their_identity(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    outcome = Outcome.success(
+        0.0,
+        rows={"public-users": 3, "sales-users": 4, "public-orders": 5},
+        loads={"sales-users": StreamLoad(error="denied")},
+    )
+    add_two_schema_source(sim, outcome)
+    streams = api.get("/v4/sources/1/streams").json()
+    assert [(s["tap_stream_id"], s["stream_name"]) for s in streams] == [
+        ("public-users", "users"),
+        ("sales-users", "users"),
+        ("public-orders", "orders"),
+    ]
+    ids = {s["tap_stream_id"]: s["stream_id"] for s in streams}
+    assert len(set(ids.values())) == 3
+    sim.seed_load(1, "sales-users", loaded_ago_seconds=60)  # listed first until replaced
+    job_name = api.post("/v4/sources/1/sync").json()["job_name"]
+    records = loads_of(api, "pg")
+    assert [(r["stream_name"], r["error_state"] is None) for r in records] == [
+        ("orders", True),
+        ("users", True),  # public-users (the lower stream ID first)
+        ("users", False),  # sales-users: its own load failed
+    ]
+    sim.load_stream_ids = True
+    assert [r["stream_id"] for r in loads_of(api, "pg")] == [
+        ids["public-orders"],
+        ids["public-users"],
+        ids["sales-users"],
+    ]
+
+    text = "\n".join(log_lines(api, job_name))
+    tap = re.findall(
+        rf'^{STAMP} tap - INFO replicated (\d+) records from "(.+)" endpoint$', text, re.M
+    )
+    assert tap == [("3", "users"), ("4", "users"), ("5", "orders")]
+    target = re.findall(
+        rf"^{STAMP} target - INFO .* send-stream-record-count-impl (.+)$", text, re.M
+    )
+    assert target == ["users", "users", "orders"]
+    assert "public-users" not in text and "sales-users" not in text
+
+
+def test_a_mapped_stream_is_named_by_its_identity_in_the_simulators_api(
+    sim: StitchSimulator, api: httpx.Client
+) -> None:
+    with pytest.raises(ValueError, match="does not have"):  # rows name identities, not tables
+        add_two_schema_source(sim, Outcome.success(rows={"users": 1}))
+    sim.add_source(
+        1,
+        name="pg",
+        streams=("public-users", "sales-users"),
+        stream_names={"sales-users": "users"},  # a stream left out keeps its identity
+        deselected=["public-users"],
+        outcomes=[Outcome.success(0.0)],
+    )
+    sim.seed_load(1, "public-users", error="old")
+    with pytest.raises(ValueError, match="no stream"):
+        sim.seed_load(1, "users")
+    streams = api.get("/v4/sources/1/streams").json()
+    assert [(s["stream_name"], s["selected"]) for s in streams] == [
+        ("public-users", False),
+        ("users", True),
+    ]
+    api.post("/v4/sources/1/sync")
+    assert [r["stream_name"] for r in loads_of(api, "pg")] == ["public-users", "users"]
+
+
+@pytest.mark.parametrize(
+    ("stream_names", "message"),
+    [
+        ({"users": "users"}, "not in"),
+        ({"accounts": ""}, "non-empty"),
+        ({"accounts": 7}, "non-empty"),
+        (["accounts"], "must map"),
+    ],
+)
+def test_bad_stream_names_are_refused(stream_names: Any, message: str) -> None:
+    sim = SimulatorState()
+    with pytest.raises(ValueError, match=message):
+        sim.add_source(1, stream_names=stream_names)
+    with pytest.raises(KeyError):
+        sim.source(1)  # nothing was added
+
+
+def test_control_api_maps_stream_names(
+    sim: StitchSimulator, api: httpx.Client, control: httpx.Client
+) -> None:
+    source = {
+        "source_id": 3,
+        "streams": ["public-users", "sales-users"],
+        "stream_names": {"public-users": "users", "sales-users": "users"},
+        "outcomes": [{"kind": "success", "duration_seconds": 0, "rows": {"sales-users": 2}}],
+    }
+    assert control.post("/sources", json=source).status_code == 201
+    assert [s["stream_name"] for s in api.get("/v4/sources/3/streams").json()] == ["users"] * 2
+    bad = control.post("/sources", json={"source_id": 4, "stream_names": {"x": "y"}})
+    assert bad.status_code == 400 and "stream_names" in bad.json()["error"]
+    api.post("/v4/sources/3/sync")
+    assert [r["stream_name"] for r in api.get(f"/v4/{CLIENT}/loads").json()["data"]] == ["users"]

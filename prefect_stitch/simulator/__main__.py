@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         0
         >>> build_parser().parse_args(["--stop-delay", "2.5"]).stop_delay
         2.5
+        >>> build_parser().parse_args(["--load-stream-ids"]).load_stream_ids
+        True
     """
     parser = argparse.ArgumentParser(
         prog="python -m prefect_stitch.simulator",
@@ -114,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-running-jobs", action="store_true")
     parser.add_argument("--stop-when-idle-status", type=int, default=200, choices=(200, 404))
     parser.add_argument("--tap-field", default="source_type", choices=("source_type", "tap_name"))
+    parser.add_argument(
+        "--load-stream-ids",
+        action="store_true",
+        help="give every load record its stream's stream_id (undocumented in the Load object)",
+    )
     parser.add_argument(
         "--seed-previous",
         action="store_true",

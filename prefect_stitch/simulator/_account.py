@@ -123,11 +123,12 @@ class Account:
             oldest = self.clock() - _RETENTION_SECONDS
             return self.book.extraction_records(oldest, list_running, tap_field)
 
-    def load_records(self) -> list[dict[str, Any]]:
+    def load_records(self, with_stream_ids: bool) -> list[dict[str, Any]]:
         """The loads list: one record per stream loaded, of the past 60 days."""
         with self.settled():
             oldest = self.clock() - _RETENTION_SECONDS
-            return self.loads.records(oldest, self.client_id, self.catalogue.sources)
+            sources = self.catalogue.sources
+            return self.loads.records(oldest, self.client_id, sources, with_stream_ids)
 
     def log_link(self, job_name: str) -> str | None:
         """A new token for the job's log link, or None if there is no such job."""

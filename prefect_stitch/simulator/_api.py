@@ -221,7 +221,7 @@ class StitchAPI:
                 self._sim.list_running_jobs, self._sim.tap_field
             )
         else:
-            records = self._account.load_records()
+            records = self._account.load_records(self._sim.load_stream_ids)
         path = f"/v4/{self._sim.client_id}/{endpoint}"
         return json_response(200, _paginate(records, int(raw), self._sim.page_size, path))
 

@@ -32,6 +32,7 @@ class SourceOptions(TypedDict):
     paused: bool
     deleted: bool
     streams: Sequence[str]
+    stream_names: Mapping[str, str] | None
     selected: Sequence[str] | None
     deselected: Sequence[str]
     log_lines: int
@@ -66,6 +67,7 @@ class Source:
     streams: tuple[str, ...]
     selection: dict[str, bool | None]  # stream -> selected (None: never selected)
     stream_ids: dict[str, int]
+    stream_names: dict[str, str]  # stream -> its table name, where it differs from the stream
     log_lines: int
     log_line_bytes: int | None
     check_job_name: str
@@ -75,6 +77,10 @@ class Source:
     def tap_name(self) -> str:
         """The tap of the source's type: `platform.hubspot` runs `tap-hubspot`."""
         return "tap-" + self.type.rsplit(".", 1)[-1].replace("_", "-")
+
+    def stream_name_of(self, stream: str) -> str:
+        """The stream's `stream_name` (its table name): mapped in `stream_names`, or itself."""
+        return self.stream_names.get(stream, stream)
 
     @property
     def schedulable(self) -> bool:
@@ -142,6 +148,21 @@ def _selection(
     return {s: True if s in chosen else False if s in dropped else None for s in names}
 
 
+def _stream_names(streams: Sequence[str], names: Mapping[str, str] | None) -> dict[str, str]:
+    """The table names of the mapped streams (identity -> `stream_name`), checked."""
+    if names is None:
+        return {}
+    if not isinstance(names, Mapping):
+        raise ValueError("stream_names must map stream identities to table names")
+    unknown = set(names) - set(streams)
+    if unknown:
+        raise ValueError(f"stream_names names streams {sorted(unknown)} not in {list(streams)}")
+    for stream, name in names.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"the table name of {stream!r} must be a non-empty string")
+    return dict(names)
+
+
 class SourceCatalogue:
     """The account's sources and its one destination, and their API objects.
 
@@ -191,6 +212,7 @@ class SourceCatalogue:
             streams=tuple(selection),
             selection=selection,
             stream_ids={},
+            stream_names=_stream_names(tuple(selection), options["stream_names"]),
             log_lines=max(1, int(options["log_lines"])),
             log_line_bytes=None if line_bytes is None else int(line_bytes),
             check_job_name=f"{self.client_id}.{source_id}.check.{uuid.uuid4()}",
@@ -250,7 +272,7 @@ class SourceCatalogue:
             {
                 "stream_id": source.stream_ids[stream],
                 "selected": source.selection[stream],
-                "stream_name": stream,
+                "stream_name": source.stream_name_of(stream),
                 "tap_stream_id": stream,
                 "metadata": {
                     "selected": source.selection[stream],

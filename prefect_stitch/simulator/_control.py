@@ -167,6 +167,7 @@ class ControlAPI:
             str(payload["stream"]),
             loaded_ago_seconds=float(payload.get("loaded_ago_seconds", 3600)),
             error=None if error is None else str(error),
+            error_state=payload.get("error_state"),
         )
         return _status("seeded")
 

@@ -8,7 +8,7 @@ lock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect_stitch.simulator._catalogue import Source
@@ -18,10 +18,21 @@ from prefect_stitch.simulator._outcomes import Outcome, StreamLoad
 
 @dataclass(frozen=True)
 class LoadAttempt:
-    """One attempt to load a stream: when it lands, and its error (None: a success)."""
+    """One attempt to load a stream: when it lands, and its error (None: a success).
+
+    A failed attempt's `error_state` is the scripted one, or (None) the default object built
+    from its error.
+    """
 
     at: float
     error: str | None
+    error_state: Any = field(default=None, hash=False)
+
+    def error_state_object(self) -> Any:
+        """The record's `error_state`: null for a success, else the scripted or default one."""
+        if self.error is None:
+            return None
+        return _error_state(self.error) if self.error_state is None else self.error_state
 
 
 class LoadBook:
@@ -29,7 +40,7 @@ class LoadBook:
 
     Example:
         >>> from prefect_stitch.simulator._loads import LoadBook
-        >>> LoadBook().records(oldest=0.0, client_id=116078, sources={})
+        >>> LoadBook().records(oldest=0.0, client_id=116078, sources={}, with_stream_ids=False)
         []
     """
 
@@ -45,7 +56,7 @@ class LoadBook:
             if plan.never:
                 continue
             error = plan.error if plan.error is not None else outcome.load_error
-            attempt = LoadAttempt(at=completed_at + plan.delay_seconds, error=error)
+            attempt = LoadAttempt(completed_at + plan.delay_seconds, error, plan.error_state)
             self._pending.append((source.source_id, stream, attempt))
 
     def seed(self, source_id: int, stream: str, attempt: LoadAttempt) -> None:
@@ -66,22 +77,37 @@ class LoadBook:
         self._pending = keep
 
     def records(
-        self, oldest: float, client_id: int, sources: dict[int, Source]
+        self, oldest: float, client_id: int, sources: dict[int, Source], with_stream_ids: bool
     ) -> list[dict[str, Any]]:
-        """The Load records landed since `oldest`, by stream then source name."""
-        records = [
-            {
+        """The load records of the attempts landed since `oldest`.
+
+        Args:
+            oldest: The oldest landing time listed (Stitch lists the past 60 days).
+            client_id: The account's ID, which every record carries.
+            sources: The account's sources by ID.
+            with_stream_ids: Whether each record also carries its stream's `stream_id`.
+
+        Returns:
+            The records, sorted by stream name, then source name, then stream ID (two streams
+            of a source may share a table name).
+        """
+        keyed = []
+        for (source_id, stream), attempt in self._landed.items():
+            if attempt.at < oldest:
+                continue
+            source = sources[source_id]
+            record: dict[str, Any] = {
                 "stitch_client_id": client_id,
-                "source_name": sources[source_id].name,
-                "stream_name": stream,
+                "source_name": source.name,
+                "stream_name": source.stream_name_of(stream),
                 "last_batch_loaded_at": None if attempt.error else iso(attempt.at),
-                "error_state": None if attempt.error is None else _error_state(attempt.error),
+                "error_state": attempt.error_state_object(),
             }
-            for (source_id, stream), attempt in self._landed.items()
-            if attempt.at >= oldest
-        ]
-        records.sort(key=lambda r: (r["stream_name"], r["source_name"]))
-        return records
+            if with_stream_ids:
+                record["stream_id"] = source.stream_ids[stream]
+            keyed.append(((record["stream_name"], source.name, source.stream_ids[stream]), record))
+        keyed.sort(key=lambda pair: pair[0])
+        return [record for _, record in keyed]
 
 
 def _error_state(message: str) -> dict[str, Any]:
@@ -94,7 +120,7 @@ def _error_state(message: str) -> dict[str, Any]:
             "error": "LOADER_WAREHOUSE_ERROR",
             "new_column": None,
             "status": "ERROR",
-            "warehouse_sql_state": None,
+            "warehouse_sql_state": "42501",
             "action": "get-connection",
             "warehouse_message": message,
             "column": None,

@@ -45,7 +45,7 @@ class LogPlan:
     done: bool
     log_lines: int
     line_bytes: int | None
-    stream_rows: tuple[tuple[str, int], ...]
+    stream_rows: tuple[tuple[str, int], ...]  # (table name, records) per stream with rows
     failure: tuple[str, str] | None  # the failing phase and its description
     summary: str
 
@@ -63,7 +63,10 @@ class LogPlan:
             done=job.completed_at is not None,
             log_lines=source.log_lines,
             line_bytes=source.log_line_bytes,
-            stream_rows=tuple(source.stream_rows(outcome)),
+            stream_rows=tuple(
+                (source.stream_name_of(stream), count)
+                for stream, count in source.stream_rows(outcome)
+            ),
             failure=failure,
             summary=outcome.summary_line(),
         )

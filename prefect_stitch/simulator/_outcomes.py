@@ -8,8 +8,9 @@ and a terminated job has null statuses, told only by its completion time.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 Phase = Literal["discovery", "tap", "target"]
@@ -39,28 +40,37 @@ class StreamLoad:
         error: A load error message: the attempt lands as an error (`error_state` set,
             `last_batch_loaded_at` null) instead of a success.
         never: No attempt ever lands (the record keeps showing the previous attempt).
+        error_state: With `error`: the `error_state` the failed record carries, any JSON value
+            (an object of another shape, a string, a list...) instead of the default object
+            built from `error` (Stitch says its structure "is subject to change"). `None`: the
+            default object.
 
     Examples:
         >>> from prefect_stitch.simulator import Outcome, StreamLoad
         >>> outcome = Outcome.success(loads={"accounts": StreamLoad(delay_seconds=30)})
         >>> dict(outcome.loads)["accounts"].delay_seconds
         30
+        >>> StreamLoad(error="denied", error_state=["denied"]).error_state
+        ['denied']
     """
 
     delay_seconds: float = 0.0
     error: str | None = None
     never: bool = False
+    error_state: Any = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not self.delay_seconds >= 0:
             raise ValueError("delay_seconds must be >= 0")
+        object.__setattr__(self, "error_state", checked_error_state(self.error, self.error_state))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StreamLoad:
         """Build a stream load from its JSON form (as posted to the control API).
 
         Args:
-            data: E.g. `{"delay_seconds": 5, "error": "disk full"}` or `{"never": true}`.
+            data: E.g. `{"delay_seconds": 5, "error": "disk full"}`, `{"never": true}` or
+                `{"error": "denied", "error_state": {"code": 42}}`.
 
         Returns:
             The stream load.
@@ -72,8 +82,10 @@ class StreamLoad:
             >>> from prefect_stitch.simulator import StreamLoad
             >>> StreamLoad.from_json({"never": True}).never
             True
+            >>> StreamLoad.from_json({"error": "denied", "error_state": "denied"}).error_state
+            'denied'
         """
-        unknown = set(data) - {"delay_seconds", "error", "never"}
+        unknown = set(data) - {"delay_seconds", "error", "never", "error_state"}
         if unknown:
             raise ValueError(f"unknown stream load fields: {sorted(unknown)}")
         error = data.get("error")
@@ -81,7 +93,38 @@ class StreamLoad:
             delay_seconds=float(data.get("delay_seconds", 0.0)),
             error=None if error is None else str(error),
             never=bool(data.get("never", False)),
+            error_state=data.get("error_state"),
         )
+
+
+def checked_error_state(error: str | None, error_state: Any) -> Any:
+    """A scripted `error_state`, checked and copied (later changes by the caller stay out).
+
+    Args:
+        error: The load's error message; a scripted `error_state` needs one (the error is what
+            marks the load failed).
+        error_state: Any JSON value (an object, a list, a string, a number, a boolean), or
+            None for the default object built from the error.
+
+    Returns:
+        A deep copy of `error_state` (None stays None).
+
+    Raises:
+        ValueError: If `error_state` comes without an error or is not JSON.
+
+    Examples:
+        >>> from prefect_stitch.simulator._outcomes import checked_error_state
+        >>> checked_error_state("denied", {"code": [1, 2]})
+        {'code': [1, 2]}
+    """
+    if error_state is None:
+        return None
+    if error is None:
+        raise ValueError("error_state needs an error (the error marks the load failed)")
+    try:
+        return json.loads(json.dumps(error_state, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"error_state must be a JSON value: {exc}") from None
 
 
 def _check_later(value: object) -> LaterExitStatus:
@@ -111,7 +154,8 @@ class Outcome:
         later_exit_status: For a failure: the exit status of the phases after the failing one
             (`"auto"`: null after a discovery failure, 0 for the target after a tap failure).
         rows: For a success: records received per stream, as `(stream, count)` pairs; `None`
-            gives every selected stream a positive count.
+            gives every selected stream a positive count. Here and in `loads`, a stream is
+            named by its identity (its `tap_stream_id`), even where its table name repeats.
         loads: For a success: how each stream is loaded, as `(stream, StreamLoad)` pairs.
 
     Examples:
@@ -269,9 +313,10 @@ class Outcome:
         `kind` may be `"success"`, `"failure"` (with `phase`), `"terminated"`, or a phase name
         as a shorthand for a failure of that phase. A missing `duration_seconds` means 1.0; an
         explicit null means "runs until finished or stopped". A success accepts `load_error`,
-        `rows` (`{"stream": count}`) and `loads` (`{"stream": {"delay_seconds": ..., "error":
-        ..., "never": ...}}`); a failure `exit_status`, `description` and `later_exit_status`
-        (missing means `"auto"`); a termination `description`.
+        `rows` (`{"stream": count}`) and `loads` (`{"stream": {...}}` in the JSON form of
+        `StreamLoad.from_json`); a failure `exit_status`, `description` and `later_exit_status`
+        (missing means `"auto"`); a termination `description`. Streams are named by their
+        identity (`tap_stream_id`).
 
         Args:
             data: E.g. `{"kind": "failure", "phase": "tap", "exit_status": -9}`.

@@ -51,6 +51,8 @@ class StitchSimulator(SimulatorState):
             `Date` header and every timestamp the simulator emits.
         stop_delay_seconds: Time between a stop request (answered 200 at once) and the job
             ending as terminated; until then it still runs.
+        load_stream_ids: Every load record also carries its stream's `stream_id` (as
+            `/streams` shows it); default off (the Load object documents no `stream_id`).
         on_request: Called with each `RecordedRequest` (e.g. to print it), outside the lock.
 
     Examples:
@@ -82,6 +84,7 @@ class StitchSimulator(SimulatorState):
         clock_offset_seconds: float = 0.0,
         *,
         stop_delay_seconds: float = 0.0,
+        load_stream_ids: bool = False,
         on_request: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         super().__init__(
@@ -96,6 +99,7 @@ class StitchSimulator(SimulatorState):
             tap_field=tap_field,
             clock_offset_seconds=clock_offset_seconds,
             stop_delay_seconds=stop_delay_seconds,
+            load_stream_ids=load_stream_ids,
         )
         self.host = host
         self.on_request = on_request

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
 from prefect_stitch.simulator._account import Account
@@ -20,7 +20,7 @@ from prefect_stitch.simulator._catalogue import Source, SourceOptions
 from prefect_stitch.simulator._faults import Fault
 from prefect_stitch.simulator._jobs import Job
 from prefect_stitch.simulator._loads import LoadAttempt
-from prefect_stitch.simulator._outcomes import Outcome
+from prefect_stitch.simulator._outcomes import Outcome, checked_error_state
 from prefect_stitch.simulator._traffic import RecordedRequest
 
 
@@ -38,6 +38,7 @@ class SimulatorSettings(TypedDict, total=False):
     tap_field: str
     clock_offset_seconds: float
     stop_delay_seconds: float
+    load_stream_ids: bool
 
 
 class SimulatorState:
@@ -47,9 +48,10 @@ class SimulatorState:
 
     Configuration attributes (`page_size`, `jobs_rate_limit`, `jobs_rate_period_seconds`,
     `enforce_rate_limit`, `list_running_jobs`, `stop_when_idle_status`, `tap_field`,
-    `clock_offset_seconds`, `stop_delay_seconds`) are plain attributes and may be changed at
-    any time. Moving `clock_offset_seconds` forward makes simulated time pass at once: the
-    next request settles every job, stop, scheduled start and load that fell due meanwhile.
+    `clock_offset_seconds`, `stop_delay_seconds`, `load_stream_ids`) are plain attributes and
+    may be changed at any time. Moving `clock_offset_seconds` forward makes simulated time pass
+    at once: the next request settles every job, stop, scheduled start and load that fell due
+    meanwhile.
 
     Keyword Args:
         token (str): The access token the API accepts (`Authorization: Bearer <token>`).
@@ -66,12 +68,14 @@ class SimulatorState:
         clock_offset_seconds (float): Added to the wall clock to give Stitch's clock (`now()`).
         stop_delay_seconds (float): Time between a stop request (answered 200 at once) and the job
             actually ending as terminated; until then it still runs.
+        load_stream_ids (bool): Every load record also carries its stream's `stream_id` (as
+            `/streams` shows it), undocumented in the Load object; default off.
 
     Examples:
         >>> from prefect_stitch.simulator import StitchSimulator
-        >>> sim = StitchSimulator(page_size=10, stop_delay_seconds=2)
-        >>> sim.page_size, sim.stop_delay_seconds
-        (10, 2.0)
+        >>> sim = StitchSimulator(page_size=10, stop_delay_seconds=2, load_stream_ids=True)
+        >>> sim.page_size, sim.stop_delay_seconds, sim.load_stream_ids
+        (10, 2.0, True)
     """
 
     def __init__(self, **settings: Unpack[SimulatorSettings]) -> None:
@@ -92,6 +96,7 @@ class SimulatorState:
         self.tap_field = settings.get("tap_field", "source_type")
         self.clock_offset_seconds = float(settings.get("clock_offset_seconds", 0.0))
         self.stop_delay_seconds = float(settings.get("stop_delay_seconds", 0.0))
+        self.load_stream_ids = settings.get("load_stream_ids", False)
         if self.page_size < 1:
             raise ValueError("page_size must be >= 1")
         if self.jobs_rate_limit < 1 or self.jobs_rate_period_seconds <= 0:
@@ -154,6 +159,7 @@ class SimulatorState:
         paused: bool = False,
         deleted: bool = False,
         streams: Sequence[str] = ("accounts", "contacts"),
+        stream_names: Mapping[str, str] | None = None,
         selected: Sequence[str] | None = None,
         deselected: Sequence[str] = (),
         log_lines: int = 20,
@@ -171,7 +177,14 @@ class SimulatorState:
             paused: Whether the source is paused (manual starts still work; Stitch's scheduler
                 starts nothing).
             deleted: Whether the source is deleted (starts fail with 400).
-            streams: Stream names, in the order `GET /v4/sources/{id}/streams` lists them.
+            streams: The streams' identities (their `tap_stream_id`), in the order
+                `GET /v4/sources/{id}/streams` lists them. A stream's identity is its name
+                everywhere in the simulator's API (outcomes, selection, `seed_load`) and, unless
+                `stream_names` maps it, also its `stream_name`.
+            stream_names: Table names of streams whose `stream_name` differs from their
+                identity, e.g. `{"public-users": "users", "sales-users": "users"}` (one table
+                in two schemas): the `stream_name` of `/streams`, of the load records and of
+                the log's stream lines. Two streams may share one.
             selected: The streams selected for replication (`"selected": true`); default all
                 but `deselected`. Only selected streams receive rows and loads.
             deselected: Streams de-selected (`"selected": false`). A stream in neither list
@@ -184,14 +197,20 @@ class SimulatorState:
             The Source object, as `GET /v4/sources/{id}` returns it.
 
         Raises:
-            ValueError: If the source already exists, `outcomes` is empty, a selection names an
-                unknown stream, or an outcome names a stream the source does not have.
+            ValueError: If the source already exists, `outcomes` is empty, a selection or
+                `stream_names` names an unknown stream, or an outcome names a stream the source
+                does not have.
 
         Examples:
             >>> from prefect_stitch.simulator import StitchSimulator, Outcome
             >>> sim = StitchSimulator()
             >>> sim.add_source(1001, outcomes=[Outcome.failure("tap")])["name"]
             'hubspot_1001'
+            >>> _ = sim.add_source(
+            ...     1002, streams=("public-users", "sales-users"),
+            ...     stream_names={"public-users": "users", "sales-users": "users"})
+            >>> [(s["tap_stream_id"], s["stream_name"]) for s in sim.streams(1002)]
+            [('public-users', 'users'), ('sales-users', 'users')]
         """
         outcome_list = list(outcomes) if outcomes is not None else [Outcome.success()]
         options: SourceOptions = {
@@ -201,6 +220,7 @@ class SimulatorState:
             "paused": paused,
             "deleted": deleted,
             "streams": streams,
+            "stream_names": stream_names,
             "selected": selected,
             "deselected": deselected,
             "log_lines": log_lines,
@@ -407,19 +427,23 @@ class SimulatorState:
         *,
         loaded_ago_seconds: float = 3600,
         error: str | None = None,
+        error_state: Any = None,
     ) -> None:
         """Set a stream's previous load record (what `/loads` shows until a new attempt lands).
 
         Args:
             source_id: The source.
-            stream: One of its streams.
+            stream: One of its streams (its identity, see `add_source`).
             loaded_ago_seconds: How long ago the attempt happened.
             error: An error message: the record is an old error (`error_state` set,
                 `last_batch_loaded_at` null) instead of an old success.
+            error_state: With `error`: the record's `error_state`, any JSON value, instead of
+                the default object built from `error` (see `StreamLoad`).
 
         Raises:
             KeyError: If the source is unknown.
-            ValueError: If the source has no such stream.
+            ValueError: If the source has no such stream, or `error_state` comes without
+                `error` or is not JSON.
 
         Examples:
             >>> from prefect_stitch.simulator import StitchSimulator
@@ -431,7 +455,8 @@ class SimulatorState:
             source = account.catalogue.get(source_id)
             if stream not in source.streams:
                 raise ValueError(f"source {source_id} has no stream {stream!r}")
-            attempt = LoadAttempt(at=self.now() - loaded_ago_seconds, error=error)
+            scripted = checked_error_state(error, error_state)
+            attempt = LoadAttempt(self.now() - loaded_ago_seconds, error, scripted)
             account.loads.seed(source.source_id, stream, attempt)
 
     def start_job(self, source_id: int, outcome: Outcome | None = None) -> str:
