@@ -41,7 +41,7 @@ def stitch_then_downstream(
     source_id: SourceId,
     credentials: StitchCredentials | str = "stitch",
     poll_interval_seconds: float = 30.0,
-    max_wait_seconds: float = 6 * 3600.0,
+    max_wait_seconds: float = 24 * 3600.0,  # as long as Stitch lets a job run
 ) -> str:
     """Sync one Stitch source, then run the downstream step only when it succeeded.
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from prefect_stitch.errors import PhaseFailure
 from prefect_stitch.models import Extraction, Load, StitchSyncHandle, SyncStatus
@@ -39,6 +40,7 @@ __all__ = [
     "LoadVerdict",
     "Located",
     "Order",
+    "StreamRef",
     "Verdict",
     "exit_statuses_from_log",
     "find_earlier_attempt",
@@ -402,6 +404,43 @@ def exit_statuses_from_log(text: str) -> dict[str, int] | None:
     return statuses or None
 
 
+class StreamRef(NamedTuple):
+    """A stream of a source: its name, and its id when Stitch gave one.
+
+    A stream's name need not be unique within a source (one table name in two schemas of
+    a database source); its ``stream_id`` is. A load record is a stream's when its name
+    matches and, where both sides have an id, its id does too.
+
+    Example:
+        ```python
+        from prefect_stitch._verdict import StreamRef
+
+        print(StreamRef("users", 12), StreamRef("accounts"))  # users (stream 12) accounts
+        ```
+    """
+
+    name: str
+    stream_id: int | str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.stream_id is None else f"{self.name} (stream {self.stream_id})"
+
+    def record_in(self, records: Sequence[Load]) -> Load | None:
+        """This stream's record among one source's load records, if listed.
+
+        Args:
+            records: The source's load records.
+
+        Returns:
+            The record with this stream's id; without ids, the first with its name.
+        """
+        named = [record for record in records if record.stream_name == self.name]
+        if self.stream_id is not None and any(r.stream_id is not None for r in named):
+            wanted = str(self.stream_id)
+            return next((r for r in named if str(r.stream_id) == wanted), None)
+        return named[0] if named else None
+
+
 @dataclass(frozen=True)
 class LoadVerdict:
     """What the loads listing says of the streams a job's data must reach.
@@ -421,10 +460,10 @@ class LoadVerdict:
         ```
     """
 
-    loaded: dict[str, Load]
-    failed: dict[str, Load]
-    old_errors: dict[str, Load]
-    pending: set[str]
+    loaded: dict[StreamRef, Load]
+    failed: dict[StreamRef, Load]
+    old_errors: dict[StreamRef, Load]
+    pending: set[StreamRef]
 
     @property
     def done(self) -> bool:
@@ -435,7 +474,7 @@ class LoadVerdict:
 def judge_loads(
     *,
     source_name: str,
-    expected: Iterable[str],
+    expected: Iterable[StreamRef | str],
     completed_at: datetime | None,
     baseline: Sequence[Load],
     current: Sequence[Load],
@@ -456,11 +495,13 @@ def judge_loads(
     * anything else is **pending**.
 
     Only the expected streams count: deselected streams, streams that received no rows
-    and other sources' streams never block or fail a job.
+    and other sources' streams never block or fail a job. A stream's record is found by its
+    name and, where Stitch gives ids, its id (see `StreamRef`).
 
     Args:
         source_name: The source's ``name`` (the schema its tables load into).
-        expected: The streams that received rows in the job.
+        expected: The streams that received rows in the job (a name stands for a stream
+            whose id is unknown).
         completed_at: The job's ``completion_time`` (Stitch's clock).
         baseline: Load records listed before the job started.
         current: Load records listed now.
@@ -479,18 +520,19 @@ def judge_loads(
         print(verdict.done)  # True
         ```
     """
-    before = {r.stream_name: r for r in baseline if r.source_name == source_name}
-    now = {r.stream_name: r for r in current if r.source_name == source_name}
-    loaded: dict[str, Load] = {}
-    failed: dict[str, Load] = {}
-    old_errors: dict[str, Load] = {}
-    pending: set[str] = set()
-    for stream in sorted(set(expected)):
-        record = now.get(stream)
+    before = [r for r in baseline if r.source_name == source_name]
+    now = [r for r in current if r.source_name == source_name]
+    loaded: dict[StreamRef, Load] = {}
+    failed: dict[StreamRef, Load] = {}
+    old_errors: dict[StreamRef, Load] = {}
+    pending: set[StreamRef] = set()
+    refs = {ref if isinstance(ref, StreamRef) else StreamRef(ref) for ref in expected}
+    for stream in sorted(refs, key=str):
+        record = stream.record_in(now)
         if record is None:
             pending.add(stream)
         elif record.failed:
-            earlier = before.get(stream)
+            earlier = stream.record_in(before)
             if earlier is not None and earlier.failed and earlier.error_state == record.error_state:
                 old_errors[stream] = record
             else:

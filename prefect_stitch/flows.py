@@ -226,7 +226,9 @@ def stitch_sync_flow(
             requests per 10 minutes per account: the polls of an account are shared and
             never faster than that budget allows.
         max_wait_seconds: Wall-clock limit of the whole sync: the trigger and its
-            retries, the wait, and every replication retry.
+            retries, the wait, and every replication retry. By default 24 hours, as long as
+            Stitch lets a job run (a first historical sync may take that long); set a tighter
+            bound (e.g. 7200) where a longer job means trouble.
         on_already_running: When a job is already running for the source: "attach"
             follows it and reports its verdict, "fail" raises StitchJobAlreadyRunning,
             "wait_then_start" waits for it and then starts a fresh job.

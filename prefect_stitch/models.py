@@ -34,6 +34,8 @@ __all__ = [
     "JobOrigin",
     "Listing",
     "Load",
+    "LoadErrorDetails",
+    "LoadExceptionLink",
     "LoadListing",
     "LoadState",
     "Page",
@@ -257,11 +259,156 @@ class Source(_StitchRecord):
         return self.deleted_at is not None
 
 
+_MAX_TEXT = 1000
+_MESSAGE_KEYS = ("warehouse_message", "message", "exception_message", "error")
+"""Where ``notification_data`` says what went wrong, the warehouse's own words first."""
+
+
+def _text(value: Any) -> str | None:
+    """A string Stitch gave (a number becomes its text), cut to a sane length."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | str):
+        text = str(value).strip()
+        return text[:_MAX_TEXT] or None
+    return None
+
+
+class LoadExceptionLink(BaseModel):
+    """One link of the exception chain Stitch gives for a failed load.
+
+    Example:
+        ```python
+        from prefect_stitch.models import LoadExceptionLink
+
+        link = LoadExceptionLink(exception_class="PSQLException", message="permission denied")
+        print(link)  # PSQLException: permission denied
+        ```
+    """
+
+    exception_class: str | None = Field(default=None, description="The exception's class.")
+    message: str | None = Field(default=None, description="The exception's message.")
+    action: str | None = Field(default=None, description="What the loader was doing.")
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.exception_class, self.message) if part)
+
+
+class LoadErrorDetails(BaseModel):
+    """What Stitch says about a failed load, read from ``error_state`` whatever its shape.
+
+    Stitch documents ``error_state`` as an object "subject to change": ``notification_data``
+    (``warehouse_message``, ``message``, ``exception_message``, ``error``,
+    ``warehouse_error_code``, ``warehouse_sql_state``, ``action``, ...) and an
+    ``exception_chain`` of ``{class, message, chain_sequence_num, action}``. Every field here
+    is optional; a field of an unexpected type is left out, never an error.
+
+    Example:
+        ```python
+        from prefect_stitch.models import LoadErrorDetails
+
+        details = LoadErrorDetails.from_error_state({"notification_data": {
+            "warehouse_message": "permission denied", "warehouse_error_code": 500151,
+            "warehouse_sql_state": "42501"}})
+        print(details.summary)  # permission denied (warehouse error code 500151, SQL state 42501)
+        ```
+    """
+
+    message: str | None = Field(default=None, description="The warehouse's (or Stitch's) message.")
+    error: str | None = Field(
+        default=None, description="Stitch's error type, e.g. LOADER_WAREHOUSE_ERROR."
+    )
+    warehouse_error_code: str | None = Field(
+        default=None, description="The warehouse's error code."
+    )
+    warehouse_sql_state: str | None = Field(default=None, description="The SQL state.")
+    action: str | None = Field(default=None, description="What the loader was doing.")
+    exception_chain: list[LoadExceptionLink] = Field(
+        default_factory=list, description="The exceptions Stitch chained, in order."
+    )
+
+    @classmethod
+    def from_error_state(cls, state: Any) -> LoadErrorDetails:
+        """Read an ``error_state`` of any shape (an object, a string, something else).
+
+        Args:
+            state: The load record's ``error_state``.
+
+        Returns:
+            What could be read of it.
+        """
+        if isinstance(state, str):
+            return cls(message=_text(state))
+        if not isinstance(state, dict):
+            return cls()
+        data = state.get("notification_data")
+        data = data if isinstance(data, dict) else {}
+        chain = _chain(state.get("exception_chain"))
+
+        def first(*keys: str) -> str | None:
+            for where in (data, state):
+                for key in keys:
+                    text = _text(where.get(key))
+                    if text:
+                        return text
+            return None
+
+        message = next(
+            filter(None, (_text(data.get(key)) for key in _MESSAGE_KEYS)),
+            next((link.message for link in chain if link.message), None)
+            or next(filter(None, (_text(state.get(key)) for key in ("message", "error"))), None),
+        )
+        return cls(
+            message=message,
+            error=first("error"),
+            warehouse_error_code=first("warehouse_error_code"),
+            warehouse_sql_state=first("warehouse_sql_state"),
+            action=first("action"),
+            exception_chain=chain,
+        )
+
+    @property
+    def summary(self) -> str:
+        """The message, with the warehouse's error code and SQL state next to it."""
+        codes = [
+            f"{label} {value}"
+            for label, value in (
+                ("warehouse error code", self.warehouse_error_code),
+                ("SQL state", self.warehouse_sql_state),
+            )
+            if value
+        ]
+        text = self.message or "no message from Stitch"
+        return f"{text} ({', '.join(codes)})" if codes else text
+
+
+def _chain(value: Any) -> list[LoadExceptionLink]:
+    """The links of an ``exception_chain`` that read as links, in Stitch's order."""
+    if not isinstance(value, list):
+        return []
+    links = [item for item in value if isinstance(item, dict)]
+    links.sort(
+        key=lambda item: (
+            item["chain_sequence_num"] if isinstance(item.get("chain_sequence_num"), int) else 0
+        )
+    )
+    return [
+        LoadExceptionLink(
+            exception_class=_text(item.get("class")),
+            message=_text(item.get("message")),
+            action=_text(item.get("action")),
+        )
+        for item in links[:20]
+    ]
+
+
 class Load(_StitchRecord):
     """The last load attempt of one stream (table), from ``GET /v4/{client_id}/loads``.
 
     ``error_state``'s shape "is subject to change" (Stitch's docs), so it is kept as
-    whatever JSON Stitch sent and read defensively by `warehouse_message`.
+    whatever JSON Stitch sent and read defensively by `details`. ``stream_id`` is kept
+    when Stitch sends one (the listing is ordered by it): a stream's name need not be unique
+    within a source (one table name in two schemas), its id is.
 
     Example:
         ```python
@@ -278,6 +425,7 @@ class Load(_StitchRecord):
     stitch_client_id: int | None = None
     source_name: str
     stream_name: str
+    stream_id: int | str | None = None
     last_batch_loaded_at: datetime | None = None
     error_state: Any = None
 
@@ -289,36 +437,24 @@ class Load(_StitchRecord):
         return self.error_state is not None
 
     @property
+    def details(self) -> LoadErrorDetails | None:
+        """What Stitch says about the failed load (``None`` when it did not fail)."""
+        return (
+            None
+            if self.error_state is None
+            else LoadErrorDetails.from_error_state(self.error_state)
+        )
+
+    @property
     def warehouse_message(self) -> str | None:
         """What went wrong, as Stitch says it: the warehouse's message when there is one.
 
         Looks for ``notification_data.warehouse_message``, then ``message`` and
-        ``exception_message`` there, then the first ``exception_chain`` message, then any
-        string; never fails on an unexpected shape.
+        ``exception_message`` there, then the first ``exception_chain`` message, then
+        Stitch's error type; never fails on an unexpected shape.
         """
-        state = self.error_state
-        if state is None:
-            return None
-        if isinstance(state, str):
-            return state[:1000] or None
-        if not isinstance(state, dict):
-            return None
-        data = state.get("notification_data")
-        if isinstance(data, dict):
-            for key in ("warehouse_message", "message", "exception_message", "error"):
-                value = data.get(key)
-                if isinstance(value, str) and value:
-                    return value[:1000]
-        chain = state.get("exception_chain")
-        if isinstance(chain, list):
-            for link in chain:
-                if isinstance(link, dict) and isinstance(link.get("message"), str):
-                    return str(link["message"])[:1000]
-        for key in ("message", "error"):
-            value = state.get(key)
-            if isinstance(value, str) and value:
-                return value[:1000]
-        return None
+        details = self.details
+        return None if details is None else details.message
 
 
 class Stream(_StitchRecord):
@@ -495,6 +631,9 @@ class StitchSyncHandle(BaseModel):
             or said one was running.
         requested_at: When we first asked Stitch (UTC, this machine's clock; shown only).
         source_name: The source's ``name`` (its schema), when loads are followed.
+        stopped_duplicate: A second job a retried trigger started after the job of an
+            earlier attempt (whose answer was lost) had already run: it was stopped at
+            once, and the handle follows the earlier job.
         baseline_loads: The source's load records before we acted, when loads are
             followed (an error they show is an earlier load's).
 
@@ -520,6 +659,7 @@ class StitchSyncHandle(BaseModel):
     requested_at: datetime
     source_name: str | None = None
     baseline_loads: tuple[Load, ...] | None = None
+    stopped_duplicate: str | None = None
 
     @property
     def attached(self) -> bool:
@@ -546,12 +686,20 @@ class StreamLoadResult(BaseModel):
     """
 
     stream_name: str = Field(description="The stream (table) name.")
+    stream_id: int | str | None = Field(
+        default=None, description="The stream's id in Stitch, when known (names may repeat)."
+    )
     state: LoadState = Field(description="Where the stream's data of this job stands.")
     last_batch_loaded_at: datetime | None = Field(
         default=None, description="Stitch's time of the stream's last loaded batch."
     )
     warehouse_message: str | None = Field(
         default=None, description="The warehouse's error message, for a failed load."
+    )
+    error: LoadErrorDetails | None = Field(
+        default=None,
+        description="Everything Stitch said about a failed load: its error type, the "
+        "warehouse's error code and SQL state, the action, the exception chain.",
     )
     asset_key: str | None = Field(
         default=None, description="The Prefect asset key of the table, when known."

@@ -37,6 +37,12 @@ AlreadyRunningPolicy = Literal["attach", "fail", "wait_then_start"]
 LoadsMode = Literal["wait", "check", "ignore"]
 """What a sync does with the loads once every phase exited 0."""
 
+STITCH_JOB_LIMIT_SECONDS = 24 * 3600.0
+"""How long Stitch lets one extraction job run (its error reference: 24 hours; its changelog
+of 2020-09-22 raised source extractions' timeout from 6 to 23.5 hours). By default a sync waits
+that long: a first historical sync or a backfill is not stopped by us. Pass a tighter
+``max_wait_seconds`` (e.g. ``2 * 3600``) where a job that runs longer means trouble."""
+
 _Seconds = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
 
 PollIntervalSeconds = Annotated[
@@ -53,7 +59,9 @@ MaxWaitSeconds = Annotated[
     Field(
         title="Maximum wait (seconds)",
         description="Wall-clock limit of the whole sync: the trigger and its retries, the "
-        "wait, and every replication retry.",
+        "wait, and every replication retry. By default 24 hours, as long as Stitch lets a job "
+        "run (a first historical sync may take that long); set a tighter bound where a long "
+        "job means trouble.",
     ),
 ]
 OnAlreadyRunning = Annotated[
@@ -154,7 +162,7 @@ class _SyncOptionFields(BaseModel):
     """The sync options, as fields (shared by `SyncOptions` and the `StitchSource` block)."""
 
     poll_interval_seconds: PollIntervalSeconds = 30.0
-    max_wait_seconds: MaxWaitSeconds = 6 * 3600.0
+    max_wait_seconds: MaxWaitSeconds = STITCH_JOB_LIMIT_SECONDS
     on_already_running: OnAlreadyRunning = "attach"
     stop_on_timeout: StopOnTimeout = True
     fetch_logs_on_failure: FetchLogsOnFailure = True

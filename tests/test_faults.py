@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +77,7 @@ from prefect_stitch import (
 from prefect_stitch.client import _client_id_cache as client_id_cache
 from prefect_stitch.simulator import Fault, Outcome, StitchSimulator
 from tests.conftest import make_credentials
+from tests.helpers import when
 
 POLL_SECONDS = 0.05
 GUARD_SECONDS = 60.0
@@ -566,6 +568,55 @@ def test_trigger_answer_lost_after_the_job_started(
         assert state.is_completed(), state.message
         assert isinstance(result, StitchSyncResult)
         assert (result.status, result.job_name) == ("succeeded", job["job_name"])
+
+
+@pytest.mark.parametrize("clock_offset", [-4.0, 4.0], ids=["stitch-behind", "stitch-ahead"])
+def test_a_lost_answer_never_leaves_a_second_job_running_nor_reports_it(
+    sim: StitchSimulator, clock_offset: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first trigger starts the job and its answer is lost; the job ends just after the
+    listing the retry reads first (Stitch lists only completed jobs: that listing cannot show
+    it), so the retried trigger starts a second job. It is stopped at once, the first one is
+    reported, both are in the result, and a WARNING says so. Never two jobs left running,
+    never the second one reported; Stitch's clock ahead of ours or behind it.
+    """
+    source_id = 602
+    sim.clock_offset_seconds = clock_offset
+    sim.add_source(source_id, outcomes=[Outcome.success(duration_seconds=60)])
+    sim.seed_completed(source_id)
+    sim.inject("trigger", Fault.start_then_drop())
+
+    def end_the_first_job(simulator: StitchSimulator) -> None:
+        simulator.finish_job(source_id)  # after the listing was read, before the retry's POST
+
+    when(
+        lambda: len(sim.requests_for("trigger")) == 1,
+        lambda: sim.inject("extractions", Fault.mutate(end_the_first_job)),
+    )
+    credentials = make_credentials(sim, retry_backoff_seconds=0.3)
+
+    with caplog.at_level(logging.WARNING):
+        state = run_flow(credentials, source_id, loads="ignore")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    result = outcome_of(state)
+    assert state.is_completed(), state.message
+    first, second = (job["job_name"] for job in api_jobs(sim, source_id))
+    assert result.job_name == first, "the job the lost answer started is the one reported"
+    assert [(a.job_name, a.status) for a in result.attempts] == [
+        (second, "cancelled"),
+        (first, "succeeded"),
+    ]
+    assert [r.endpoint for r in sim.requests if r.endpoint in ("trigger", "stop")] == [
+        "trigger",
+        "trigger",
+        "stop",
+    ]
+    assert any(first in line and second in line for line in warnings), warnings
+    deadline = time.monotonic() + 10
+    while sim.running_job(source_id) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)  # Stitch ends a stopped job on its own time
+    assert sim.running_job(source_id) is None, "the second job was left running"
 
 
 # -- (b) Prefect retries the whole flow run while the job runs -------------------------------------

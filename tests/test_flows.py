@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import threading
 import time
 
@@ -429,3 +431,20 @@ def test_retried_trigger_finds_the_job_its_first_attempt_started_and_finished(
     [job] = [job for job in sim.jobs(31) if job["triggered_via"] == "api"]
     assert caught.value.job_name == job["job_name"]
     assert len(sim.requests_for("trigger")) == 1  # no second trigger was needed
+
+
+def test_by_default_a_sync_waits_as_long_as_stitch_lets_a_job_run(
+    sim: StitchSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first historical sync may run 23.5 h (Stitch's limit is 24 h): no default stops it."""
+    sim.add_source(61, outcomes=[Outcome.success(duration_seconds=0.2)])
+    with caplog.at_level(logging.INFO):
+        result = stitch_sync_flow(
+            source_id=61, credentials=make_credentials(sim), poll_interval_seconds=0.1
+        )
+    assert result.succeeded
+    waiting = [r.getMessage() for r in caplog.records if "Waiting for Stitch job" in r.getMessage()]
+    bounds = [float(re.search(r"at most (\d+) s", line).group(1)) for line in waiting]  # type: ignore[union-attr]
+    assert bounds and min(bounds) >= 23.5 * 3600, waiting
+    schema = stitch_sync_flow.parameters.model_dump()["properties"]["max_wait_seconds"]
+    assert schema["default"] >= 23.5 * 3600

@@ -322,3 +322,74 @@ def test_unreadable_streams_and_a_silent_log_fail_instead_of_vouching(
     outcome = run(sim, 18)
     assert isinstance(outcome, StitchAPIError), repr(outcome)
     assert "streams" in outcome.path
+
+
+# -- Stitch's own words on a failed load, and streams told apart by their ids -----------------
+
+
+def test_a_failed_load_carries_stitchs_error_code_sql_state_and_exception_chain(
+    sim: StitchSimulator,
+) -> None:
+    denied = StreamLoad(error='permission denied for schema "recurly"')
+    sim.add_source(30, outcomes=[Outcome.success(0.2, loads={"contacts": denied})])
+    error = run(sim, 30)
+    assert isinstance(error, StitchLoadFailed), repr(error)
+    first_line = str(error).splitlines()[0]
+    assert 'permission denied for schema "recurly"' in first_line
+    assert "warehouse error code 500151" in first_line and "SQL state 42501" in first_line
+    assert error.failed_streams == {"contacts": 'permission denied for schema "recurly"'}
+    [failed] = [load for load in error.result.loads if load.state == "failed"]
+    assert failed.error is not None
+    assert (failed.error.error, failed.error.warehouse_error_code) == (
+        "LOADER_WAREHOUSE_ERROR",
+        "500151",
+    )
+    assert (failed.error.warehouse_sql_state, failed.error.action) == ("42501", "get-connection")
+    assert [str(link) for link in failed.error.exception_chain] == [
+        'LoaderError: permission denied for schema "recurly"'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error_state", "shown"),
+    [
+        pytest.param("disk full", "disk full", id="a plain string"),
+        pytest.param({"message": "quota", "code": [1]}, "quota", id="another object"),
+        pytest.param(
+            {"notification_data": "gone", "exception_chain": [{"class": "E", "message": "boom"}]},
+            "boom",
+            id="a chain only",
+        ),
+        pytest.param([1, 2], "no message from Stitch", id="a list"),
+    ],
+)
+def test_an_error_state_of_any_shape_still_fails_the_sync_with_what_can_be_read(
+    sim: StitchSimulator, error_state: Any, shown: str
+) -> None:
+    odd = StreamLoad(error="x", error_state=error_state)
+    sim.add_source(31, outcomes=[Outcome.success(0.2, loads={"contacts": odd})])
+    error = run(sim, 31)
+    assert isinstance(error, StitchLoadFailed), repr(error)
+    assert f"stream contacts: {shown}" in str(error)
+
+
+def test_two_streams_of_one_name_are_told_apart_by_their_ids(
+    stitch_simulator_factory: Any,
+) -> None:
+    sim = stitch_simulator_factory(load_stream_ids=True)
+    sim.add_source(
+        32,
+        streams=("public-users", "sales-users"),
+        stream_names={"public-users": "users", "sales-users": "users"},
+        outcomes=[Outcome.success(0.2, loads={"sales-users": StreamLoad(error="no space")})],
+    )
+    ids = {stream["tap_stream_id"]: stream["stream_id"] for stream in sim.streams(32)}
+    error = run(sim, 32)
+    assert isinstance(error, StitchLoadFailed), repr(error)
+    failed_name = f"users (stream {ids['sales-users']})"
+    assert error.failed_streams == {failed_name: "no space"}
+    assert f"stream {failed_name}: no space" in str(error)
+    assert {(load.stream_id, load.state) for load in error.result.loads} == {
+        (ids["public-users"], "loaded"),
+        (ids["sales-users"], "failed"),
+    }

@@ -8,6 +8,7 @@ from prefect_stitch._verdict import (
     LoadVerdict,
     Located,
     Order,
+    StreamRef,
     find_earlier_attempt,
     judge_extraction,
     judge_loads,
@@ -409,14 +410,19 @@ def load(
     error: object = None,
     *,
     source: str = SOURCE,
+    stream_id: int | None = None,
 ) -> Load:
     """A load record: landed ``seconds`` after T0 (Stitch's clock), or in an error state."""
     return Load(
         source_name=source,
         stream_name=stream,
+        stream_id=stream_id,
         last_batch_loaded_at=None if seconds is None else at(seconds),
         error_state=error,
     )
+
+
+USERS_1, USERS_2 = StreamRef("users", 1), StreamRef("users", 2)
 
 
 def categories(verdict: LoadVerdict) -> dict[str, str]:
@@ -428,7 +434,8 @@ def categories(verdict: LoadVerdict) -> dict[str, str]:
         ("old_error", verdict.old_errors),
         ("pending", verdict.pending),
     ):
-        for stream in streams:
+        for ref in streams:
+            stream = str(ref)
             assert stream not in found, f"{stream} is {found[stream]} and {category}"
             found[stream] = category
     return found
@@ -520,6 +527,41 @@ def categories(verdict: LoadVerdict) -> dict[str, str]:
             {"a": "loaded"},
         ),
         ("no stream expected", [], [], [load("a", error=ERROR)], {}),
+        (
+            "one table name in two schemas: each stream judged by its id",
+            [USERS_1, USERS_2],
+            [],
+            [load("users", 360, stream_id=1), load("users", error=ERROR, stream_id=2)],
+            {"users (stream 1)": "loaded", "users (stream 2)": "failed"},
+        ),
+        (
+            "the same, listed in the other order",
+            [USERS_1, USERS_2],
+            [],
+            [load("users", error=ERROR, stream_id=2), load("users", 360, stream_id=1)],
+            {"users (stream 1)": "loaded", "users (stream 2)": "failed"},
+        ),
+        (
+            "a baseline error of the other stream of that name does not excuse ours",
+            [USERS_1, USERS_2],
+            [load("users", error=ERROR, stream_id=1)],
+            [load("users", 360, stream_id=1), load("users", error=ERROR, stream_id=2)],
+            {"users (stream 1)": "loaded", "users (stream 2)": "failed"},
+        ),
+        (
+            "ids listed, none of them ours: not loaded yet",
+            [StreamRef("users", 3)],
+            [],
+            [load("users", 360, stream_id=1)],
+            {"users (stream 3)": "pending"},
+        ),
+        (
+            "no ids listed: the name decides",
+            [StreamRef("accounts", 7)],
+            [],
+            [load("accounts", 360)],
+            {"accounts (stream 7)": "loaded"},
+        ),
     ],
 )
 def test_judge_loads(name, expected, baseline, current, verdict):
@@ -531,9 +573,10 @@ def test_judge_loads(name, expected, baseline, current, verdict):
         current=current,
     )
     assert categories(result) == verdict, name
-    listed = {r.stream_name: r for r in current if r.source_name == SOURCE}
-    for stream, record in {**result.loaded, **result.failed, **result.old_errors}.items():
-        assert record is listed[stream], f"{name}: {stream} must carry the current record"
+    listed = [r for r in current if r.source_name == SOURCE]
+    for ref, record in {**result.loaded, **result.failed, **result.old_errors}.items():
+        assert record in listed and record.stream_name == ref.name, name
+        assert ref.stream_id is None or record.stream_id in (None, ref.stream_id), name
     assert result.done is (set(verdict.values()) <= {"loaded"}), name
 
 

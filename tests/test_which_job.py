@@ -17,6 +17,7 @@ verdict the sync must give:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -347,6 +348,28 @@ def test_replication_retries_exhausted_list_every_job_in_the_error(
     assert len(jobs) == 2 and outcome.job_name == jobs[-1]
     assert [a.job_name for a in outcome.attempts] == jobs
     assert jobs[0] in str(outcome)
+
+
+def test_replication_retries_that_cannot_run_in_time_say_so(
+    strict: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A re-run whose delay would pass max_wait_seconds is not run: the log and the error
+    say so (they gave up without a word)."""
+    sim, credentials = strict()
+    sim.add_source(12, outcomes=[Outcome.failure("tap", 1, "boom", duration_seconds=0.2)])
+    with caplog.at_level(logging.WARNING):
+        outcome = run(
+            credentials,
+            12,
+            max_wait_seconds=8.0,
+            replication_retries=2,
+            replication_retry_delay_seconds=30,
+        )
+    assert type(outcome) is StitchReplicationFailed, repr(outcome)
+    assert len(api_jobs(sim, 12)) == 1
+    said = "2 replication retries were not run: the next would start after max_wait_seconds"
+    assert said in str(outcome).splitlines()[0]
+    assert any(said in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
 def test_replication_retries_never_follow_a_timeout(strict: Callable[..., Any]) -> None:

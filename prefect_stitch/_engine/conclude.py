@@ -53,7 +53,8 @@ async def conclude(
         client_id=ctx.client_id,
         polls=final.polls,
     )
-    result = result.model_copy(update={"attempts": [*earlier, _attempt_of(result, verdict)]})
+    attempts = [*earlier, *_duplicate_of(handle), _attempt_of(result, verdict)]
+    result = result.model_copy(update={"attempts": attempts})
     if verdict.state is SyncStatus.SUCCEEDED:
         loads = await _loads_of(ctx, handle, result, final)
         result = result.model_copy(update={"loads": loads.streams})
@@ -105,7 +106,8 @@ def _loaded_outcome(
             f"0), but loading it into the warehouse failed: {summary}. See {result.stitch_url}"
         )
         outcome = _report(ctx, SyncStatus.LOAD_FAILED, headline, result, stage, payload)
-        return replace(outcome, failed_streams=loads.failed)
+        messages = {stream: load.warehouse_message for stream, load in loads.failed.items()}
+        return replace(outcome, failed_streams=messages)
     if loads.pending:
         why = (
             ""
@@ -208,10 +210,25 @@ def _attempt_of(result: StitchSyncResult, verdict: Verdict) -> SyncAttempt:
     return SyncAttempt(**shared, summary=verdict.summary)
 
 
+def _duplicate_of(handle: StitchSyncHandle) -> list[SyncAttempt]:
+    """The second job a retried trigger started and stopped at once, if there was one."""
+    if handle.stopped_duplicate is None:
+        return []
+    return [
+        SyncAttempt(
+            job_name=handle.stopped_duplicate,
+            status=SyncStatus.CANCELLED,
+            summary=f"started by a retried trigger after {handle.job_name} (whose trigger "
+            "answer was lost) had run; stopped at once",
+        )
+    ]
+
+
 def _load_summary(loads: LoadOutcome) -> str:
+    """Each failed stream, with Stitch's message and the warehouse's codes next to it."""
     return "; ".join(
-        f"stream {stream}: {message or 'no message from Stitch'}"
-        for stream, message in loads.failed.items()
+        f"stream {stream}: {load.details.summary if load.details else 'no message from Stitch'}"
+        for stream, load in loads.failed.items()
     )
 
 

@@ -24,6 +24,7 @@ vouch for.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from prefect_stitch._engine.context import SyncContext
 from prefect_stitch._lineage import asset_key
 from prefect_stitch._logscan import LogScan
 from prefect_stitch._poll import Watch
-from prefect_stitch._verdict import LoadVerdict, judge_loads
+from prefect_stitch._verdict import LoadVerdict, StreamRef, judge_loads
 from prefect_stitch.client import is_transient
 from prefect_stitch.errors import StitchError
 from prefect_stitch.models import Destination, Extraction, Load, StitchSyncHandle, StreamLoadResult
@@ -51,7 +52,8 @@ class LoadOutcome:
 
     Attributes:
         streams: One entry per stream that counts (selected, or named by the log).
-        failed: Failed streams and the warehouse's message.
+        failed: Each failed stream (its name, with its id when two share it) and its
+            record.
         pending: Streams whose load did not land in time (``"wait"`` only).
         log_names_streams: Whether the job's log said which streams received rows.
         source_name: The source's ``name`` (its schema in the warehouse).
@@ -67,7 +69,7 @@ class LoadOutcome:
     """
 
     streams: list[StreamLoadResult] = field(default_factory=list)
-    failed: dict[str, str | None] = field(default_factory=dict)
+    failed: dict[str, Load] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)
     log_names_streams: bool = True
     source_name: str | None = None
@@ -124,8 +126,8 @@ class _LoadWait:
         self.ctx, self.job, self.source_name, self.baseline = ctx, job, source_name, baseline
         self.log = log
         self.mode: LoadsMode = ctx.options.loads
-        self.selected: set[str] = set()
-        self.expected: set[str] = set()
+        self.selected: set[StreamRef] = set()
+        self.expected: set[StreamRef] = set()
         self.log_read = False
         self.log_names_streams = True
         self.listed: Sequence[Load] = ()
@@ -167,7 +169,7 @@ class _LoadWait:
                 "waiting for every selected stream of source %s to load (%s)",
                 self.job.job_name,
                 self.ctx.source_id,
-                ", ".join(sorted(self.expected)) or "none selected",
+                ", ".join(sorted(map(str, self.expected))) or "none selected",
             )
         return self.judge()
 
@@ -219,7 +221,7 @@ class _LoadWait:
             self.job.job_name,
             len(self.verdict.loaded),
             len(self.expected),
-            ", ".join(sorted(self.verdict.pending | set(self.verdict.old_errors))),
+            ", ".join(sorted(map(str, self.verdict.pending | set(self.verdict.old_errors)))),
         )
 
     async def outcome(self) -> LoadOutcome:
@@ -235,9 +237,11 @@ class _LoadWait:
             failed.update(verdict.old_errors)  # an error is all there is for these streams
         outcome = LoadOutcome(source_name=self.source_name)
         outcome.log_names_streams = self.log_names_streams
-        outcome.failed = {stream: load.warehouse_message for stream, load in sorted(failed.items())}
+        names = _display_names(self.selected | self.expected)
+        outcome.failed = {names[ref]: load for ref, load in sorted(failed.items(), key=_by_name)}
         if self.mode == "wait" and not verdict.failed:
-            outcome.pending = sorted(verdict.pending | (set(verdict.old_errors) - set(failed)))
+            late = verdict.pending | (set(verdict.old_errors) - set(failed))
+            outcome.pending = sorted(names[ref] for ref in late)
         destination = await _destination(self.ctx) if verdict.loaded else None
         outcome.streams = _entries(
             self.selected | self.expected,
@@ -256,60 +260,83 @@ class _LoadWait:
         return outcome
 
 
-def _expected(log: LogScan, selected: set[str]) -> set[str]:
-    """The streams that received rows, among the selected ones (if the list was read)."""
-    return log.streams_with_rows & selected if selected else set(log.streams_with_rows)
+def _expected(log: LogScan, selected: set[StreamRef]) -> set[StreamRef]:
+    """The streams that received rows, among the selected ones (if the list was read).
+
+    The log names streams by name: every selected stream of that name received rows (two
+    streams may share a name; their loads are then told apart by their ids).
+    """
+    named = log.streams_with_rows
+    if not selected:
+        return {StreamRef(name) for name in named}
+    return {ref for ref in selected if ref.name in named}
+
+
+def _by_name(item: tuple[StreamRef, Load]) -> str:
+    return str(item[0])
+
+
+def _display_names(refs: set[StreamRef]) -> dict[StreamRef, str]:
+    """Each stream's name in the result and the error: its name, with its id if repeated."""
+    counts = Counter(ref.name for ref in refs)
+    return {ref: ref.name if counts[ref.name] == 1 else str(ref) for ref in refs}
 
 
 def _entries(
-    streams: set[str],
-    expected: set[str],
+    streams: set[StreamRef],
+    expected: set[StreamRef],
     verdict: LoadVerdict | None,
     mode: LoadsMode = "wait",
     destination: Destination | None = None,
     source_name: str = "",
 ) -> list[StreamLoadResult]:
-    entries = []
-    for stream in sorted(streams):
-        key = asset_key(destination, source_name, stream) if destination else None
-        if stream not in expected or verdict is None:
-            entries.append(StreamLoadResult(stream_name=stream, state="no_rows"))
-            continue
-        if stream in verdict.loaded:
-            load = verdict.loaded[stream]
-            entries.append(
-                StreamLoadResult(
-                    stream_name=stream,
-                    state="loaded",
-                    last_batch_loaded_at=load.last_batch_loaded_at,
-                    asset_key=key,
-                )
-            )
-            continue
-        failed = verdict.failed.get(stream) or verdict.old_errors.get(stream)
-        if failed is not None:
-            entries.append(
-                StreamLoadResult(
-                    stream_name=stream,
-                    state="failed",
-                    last_batch_loaded_at=failed.last_batch_loaded_at,
-                    warehouse_message=failed.warehouse_message,
-                )
-            )
-            continue
-        state: Any = "unchecked" if mode == "check" else "not_loaded"
-        entries.append(StreamLoadResult(stream_name=stream, state=state))
-    return entries
+    return [
+        _entry(ref, ref in expected, verdict, mode, destination, source_name)
+        for ref in sorted(streams, key=str)
+    ]
 
 
-async def _selected_streams(ctx: SyncContext) -> tuple[set[str], StitchError | None]:
+def _entry(
+    ref: StreamRef,
+    expected: bool,
+    verdict: LoadVerdict | None,
+    mode: LoadsMode,
+    destination: Destination | None,
+    source_name: str,
+) -> StreamLoadResult:
+    """One stream's entry in the result: loaded, failed (with Stitch's words), or not."""
+    entry = StreamLoadResult(stream_name=ref.name, stream_id=ref.stream_id, state="no_rows")
+    if not expected or verdict is None:
+        return entry
+    if ref in verdict.loaded:
+        key = asset_key(destination, source_name, ref.name) if destination else None
+        loaded = verdict.loaded[ref].last_batch_loaded_at
+        return entry.model_copy(
+            update={"state": "loaded", "last_batch_loaded_at": loaded, "asset_key": key}
+        )
+    failed = verdict.failed.get(ref) or verdict.old_errors.get(ref)
+    if failed is not None:
+        return entry.model_copy(
+            update={
+                "state": "failed",
+                "last_batch_loaded_at": failed.last_batch_loaded_at,
+                "warehouse_message": failed.warehouse_message,
+                "error": failed.details,
+            }
+        )
+    state: Any = "unchecked" if mode == "check" else "not_loaded"
+    return entry.model_copy(update={"state": state})
+
+
+async def _selected_streams(ctx: SyncContext) -> tuple[set[StreamRef], StitchError | None]:
     """The source's selected streams, or the error that kept them unknown."""
     try:
         streams = await ctx.client.list_streams(ctx.source_id)
     except StitchError as exc:
         ctx.logger.warning("Could not list the streams of source %s: %s", ctx.source_id, exc)
         return set(), exc
-    return {stream.stream_name for stream in streams if stream.is_selected}, None
+    selected = (stream for stream in streams if stream.is_selected)
+    return {StreamRef(stream.stream_name, stream.stream_id) for stream in selected}, None
 
 
 async def _scan(ctx: SyncContext, job_name: str) -> LogScan | None:

@@ -191,10 +191,10 @@ class SourceSync:
         """Wait before re-running a failed job, or raise the failure when none is left."""
         if self.reruns_left <= 0 or isinstance(failure, StitchLoadFailed):
             raise failure  # a load failure is the warehouse's: extracting again won't fix it
+        delay, left = self.options.replication_retry_delay_seconds, self.remaining()
+        if delay >= left:
+            raise _out_of_time_for_reruns(failure, self.reruns_left, delay, left)
         self.reruns_left -= 1
-        delay = self.options.replication_retry_delay_seconds
-        if delay >= self.remaining():
-            raise failure
         run_logger().warning(
             "Stitch job %s of source %s did not succeed; starting it again in %.0f s "
             "(%d replication retries left)",
@@ -204,6 +204,24 @@ class SourceSync:
             self.reruns_left,
         )
         await asyncio.sleep(delay)
+
+
+def _out_of_time_for_reruns(
+    failure: StitchReplicationFailed, reruns_left: int, delay: float, left: float
+) -> StitchReplicationFailed:
+    """The failure, saying why the replication retries left were not run."""
+    said = (
+        f"{reruns_left} replication {'retry was' if reruns_left == 1 else 'retries were'} "
+        f"not run: the next would start after max_wait_seconds ({delay:.0f} s of delay, "
+        f"{left:.0f} s left)"
+    )
+    run_logger().warning(
+        "Stitch job %s of source %s did not succeed; %s", failure.job_name, failure.source_id, said
+    )
+    first, _, rest = failure.message.partition("\n")
+    failure.message = f"{first} {said[0].upper()}{said[1:]}." + (f"\n{rest}" if rest else "")
+    failure.args = (failure.message,)
+    return failure
 
 
 async def sync_many(

@@ -23,7 +23,7 @@ from prefect_stitch._engine.context import SyncContext
 from prefect_stitch._engine.memory import TriggerMemory, forget_trigger, out_of_time
 from prefect_stitch._engine.outcomes import SyncReport, report
 from prefect_stitch._poll import Snapshot, Watch
-from prefect_stitch._verdict import find_earlier_attempt
+from prefect_stitch._verdict import Order, find_earlier_attempt, order_of
 from prefect_stitch.client import is_transient
 from prefect_stitch.errors import (
     StitchAPIError,
@@ -31,7 +31,13 @@ from prefect_stitch.errors import (
     StitchJobAlreadyRunning,
     StitchSyncTimeout,
 )
-from prefect_stitch.models import Extraction, JobOrigin, StitchSyncHandle, SyncStatus
+from prefect_stitch.models import (
+    Extraction,
+    JobOrigin,
+    StitchSyncHandle,
+    SyncStatus,
+    TriggerAnswer,
+)
 
 __all__ = ["completed_record_of", "start_job", "trigger_timeout"]
 
@@ -115,12 +121,73 @@ async def start_job(ctx: SyncContext, memory: TriggerMemory) -> StitchSyncHandle
         raise
     await _remember_source_name(ctx, memory)
     forget_trigger(ctx.source_id)
+    if memory.may_have_started:  # the lost answer's job may have run just before this one
+        ran_before = await _ran_before(ctx, memory, answer)
+        if ran_before is not None:
+            return await _follow_the_earlier_job(ctx, memory, ran_before, answer.job_name)
     await _report_start(
         ctx,
         f"Started Stitch replication job {answer.job_name} for source {ctx.source_id}",
         answer.job_name,
     )
     return handle_of(ctx, memory, answer.stitch_time, "started", answer.job_name)
+
+
+async def _ran_before(
+    ctx: SyncContext, memory: TriggerMemory, answer: TriggerAnswer
+) -> Extraction | None:
+    """The job an earlier attempt started, if it ran before the job this retry started.
+
+    An earlier attempt whose answer was lost may have started a job that ended before the
+    retry's request (Stitch lists only completed jobs, so the listing read before the retry
+    could not show it yet). A listing requested after Stitch's answer (its ``Date`` in a
+    later second than the answer's, Stitch's clock against Stitch's clock) shows it, if it
+    ran: a record of the source, other than the baseline, that did not start before the
+    baseline and is not the new job.
+    """
+    watch = ctx.poller.watch(_LOOKUP_INTERVAL_SECONDS)
+    try:
+        listing = await _listing_after(ctx, watch, memory, answer)
+    finally:
+        watch.close()
+    records = [r for r in listing.records if r.job_name != answer.job_name]
+    return find_earlier_attempt(handle_of(ctx, memory, None, "started"), records)
+
+
+async def _listing_after(
+    ctx: SyncContext, watch: Watch, memory: TriggerMemory, answer: TriggerAnswer
+) -> Snapshot:
+    """The first listing requested after Stitch's answer (the second one, without ``Date``)."""
+    seen = 0
+    while True:
+        listing = await _listing(ctx, watch, memory, fresh=True)
+        seen += 1
+        order = order_of(listing.stitch_time, answer.stitch_time)
+        if order is Order.AFTER or (order is Order.UNKNOWN and seen >= 2):
+            return listing
+
+
+async def _follow_the_earlier_job(
+    ctx: SyncContext, memory: TriggerMemory, earlier: Extraction, duplicate: str
+) -> StitchSyncHandle:
+    """Stop the job this retry started, and follow the one the earlier attempt started."""
+    try:
+        stopped = await ctx.client.stop_replication_job(ctx.source_id)
+    except StitchError as exc:
+        stopped = False
+        ctx.logger.error("Could not stop the second Stitch job %s: %s", duplicate, exc)
+    ctx.logger.warning(
+        "The answer to an earlier trigger of source %s was lost, and its job %s had already "
+        "run when the retried trigger started job %s: %s, and reporting %s (both are listed "
+        "in the result's attempts)",
+        ctx.source_id,
+        earlier.job_name,
+        duplicate,
+        "a stop of the second job was requested" if stopped else "the second job had ended",
+        earlier.job_name,
+    )
+    handle = handle_of(ctx, memory, None, "started", earlier.job_name)
+    return handle.model_copy(update={"stopped_duplicate": duplicate})
 
 
 async def _listing(
