@@ -93,6 +93,7 @@ class Verdict:
 
 
 def _phase(record: Extraction, phase: str) -> tuple[int | None, str | None]:
+    """One phase's exit status and description."""
     status: int | None = getattr(record, f"{phase}_exit_status")
     description: str | None = getattr(record, f"{phase}_description")
     return status, description
@@ -361,6 +362,7 @@ def find_earlier_attempt(
 
 
 def _floor_second(moment: datetime) -> datetime:
+    """The moment without its fraction of a second (Stitch's precision)."""
     return moment.replace(microsecond=0)
 
 

@@ -27,7 +27,10 @@ DEFAULT_BASE_URL = "https://api.stitchdata.com"
 """Stitch's documented Connect API host (North America)."""
 
 EU_BASE_URL = "https://api.eu-central-1.stitchdata.com"
-"""The host for accounts in Stitch's Europe region."""
+"""The host assumed for accounts in Stitch's Europe region.
+
+Stitch documents ``https://api.stitchdata.com`` for the Connect API, and documents this EU
+host only for its Import API: that the Connect API answers here too is an assumption."""
 
 LOGO_URL = HttpUrl(
     "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
@@ -193,8 +196,9 @@ class StitchCredentials(CredentialsBlock):
         default=DEFAULT_BASE_URL,
         title="API base URL",
         description=(
-            f"The Stitch Connect API host: {DEFAULT_BASE_URL} (North America) or "
-            f"{EU_BASE_URL} (Europe)."
+            f"The Stitch Connect API host: {DEFAULT_BASE_URL} (North America; the host "
+            f"Stitch documents) or {EU_BASE_URL} (Europe; assumed: Stitch documents it "
+            "for its Import API only)."
         ),
     )
     request_timeout_seconds: float = Field(

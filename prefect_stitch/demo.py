@@ -65,6 +65,7 @@ def main() -> int:
 
 
 def _run_demo() -> int:
+    """The three syncs of the demo against one simulator."""
     from prefect_stitch import StitchLoadFailed, StitchReplicationFailed
     from prefect_stitch.simulator import StitchSimulator
 
@@ -131,6 +132,7 @@ def _prepare(sim: "StitchSimulator") -> "StitchCredentials":
 
 
 def _sync(credentials: "StitchCredentials", source_id: int) -> "StitchSyncResult":
+    """One sync of the demo, polling every second."""
     from prefect_stitch import stitch_sync_flow
 
     return stitch_sync_flow(source_id=source_id, credentials=credentials, poll_interval_seconds=1)

@@ -38,6 +38,7 @@ from pydantic import AfterValidator, Field
 
 from prefect_stitch._engine.run import SourceSync, sync_many
 from prefect_stitch._engine.runner import load_credentials, run_cancellable
+from prefect_stitch._moved import module_getattr
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.models import SourceId, StitchSyncManyResult, StitchSyncResult, check_source_id
@@ -105,6 +106,12 @@ async def run_stitch_sync(
     Raises:
         StitchConfigurationError: Bad input (an unknown option, a value out of range, an
             unknown block name), before any request.
+        StitchReplicationFailed: The job failed (``StitchLoadFailed``: its load;
+            ``StitchJobTerminated``: it was terminated).
+        StitchSyncTimeout: It ran past ``max_wait_seconds`` (``StitchLoadTimeout``: its
+            data did not load in time).
+        StitchJobAlreadyRunning: A job was running and ``on_already_running="fail"``.
+        StitchAPIError: Stitch refused a request, or could not be reached.
 
     Example:
         ```python
@@ -222,35 +229,33 @@ def stitch_sync_flow(
             in the address of the source's page in the Stitch app
             (app.stitchdata.com/client/CLIENT_ID/pipeline/v2/sources/SOURCE_ID).
         credentials: A StitchCredentials block, or the name of a saved one.
-        poll_interval_seconds: Seconds between status polls. Stitch allows 30 jobs
-            requests per 10 minutes per account: the polls of an account are shared and
-            never faster than that budget allows.
-        max_wait_seconds: Wall-clock limit of the whole sync: the trigger and its
-            retries, the wait, and every replication retry. By default 24 hours, as long as
-            Stitch lets a job run (a first historical sync may take that long); set a tighter
-            bound (e.g. 7200) where a longer job means trouble.
-        on_already_running: When a job is already running for the source: "attach"
-            follows it and reports its verdict, "fail" raises StitchJobAlreadyRunning,
-            "wait_then_start" waits for it and then starts a fresh job.
-        stop_on_timeout: Ask Stitch to stop the job when the sync runs past
-            max_wait_seconds (only a job this run started).
-        fetch_logs_on_failure: Put the last lines of the extraction log into the error
-            and the artifact when the job fails.
-        pause_stitch_schedule: Pause Stitch's own schedule of the source first, so only
-            orchestrated runs happen (jobs started through the API still run).
-        replication_retries: Start the job again this many times when it fails or is
+        poll_interval_seconds: Seconds between status polls. Stitch allows 30 jobs requests per 10
+            minutes per account, so the polls of an account are shared and never faster than that
+            budget allows.
+        max_wait_seconds: Wall-clock limit of the whole sync: the trigger and its retries, the wait,
+            and every replication retry. By default 24 hours, as long as Stitch lets a job run (a
+            first historical sync may take that long); set a tighter bound where a long job means
+            trouble.
+        on_already_running: When a job is already running for the source: attach follows it and
+            reports its verdict, fail raises StitchJobAlreadyRunning, wait_then_start waits for it
+            to end and then starts a fresh job.
+        stop_on_timeout: Ask Stitch to stop the job when the sync runs past its maximum wait (only a
+            job this run started).
+        fetch_logs_on_failure: Put the last lines of the extraction log into the failure and the
+            artifact when the job fails.
+        pause_stitch_schedule: Pause Stitch's own schedule of the source first, so only orchestrated
+            runs happen (jobs started through the API still run on a paused source).
+        replication_retries: Start the Stitch job again this many times when it fails or is
             terminated (never after a timeout, an API error or a failed load).
-        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
-        loads: After every phase exited 0: "wait" until each stream that received rows
-            has loaded into the warehouse (or one fails), "check" once that none is in
-            an error state, or "ignore" the loads.
-        max_load_wait_seconds: How long to wait for the loads, from the extraction's
-            success (a bound of its own).
+        replication_retry_delay_seconds: Seconds between a failed Stitch job and its re-run.
+        loads: After every phase exited 0: wait for the data to load into the warehouse, check the
+            loads once, or ignore them.
+        max_load_wait_seconds: How long to wait for the data to load, from the extraction's success
+            (a bound of its own, outside the maximum wait).
         log_tail_lines: How many lines of the extraction log a failure shows (0: none).
-        global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with
-            slot decay) that paces the account's jobs requests across processes; created
-            if missing. By default stitch-jobs- followed by the account id is used when it
-            exists.
+        global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with slot decay)
+            that paces the account's jobs requests across processes; created if missing. By default
+            stitch-jobs- followed by the account id is used when it exists.
 
     Returns:
         The job's result (job name, times, exit statuses, Stitch link, polls, every job
@@ -300,22 +305,22 @@ def stitch_sync_flow(
 def stitch_sync_many_flow(
     source_ids: SourceIds,
     credentials: StitchCredentials | str = "stitch",
-    max_concurrent: MaxConcurrent = 10,
-    fail_fast: bool = False,
     poll_interval_seconds: PollIntervalSeconds = DEFAULTS.poll_interval_seconds,
     max_wait_seconds: MaxWaitSeconds = DEFAULTS.max_wait_seconds,
+    max_concurrent: MaxConcurrent = 10,
+    fail_fast: bool = False,
     on_already_running: OnAlreadyRunning = DEFAULTS.on_already_running,
     stop_on_timeout: StopOnTimeout = DEFAULTS.stop_on_timeout,
     fetch_logs_on_failure: FetchLogsOnFailure = DEFAULTS.fetch_logs_on_failure,
-    pause_stitch_schedule: PauseStitchSchedule = DEFAULTS.pause_stitch_schedule,
+    global_rate_limit: GlobalRateLimit = DEFAULTS.global_rate_limit,
     replication_retries: ReplicationRetries = DEFAULTS.replication_retries,
     replication_retry_delay_seconds: ReplicationRetryDelaySeconds = (
         DEFAULTS.replication_retry_delay_seconds
     ),
     loads: Loads = DEFAULTS.loads,
     max_load_wait_seconds: MaxLoadWaitSeconds = DEFAULTS.max_load_wait_seconds,
+    pause_stitch_schedule: PauseStitchSchedule = DEFAULTS.pause_stitch_schedule,
     log_tail_lines: LogTailLines = DEFAULTS.log_tail_lines,
-    global_rate_limit: GlobalRateLimit = DEFAULTS.global_rate_limit,
 ) -> StitchSyncManyResult:
     """Sync many Stitch sources of one account at once, within Stitch's rate budget.
 
@@ -329,22 +334,36 @@ def stitch_sync_many_flow(
     Args:
         source_ids: The Stitch sources to sync (distinct positive integers).
         credentials: A StitchCredentials block, or the name of a saved one.
+        poll_interval_seconds: Seconds between status polls. Stitch allows 30 jobs requests per 10
+            minutes per account, so the polls of an account are shared and never faster than that
+            budget allows.
+        max_wait_seconds: Wall-clock limit of the whole sync: the trigger and its retries, the wait,
+            and every replication retry. By default 24 hours, as long as Stitch lets a job run (a
+            first historical sync may take that long); set a tighter bound where a long job means
+            trouble.
         max_concurrent: How many triggers are sent at a time.
         fail_fast: At the first failure, stop the other Stitch jobs and fail at once;
             otherwise wait for every source and fail at the end if any failed.
-        poll_interval_seconds: Seconds between polls of the account's extraction list.
-        max_wait_seconds: Wall-clock limit of each source's sync.
-        on_already_running: "attach", "fail" or "wait_then_start".
-        stop_on_timeout: Stop a Stitch job whose sync times out.
-        fetch_logs_on_failure: Put the extraction log's tail into each failure.
-        pause_stitch_schedule: Pause Stitch's own schedule of each source first.
-        replication_retries: Start a source's failed job again this many times.
-        replication_retry_delay_seconds: Seconds between a failed job and its re-run.
-        loads: "wait" for each source's data to load, "check" once, or "ignore".
-        max_load_wait_seconds: How long to wait for each source's loads.
-        log_tail_lines: How many lines of the extraction log a failure shows.
-        global_rate_limit: A Prefect global concurrency limit for the account's jobs
-            requests across processes.
+        on_already_running: When a job is already running for the source: attach follows it and
+            reports its verdict, fail raises StitchJobAlreadyRunning, wait_then_start waits for it
+            to end and then starts a fresh job.
+        stop_on_timeout: Ask Stitch to stop the job when the sync runs past its maximum wait (only a
+            job this run started).
+        fetch_logs_on_failure: Put the last lines of the extraction log into the failure and the
+            artifact when the job fails.
+        global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with slot decay)
+            that paces the account's jobs requests across processes; created if missing. By default
+            stitch-jobs- followed by the account id is used when it exists.
+        replication_retries: Start the Stitch job again this many times when it fails or is
+            terminated (never after a timeout, an API error or a failed load).
+        replication_retry_delay_seconds: Seconds between a failed Stitch job and its re-run.
+        loads: After every phase exited 0: wait for the data to load into the warehouse, check the
+            loads once, or ignore them.
+        max_load_wait_seconds: How long to wait for the data to load, from the extraction's success
+            (a bound of its own, outside the maximum wait).
+        pause_stitch_schedule: Pause Stitch's own schedule of the source first, so only orchestrated
+            runs happen (jobs started through the API still run on a paused source).
+        log_tail_lines: How many lines of the extraction log a failure shows (0: none).
 
     Returns:
         Every source's outcome, in input order.
@@ -376,3 +395,7 @@ def stitch_sync_many_flow(
 def _options_of(parameters: dict[str, Any]) -> dict[str, Any]:
     """A flow's sync options, from its parameters (every flow takes every option)."""
     return {name: parameters[name] for name in SyncOptions.names()}
+
+
+# Names that moved are still found here, with a DeprecationWarning.
+__getattr__ = module_getattr("prefect_stitch.flows")

@@ -147,6 +147,7 @@ def check_source_id(value: object, parameter: str = "source_id") -> int:
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
+    """A naive timestamp read as UTC."""
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
@@ -177,6 +178,8 @@ def stitch_source_url(client_id: int | None, source_id: int) -> str:
 
 
 class _StitchRecord(BaseModel):
+    """A record of Stitch's: unknown fields kept, immutable."""
+
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
 
 
@@ -346,6 +349,7 @@ class LoadErrorDetails(BaseModel):
         chain = _chain(state.get("exception_chain"))
 
         def first(*keys: str) -> str | None:
+            """The first text under one of ``keys``: in ``notification_data``, then at the top."""
             for where in (data, state):
                 for key in keys:
                     text = _text(where.get(key))

@@ -11,8 +11,10 @@ the flow's docstring, which Prefect reads from the source: the flows' docstrings
 again, in the words of the form.)
 
 Which layer refuses bad input is defined: a flow's parameters are checked by Prefect before
-the flow runs (`prefect.exceptions.ParameterTypeError`, naming the parameter); everywhere else
-(`run_stitch_sync`, the tasks, the block) the model checks them and raises
+the flow runs (`prefect.exceptions.ParameterTypeError`, naming the parameter); the
+`StitchSource` block, like any block, when it is built (pydantic's ``ValidationError``);
+everywhere else (`run_stitch_sync`, `run_stitch_sync_many`, the tasks) the model checks them
+and raises
 [`StitchConfigurationError`][prefect_stitch.errors.StitchConfigurationError] naming the
 option. Either way, before any request is sent to Stitch.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from prefect_stitch.errors import StitchConfigurationError
 
@@ -37,13 +39,30 @@ AlreadyRunningPolicy = Literal["attach", "fail", "wait_then_start"]
 LoadsMode = Literal["wait", "check", "ignore"]
 """What a sync does with the loads once every phase exited 0."""
 
+DEFAULT_LOG_TAIL_LINES = 20
+"""Lines of the extraction log a failure shows, by default."""
+
+DEFAULT_MAX_LOAD_WAIT_SECONDS = 3600.0
+"""How long a sync waits for its data to load, from the extraction's success, by default."""
+
 STITCH_JOB_LIMIT_SECONDS = 24 * 3600.0
 """How long Stitch lets one extraction job run (its error reference: 24 hours; its changelog
 of 2020-09-22 raised source extractions' timeout from 6 to 23.5 hours). By default a sync waits
 that long: a first historical sync or a backfill is not stopped by us. Pass a tighter
 ``max_wait_seconds`` (e.g. ``2 * 3600``) where a job that runs longer means trouble."""
 
-_Seconds = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+
+def _not_a_bool(value: object) -> object:
+    """Refuse a boolean where a number is meant (pydantic would read ``True`` as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not a boolean")
+    return value
+
+
+_Number = BeforeValidator(_not_a_bool)
+"""A number option: an int, a float or a numeric string (a deployment's form may send one)."""
+
+_Seconds = Annotated[float, _Number, Field(gt=0, allow_inf_nan=False)]
 
 PollIntervalSeconds = Annotated[
     _Seconds,
@@ -68,13 +87,13 @@ OnAlreadyRunning = Annotated[
     AlreadyRunningPolicy,
     Field(
         title="When a job is already running",
-        description="attach: follow the running job and report its verdict; fail: raise "
-        "StitchJobAlreadyRunning; wait_then_start: wait for it to end, then start a fresh job.",
+        description="When a job is already running for the source: attach follows it and "
+        "reports its verdict, fail raises StitchJobAlreadyRunning, wait_then_start waits for it "
+        "to end and then starts a fresh job.",
     ),
 ]
 StopOnTimeout = Annotated[
     bool,
-    Strict(),
     Field(
         title="Stop the job on timeout",
         description="Ask Stitch to stop the job when the sync runs past its maximum wait "
@@ -83,7 +102,6 @@ StopOnTimeout = Annotated[
 ]
 FetchLogsOnFailure = Annotated[
     bool,
-    Strict(),
     Field(
         title="Fetch the log on failure",
         description="Put the last lines of the extraction log into the failure and the "
@@ -92,7 +110,7 @@ FetchLogsOnFailure = Annotated[
 ]
 LogTailLines = Annotated[
     int,
-    Strict(),
+    _Number,
     Field(
         ge=0,
         le=1000,
@@ -102,7 +120,6 @@ LogTailLines = Annotated[
 ]
 PauseStitchSchedule = Annotated[
     bool,
-    Strict(),
     Field(
         title="Pause Stitch's own schedule",
         description="Pause Stitch's own schedule of the source first, so only orchestrated "
@@ -111,7 +128,7 @@ PauseStitchSchedule = Annotated[
 ]
 ReplicationRetries = Annotated[
     int,
-    Strict(),
+    _Number,
     Field(
         ge=0,
         le=100,
@@ -122,7 +139,7 @@ ReplicationRetries = Annotated[
 ]
 ReplicationRetryDelaySeconds = Annotated[
     float,
-    Strict(),
+    _Number,
     Field(
         ge=0,
         allow_inf_nan=False,
@@ -166,12 +183,12 @@ class _SyncOptionFields(BaseModel):
     on_already_running: OnAlreadyRunning = "attach"
     stop_on_timeout: StopOnTimeout = True
     fetch_logs_on_failure: FetchLogsOnFailure = True
-    log_tail_lines: LogTailLines = 20
+    log_tail_lines: LogTailLines = DEFAULT_LOG_TAIL_LINES
     pause_stitch_schedule: PauseStitchSchedule = False
     replication_retries: ReplicationRetries = 0
     replication_retry_delay_seconds: ReplicationRetryDelaySeconds = 60.0
     loads: Loads = "wait"
-    max_load_wait_seconds: MaxLoadWaitSeconds = 3600.0
+    max_load_wait_seconds: MaxLoadWaitSeconds = DEFAULT_MAX_LOAD_WAIT_SECONDS
     global_rate_limit: GlobalRateLimit = None
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, HttpUrl
 
 from prefect_stitch._engine.run import SourceSync
 from prefect_stitch._engine.runner import run_cancellable
-from prefect_stitch._engine.steps import start_task_for
+from prefect_stitch._engine.steps import trigger
 from prefect_stitch.credentials import LOGO_URL, StitchCredentials
 from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
 from prefect_stitch.options import SyncOptions, _SyncOptionFields
@@ -186,9 +186,7 @@ class StitchSource(_SyncOptionFields, _SourceFields, JobBlock[StitchSyncResult])
         """
         options = self.options()
         deadline = time.monotonic() + options.max_wait_seconds
-        handle = await start_task_for(self.credentials)(
-            self.credentials, self.source_id, options, options.max_wait_seconds
-        )
+        handle = await trigger(self.credentials, self.source_id, options, options.max_wait_seconds)
         return StitchSyncRun(self, handle, deadline)
 
     @async_dispatch(atrigger)

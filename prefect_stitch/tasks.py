@@ -19,25 +19,16 @@ header gives Stitch's time. The options are checked by
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from prefect_stitch._engine import steps
 from prefect_stitch._engine.context import check_credentials, run_logger
-from prefect_stitch._engine.memory import retry_on_transient
+from prefect_stitch._moved import module_getattr
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.models import StitchSyncHandle, StitchSyncResult, SyncAttempt, check_source_id
 from prefect_stitch.options import DEFAULTS, AlreadyRunningPolicy, LoadsMode, SyncOptions
 
-_ONE_CALL: dict[str, Any] = {
-    "retries": 2,
-    "retry_condition_fn": retry_on_transient,
-    "cache_policy": NO_CACHE,
-    "persist_result": False,
-}
-"""The settings of a task that makes one idempotent call: retried on transient faults only."""
+_ONE_CALL = steps.ONE_CALL_TASK_SETTINGS
 
 __all__ = [
     "fetch_stitch_extraction_logs",
@@ -316,12 +307,7 @@ async def fetch_stitch_extraction_logs(
         return await client.get_extraction_logs(job_name, tail_lines=tail_lines)
 
 
-@task(
-    name="Pause Stitch schedule",
-    task_run_name="pause-stitch-source-{source_id}",
-    retry_delay_seconds=2,
-    **_ONE_CALL,
-)
+@task(**steps.PAUSE_TASK_SETTINGS)
 async def pause_stitch_source(
     credentials: StitchCredentials, source_id: int, paused: bool = True
 ) -> bool:
@@ -350,20 +336,8 @@ async def pause_stitch_source(
         ```
     """
     check_source_id(source_id)
-    credentials = check_credentials(credentials)
-    async with credentials.get_client() as client:
-        source = await client.get_source(source_id)
-        if source.paused_at is not None and paused:
-            return False
-        if source.paused_at is None and not paused:
-            return False
-        if paused:
-            await client.pause_source(source_id)
-            run_logger().info(
-                "Paused Stitch's own schedule of source %s: only orchestrated runs will happen",
-                source_id,
-            )
-        else:
-            await client.unpause_source(source_id)
-            run_logger().info("Resumed Stitch's own schedule of source %s", source_id)
-        return True
+    return await steps.pause(check_credentials(credentials), source_id, paused)
+
+
+# Names that moved are still found here, with a DeprecationWarning.
+__getattr__ = module_getattr("prefect_stitch.tasks")

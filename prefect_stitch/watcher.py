@@ -29,18 +29,18 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from prefect_stitch._engine.outcomes import SyncReport, event_id, report
+from prefect_stitch._engine.outcomes import SyncReport, report
+from prefect_stitch._engine.outcomes import event_id as event_id  # a job verdict event's id
 from prefect_stitch._engine.runner import load_credentials, run_cancellable
 from prefect_stitch._poll import Snapshot, Watch, poller_for
 from prefect_stitch._verdict import judge_extraction
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
-from prefect_stitch.models import Extraction, Load, StitchSyncResult, SyncStatus
+from prefect_stitch.models import Extraction, Load, SyncStatus, stitch_source_url
 
 __all__ = [
     "StitchWatchSummary",
     "WatchCursor",
-    "event_id",
     "run_stitch_watch",
     "stitch_watch_flow",
 ]
@@ -51,6 +51,7 @@ DEFAULT_LOOKBACK = timedelta(hours=1)
 
 
 def _job_hash(job_name: str) -> str:
+    """A job's short fingerprint in the cursor."""
     return hashlib.sha256(job_name.encode()).hexdigest()[:_HASH_CHARS]
 
 
@@ -99,6 +100,7 @@ class WatchCursor:
         self._prune()
 
     def _prune(self) -> None:
+        """Forget jobs older than the window; shrink the window while the cursor is too big."""
         if self.watermark is None:
             return
         horizon = int((self.watermark - self.lookback).timestamp())
@@ -166,10 +168,12 @@ class StitchWatchSummary(BaseModel):
 
 
 def _variable_name(client_id: int) -> str:
+    """The name of the account's cursor Variable."""
     return f"stitch-watch-{client_id}"
 
 
 async def _read_cursor(client_id: int) -> WatchCursor | None:
+    """The account's cursor, or ``None`` on a first run (or an unreadable one)."""
     from prefect.variables import Variable
 
     value: Any = await Variable.aget(_variable_name(client_id), default="")
@@ -185,6 +189,7 @@ async def _read_cursor(client_id: int) -> WatchCursor | None:
 
 
 async def _save_cursor(client_id: int, cursor: WatchCursor) -> None:
+    """Save the account's cursor."""
     from prefect.variables import Variable
 
     await Variable.aset(_variable_name(client_id), cursor.dumps(), overwrite=True)
@@ -195,18 +200,17 @@ async def _announce(client_id: int, record: Extraction, summary: StitchWatchSumm
     verdict = judge_extraction(record)
     if not verdict.state.is_final:
         return
-    result = StitchSyncResult.from_extraction(
-        record, status=verdict.state, attached=True, client_id=client_id, polls=0
-    )
+    url = stitch_source_url(client_id, record.source_id)
     await report(
         SyncReport(
             verdict.state,
             record.source_id,
             client_id,
             f"Stitch job {record.job_name} of source {record.source_id} {verdict.state.value}: "
-            f"{verdict.summary}. See {result.stitch_url}",
-            result=result,
+            f"{verdict.summary}. See {url}",
+            record=record,
             failed_phases=verdict.failed_phases,
+            summary=verdict.summary,
             payload={"watched": True},
         ),
         get_run_logger(),

@@ -175,7 +175,9 @@ async def test_deployments_run_from_the_api_and_report_truthfully(
         assert properties["poll_interval_seconds"]["type"] == "number"
         assert properties["poll_interval_seconds"]["default"] == 30.0
         assert properties["on_already_running"]["enum"] == ["attach", "fail", "wait_then_start"]
-        assert properties["max_wait_seconds"]["default"] == 21600.0
+        assert (
+            properties["max_wait_seconds"]["default"] == 86400.0
+        )  # as long as Stitch lets a job run
         assert deployment.parameters["credentials"] == "stitch"
         assert "source_id" not in deployment.parameters
         pipeline = await client.read_deployment_by_name("stitch-sync-pipeline/sync-then-transform")

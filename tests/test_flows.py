@@ -197,6 +197,9 @@ def test_timeout_stops_the_job(sim: StitchSimulator) -> None:
     with pytest.raises(StitchSyncTimeout) as caught:
         run(sim, 40, max_wait_seconds=4.0)
     assert caught.value.stopped is True
+    assert caught.value.max_wait_seconds == 4.0  # the limit the user set, not what was left
+    assert str(caught.value).startswith("Timed out: Stitch job ")
+    assert "did not finish within 4 s; a stop of the Stitch job was requested" in str(caught.value)
     assert len(sim.requests_for("stop")) == 1
     assert sim.running_job(40) is None
 

@@ -235,3 +235,24 @@ def test_global_limit_settings_keep_a_sliding_window_within_the_budget() -> None
     capacity, decay = global_limit_settings(30, 600)
     assert (capacity, decay) == (15, 0.025)
     assert capacity + decay * 600 <= 30
+
+
+def test_many_sources_pause_each_schedule_before_its_trigger(sim: StitchSimulator) -> None:
+    for source_id in (71, 72):
+        sim.add_source(source_id, outcomes=[Outcome.success(duration_seconds=0.3)])
+    summary = stitch_sync_many_flow(
+        source_ids=[71, 72],
+        credentials=make_credentials(sim),
+        pause_stitch_schedule=True,
+        loads="ignore",
+        **FAST,
+    )
+    assert summary.succeeded == 2
+    for source_id in (71, 72):
+        assert sim.source(source_id)["paused_at"] is not None
+        mine = [
+            r.endpoint
+            for r in sim.requests
+            if r.endpoint in ("update_source", "trigger") and f"/sources/{source_id}" in r.path
+        ]
+        assert mine == ["update_source", "trigger"]

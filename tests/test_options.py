@@ -63,7 +63,7 @@ BAD = [
     ("poll_interval_seconds", -1.5),
     ("poll_interval_seconds", math.nan),
     ("poll_interval_seconds", True),
-    ("poll_interval_seconds", "30"),
+    ("poll_interval_seconds", "soon"),
     ("max_wait_seconds", 0),
     ("max_wait_seconds", math.inf),
     ("max_load_wait_seconds", -1),
@@ -74,7 +74,7 @@ BAD = [
     ("replication_retries", 1.5),
     ("replication_retry_delay_seconds", -1),
     ("log_tail_lines", -1),
-    ("stop_on_timeout", "yes"),
+    ("stop_on_timeout", "perhaps"),
     ("global_rate_limit", ""),
 ]
 
@@ -85,6 +85,14 @@ def test_the_model_refuses_a_bad_option_naming_it(name: str, value: object) -> N
         SyncOptions.of(**{name: value})
     assert caught.value.parameter == name
     assert name in str(caught.value)
+
+
+def test_numbers_and_switches_may_come_as_text_as_a_form_sends_them() -> None:
+    options = SyncOptions.of(
+        poll_interval_seconds="60", replication_retries="2", stop_on_timeout="false"
+    )
+    assert (options.poll_interval_seconds, options.replication_retries) == (60.0, 2)
+    assert options.stop_on_timeout is False
 
 
 def test_an_unknown_option_is_refused_and_named() -> None:
@@ -129,3 +137,71 @@ def test_a_coroutine_body_refuses_a_bad_option_with_one_error_type(
             asyncio.run(call())
         assert caught.value.parameter == name
     assert sim.requests == []
+
+
+def test_the_flows_keep_their_parameter_order_new_options_come_last() -> None:
+    """Positional callers and the deployment form keep working: nothing moved."""
+    single = list(inspect.signature(stitch_sync_flow.fn).parameters)
+    assert single[:12] == [
+        "source_id",
+        "credentials",
+        "poll_interval_seconds",
+        "max_wait_seconds",
+        "on_already_running",
+        "stop_on_timeout",
+        "fetch_logs_on_failure",
+        "pause_stitch_schedule",
+        "replication_retries",
+        "replication_retry_delay_seconds",
+        "loads",
+        "max_load_wait_seconds",
+    ]
+    many = list(inspect.signature(stitch_sync_many_flow.fn).parameters)
+    assert many[:14] == [
+        "source_ids",
+        "credentials",
+        "poll_interval_seconds",
+        "max_wait_seconds",
+        "max_concurrent",
+        "fail_fast",
+        "on_already_running",
+        "stop_on_timeout",
+        "fetch_logs_on_failure",
+        "global_rate_limit",
+        "replication_retries",
+        "replication_retry_delay_seconds",
+        "loads",
+        "max_load_wait_seconds",
+    ]
+
+
+@pytest.mark.parametrize("deployable", FLOWS, ids=lambda f: f.name)
+def test_the_form_describes_each_option_in_the_words_of_the_options_model(
+    deployable: Any,
+) -> None:
+    """A deployment's form reads the flow's docstring: it must say what SyncOptions says."""
+    properties = deployable.parameters.model_dump()["properties"]
+    for name, field in SyncOptions.model_fields.items():
+        shown = " ".join(str(properties[name]["description"]).split())
+        assert shown == field.description, name
+
+
+def test_old_import_paths_still_work_with_a_deprecation_warning() -> None:
+    import importlib
+    import sys
+
+    for old in ("prefect_stitch.verdict", "prefect_stitch.poller", "prefect_stitch.reporting"):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match="internal now"):
+            importlib.import_module(old)
+    verdict = sys.modules["prefect_stitch.verdict"]
+    with pytest.warns(DeprecationWarning, match="SyncStatus"):
+        assert verdict.ExtractionState.TERMINATED.is_final
+    assert verdict.judge_extraction is not None
+    import prefect_stitch._verdict as moved
+
+    assert moved.__spec__ is not None and moved.__spec__.name == "prefect_stitch._verdict"
+    import prefect_stitch.tasks as tasks
+
+    with pytest.warns(DeprecationWarning, match="DEFAULT_LOG_TAIL_LINES"):
+        assert DEFAULTS.log_tail_lines == tasks.DEFAULT_LOG_TAIL_LINES

@@ -161,3 +161,18 @@ def test_the_deployable_flow_takes_the_saved_block(sim: StitchSimulator) -> None
     schema = stitch_source_sync_flow.parameters.model_dump()
     assert schema["properties"]["source"]["$ref"].endswith("StitchSource")
     assert schema["definitions"]["StitchSource"]["block_type_slug"] == "stitch-source"
+
+
+def test_a_saved_source_pauses_stitchs_schedule_first_and_shows_its_log_lines(
+    sim: StitchSimulator,
+) -> None:
+    """The block's options are the flow's: pause_stitch_schedule and log_tail_lines work."""
+    sim.add_source(9, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.3)])
+    source = saved(sim, 9, pause_stitch_schedule=True, log_tail_lines=3)
+    run = source.trigger()
+    with pytest.raises(StitchReplicationFailed) as caught:
+        run.fetch_result()
+    calls = [r.endpoint for r in sim.requests if r.endpoint in ("update_source", "trigger")]
+    assert calls == ["update_source", "trigger"]  # paused before the job was started
+    assert sim.source(9)["paused_at"] is not None
+    assert caught.value.log_tail is not None and len(caught.value.log_tail.splitlines()) == 3

@@ -1,13 +1,12 @@
 """Judge a job's final record, settle its loads, and report the sync's outcome.
 
-Every outcome becomes a [`SyncReport`][prefect_stitch._engine.outcomes.SyncReport] and goes
-through [`finish`][prefect_stitch._engine.outcomes.finish], which logs, emits, writes the
-artifact and raises the typed error: this module only says what happened.
+Every outcome becomes a [`SyncReport`][prefect_stitch._engine.outcomes.SyncReport], which
+[`report`][prefect_stitch._engine.outcomes.report] logs, emits and writes as the artifact;
+then its typed error is raised: this module only says what happened.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -18,13 +17,9 @@ from prefect_stitch._engine.outcomes import SyncReport, report
 from prefect_stitch._engine.watch import MAX_LOG_LINE_CHARS, Final, scan_log
 from prefect_stitch._lineage import emit_table_materializations
 from prefect_stitch._verdict import Verdict, judge_extraction
-from prefect_stitch.errors import StitchError
 from prefect_stitch.models import StitchSyncHandle, StitchSyncResult, SyncAttempt, SyncStatus
 
-__all__ = ["conclude", "stop_and_report", "stop_outcome", "with_load_baseline"]
-
-_STOP_TIMEOUT_SECONDS = 20.0
-_LOOKUP_INTERVAL_SECONDS = 1.0
+__all__ = ["conclude"]
 
 
 async def conclude(
@@ -55,12 +50,17 @@ async def conclude(
     )
     attempts = [*earlier, *_duplicate_of(handle), _attempt_of(result, verdict)]
     result = result.model_copy(update={"attempts": attempts})
+    loads = LoadOutcome()
     if verdict.state is SyncStatus.SUCCEEDED:
         loads = await _loads_of(ctx, handle, result, final)
         result = result.model_copy(update={"loads": loads.streams})
         outcome = _loaded_outcome(ctx, result, loads, final.polls)
     else:
         outcome = await _failed_outcome(ctx, result, verdict, final)
+    if outcome.status is SyncStatus.SUCCEEDED and loads.asset_keys:
+        emit_table_materializations(
+            loads.asset_keys, source_id=result.source_id, job_name=result.job_name
+        )
     await report(outcome, ctx.logger, write_artifact=ctx.write_artifact)
     error = outcome.error()
     if error is not None:
@@ -105,7 +105,7 @@ def _loaded_outcome(
             f"Stitch job {job} of source {source_id} extracted its data (every phase exited "
             f"0), but loading it into the warehouse failed: {summary}. See {result.stitch_url}"
         )
-        outcome = _report(ctx, SyncStatus.LOAD_FAILED, headline, result, stage, payload)
+        outcome = _report(ctx, SyncStatus.LOAD_FAILED, headline, summary, result, stage, payload)
         messages = {stream: load.warehouse_message for stream, load in loads.failed.items()}
         return replace(outcome, failed_streams=messages)
     if loads.pending:
@@ -120,11 +120,10 @@ def _loaded_outcome(
             f"the warehouse within {ctx.options.max_load_wait_seconds:.0f} s: no load yet for "
             f"{', '.join(loads.pending)}{why}. See {result.stitch_url}"
         )
-        outcome = _report(ctx, SyncStatus.TIMED_OUT, headline, result, stage, payload)
+        said = f"no load yet for {', '.join(loads.pending)}"
+        outcome = _report(ctx, SyncStatus.TIMED_OUT, headline, said, result, stage, payload)
         limit = ctx.options.max_load_wait_seconds
         return replace(outcome, pending_streams=loads.pending, max_wait_seconds=limit)
-    if loads.asset_keys:
-        emit_table_materializations(loads.asset_keys, source_id=source_id, job_name=job)
     duration = result.duration_seconds
     landed = [e.stream_name for e in loads.streams if e.state == "loaded"]
     headline = (
@@ -134,17 +133,20 @@ def _loaded_outcome(
         + (f"; loaded {', '.join(landed)}" if landed else "")
         + "."
     )
-    return _report(ctx, SyncStatus.SUCCEEDED, headline, result, stage, payload)
+    said = "every phase exited 0" + (f"; loaded {', '.join(landed)}" if landed else "")
+    return _report(ctx, SyncStatus.SUCCEEDED, headline, said, result, stage, payload)
 
 
 def _report(
     ctx: SyncContext,
     status: SyncStatus,
     headline: str,
+    summary: str,
     result: StitchSyncResult,
     stage: str | None,
     payload: Mapping[str, Any],
 ) -> SyncReport:
+    """The outcome of a job whose phases all exited 0."""
     return SyncReport(
         status,
         result.source_id,
@@ -154,6 +156,7 @@ def _report(
         stage=stage,
         attempts=result.attempts,
         payload=payload,
+        summary=summary,
     )
 
 
@@ -180,10 +183,12 @@ async def _failed_outcome(
         failed_phases=verdict.failed_phases,
         log_tail=tail,
         attempts=result.attempts,
+        summary=verdict.summary,
     )
 
 
 def _failure_headline(result: StitchSyncResult, verdict: Verdict) -> str:
+    """The failure's first line: the job, what failed, the earlier jobs, the link."""
     job = f"Stitch replication job {result.job_name} for source {result.source_id}"
     if result.attached:
         job += " (not started by this run)"
@@ -206,6 +211,7 @@ def _failure_headline(result: StitchSyncResult, verdict: Verdict) -> str:
 
 
 def _attempt_of(result: StitchSyncResult, verdict: Verdict) -> SyncAttempt:
+    """The job as one of the sync's attempts."""
     shared = result.model_dump(include=set(SyncAttempt.model_fields) - {"summary"})
     return SyncAttempt(**shared, summary=verdict.summary)
 
@@ -233,116 +239,9 @@ def _load_summary(loads: LoadOutcome) -> str:
 
 
 def _bounded_tail(text: str, lines: int) -> str:
+    """The log's last lines, each cut to a readable length."""
     kept = text.splitlines()[-lines:] if lines > 0 else []
     return "\n".join(
         line if len(line) <= MAX_LOG_LINE_CHARS else line[:MAX_LOG_LINE_CHARS] + " …"
         for line in kept
     )
-
-
-async def stop_outcome(
-    ctx: SyncContext,
-    handle: StitchSyncHandle,
-    status: SyncStatus,
-    stop: bool,
-    attempts: list[SyncAttempt],
-) -> SyncReport:
-    """Ask Stitch to stop the job (when ``stop``, and only a job this run started).
-
-    Args:
-        ctx: The sync's context.
-        handle: The job's handle.
-        status: ``timed_out`` or ``cancelled``.
-        stop: Whether to ask Stitch to stop the job.
-        attempts: The jobs this sync ran before.
-
-    Returns:
-        The outcome.
-    """
-    ours = handle.origin == "started"  # never stop a job this run did not start
-    requested = await _stop_quietly(ctx) if stop and ours else False
-    said = (
-        "a stop of the Stitch job was requested" if requested else "the Stitch job was left running"
-    )
-    if stop and not ours:
-        said += " (this run did not start it)"
-    shown = handle.job_name or "(the running job)"
-    limit = ctx.options.max_wait_seconds if status is SyncStatus.TIMED_OUT else 0.0
-    if status is SyncStatus.TIMED_OUT:
-        headline = (
-            f"Timed out: Stitch job {shown} of source {handle.source_id} did not finish within "
-            f"{limit:.0f} s; {said}. See {ctx.url}"
-        )
-    else:
-        headline = (
-            f"The run was cancelled while waiting for Stitch job {shown} of source "
-            f"{handle.source_id}: {said}"
-        )
-    return SyncReport(
-        status,
-        handle.source_id,
-        ctx.client_id,
-        headline,
-        job_name=handle.job_name,
-        attempts=attempts,
-        stopped=requested,
-        max_wait_seconds=limit,
-    )
-
-
-async def _stop_quietly(ctx: SyncContext) -> bool:
-    try:
-        return await asyncio.wait_for(
-            ctx.client.stop_replication_job(ctx.source_id), timeout=_STOP_TIMEOUT_SECONDS
-        )
-    except (StitchError, TimeoutError) as exc:
-        ctx.logger.error(
-            "Could not ask Stitch to stop the job of source %s: %s", ctx.source_id, exc
-        )
-        return False
-
-
-async def with_load_baseline(ctx: SyncContext, handle: StitchSyncHandle) -> StitchSyncHandle:
-    """Give a handle without one the source's load records as they are now.
-
-    Args:
-        ctx: The sync's context.
-        handle: The handle (from a job name, or a trigger that did not read them).
-
-    Returns:
-        The handle, with the source's name and load records.
-    """
-    name = handle.source_name or (await ctx.client.get_source(handle.source_id)).name or ""
-    watch = ctx.poller.watch(_LOOKUP_INTERVAL_SECONDS, loads=True)
-    try:
-        snapshot = await watch.baseline()
-    finally:
-        watch.close()
-    if snapshot.error is not None:
-        raise snapshot.error
-    loads = tuple(r for r in snapshot.loads or () if r.source_name == name)
-    return handle.model_copy(update={"source_name": name, "baseline_loads": loads})
-
-
-async def stop_and_report(
-    ctx: SyncContext, handle: StitchSyncHandle, status: SyncStatus, attempts: list[SyncAttempt]
-) -> SyncReport:
-    """The wait ran out (``timed_out``) or the run was cancelled: stop the job, say so.
-
-    A timeout stops the job as ``stop_on_timeout`` says and leaves the artifact; a
-    cancellation always asks Stitch to stop the job, and leaves no artifact.
-
-    Args:
-        ctx: The sync's context.
-        handle: The job's handle.
-        status: ``timed_out`` or ``cancelled``.
-        attempts: The jobs this sync ran before.
-
-    Returns:
-        The outcome, reported (a timeout's ``error()`` is the `StitchSyncTimeout` to raise).
-    """
-    timed_out = status is SyncStatus.TIMED_OUT
-    stop = ctx.options.stop_on_timeout if timed_out else True
-    outcome = await stop_outcome(ctx, handle, status, stop, attempts)
-    await report(outcome, ctx.logger, write_artifact=ctx.write_artifact and timed_out)
-    return outcome

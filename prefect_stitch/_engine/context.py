@@ -14,10 +14,19 @@ from prefect_stitch._ratelimit import resolve_global_limit
 from prefect_stitch.client import StitchClient
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
-from prefect_stitch.models import check_source_id, stitch_source_url
+from prefect_stitch.models import stitch_source_url
 from prefect_stitch.options import SyncOptions
 
-__all__ = ["SyncContext", "check_credentials", "open_context", "run_logger"]
+__all__ = [
+    "LOOKUP_INTERVAL_SECONDS",
+    "SyncContext",
+    "check_credentials",
+    "open_context",
+    "run_logger",
+]
+
+LOOKUP_INTERVAL_SECONDS = 1.0
+"""The poll interval a step asks for when it needs one listing soon (a baseline)."""
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -120,7 +129,6 @@ async def open_context(
     Yields:
         The context.
     """
-    check_source_id(source_id)
     async with credentials.get_client() as client:
         client_id = await client.resolve_client_id(source_id)
         client.global_limit_name = await resolve_global_limit(

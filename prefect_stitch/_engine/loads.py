@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect_stitch._engine.context import SyncContext
+from prefect_stitch._engine.context import LOOKUP_INTERVAL_SECONDS, SyncContext
 from prefect_stitch._lineage import asset_key
 from prefect_stitch._logscan import LogScan
 from prefect_stitch._poll import Watch
@@ -39,7 +39,7 @@ from prefect_stitch.errors import StitchError
 from prefect_stitch.models import Destination, Extraction, Load, StitchSyncHandle, StreamLoadResult
 from prefect_stitch.options import LoadsMode
 
-__all__ = ["LoadOutcome", "settle_loads"]
+__all__ = ["LoadOutcome", "settle_loads", "with_load_baseline"]
 
 _destinations: dict[tuple[str, int], Destination | None] = {}
 _STALLED_LISTINGS = 2
@@ -132,8 +132,8 @@ class _LoadWait:
         self.log_names_streams = True
         self.listed: Sequence[Load] = ()
         self.verdict: LoadVerdict | None = None
-        wait = ctx.options.max_load_wait_seconds if self.mode == "wait" else 0
-        self.deadline = time.monotonic() + wait
+        self.deadline = time.monotonic()
+        """When the wait ends: set as it starts (after the streams and the log were read)."""
 
     async def learn_selected_streams(self) -> None:
         """The selected streams; the log's streams with rows among them, when it was read."""
@@ -186,6 +186,8 @@ class _LoadWait:
 
     async def follow(self, watch: Watch) -> None:
         """Read the loads listing until the loads settle, the wait ends, or (check) once."""
+        wait = self.ctx.options.max_load_wait_seconds if self.mode == "wait" else 0
+        self.deadline = time.monotonic() + wait
         failures = stalled = landed = 0
         interval = self.ctx.options.poll_interval_seconds
         while self.expected or not self.log_read:
@@ -215,6 +217,7 @@ class _LoadWait:
             self._log_progress()
 
     def _log_progress(self) -> None:
+        """Say which streams have landed and which are still awaited (DEBUG)."""
         assert self.verdict is not None
         self.ctx.logger.debug(
             "Loads of Stitch job %s: %d of %d streams landed; waiting for %s",
@@ -273,6 +276,7 @@ def _expected(log: LogScan, selected: set[StreamRef]) -> set[StreamRef]:
 
 
 def _by_name(item: tuple[StreamRef, Load]) -> str:
+    """Sort key: a stream's name."""
     return str(item[0])
 
 
@@ -290,6 +294,7 @@ def _entries(
     destination: Destination | None = None,
     source_name: str = "",
 ) -> list[StreamLoadResult]:
+    """One entry per stream that counts, by name."""
     return [
         _entry(ref, ref in expected, verdict, mode, destination, source_name)
         for ref in sorted(streams, key=str)
@@ -340,6 +345,7 @@ async def _selected_streams(ctx: SyncContext) -> tuple[set[StreamRef], StitchErr
 
 
 async def _scan(ctx: SyncContext, job_name: str) -> LogScan | None:
+    """The job's whole log, scanned for the streams with rows; ``None`` if unread."""
     try:
         return await ctx.client.scan_extraction_log(job_name, tail_lines=0)
     except StitchError as exc:
@@ -370,3 +376,25 @@ async def _destination(ctx: SyncContext) -> Destination | None:
         destination = None
     _destinations[key] = destination
     return destination
+
+
+async def with_load_baseline(ctx: SyncContext, handle: StitchSyncHandle) -> StitchSyncHandle:
+    """Give a handle without one the source's load records as they are now.
+
+    Args:
+        ctx: The sync's context.
+        handle: The handle (from a job name, or a trigger that did not read them).
+
+    Returns:
+        The handle, with the source's name and load records.
+    """
+    name = handle.source_name or (await ctx.client.get_source(handle.source_id)).name or ""
+    watch = ctx.poller.watch(LOOKUP_INTERVAL_SECONDS, loads=True)
+    try:
+        snapshot = await watch.baseline(ctx.remaining())
+    finally:
+        watch.close()
+    if snapshot.error is not None:
+        raise snapshot.error
+    loads = tuple(r for r in snapshot.loads or () if r.source_name == name)
+    return handle.model_copy(update={"source_name": name, "baseline_loads": loads})

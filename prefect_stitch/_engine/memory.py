@@ -54,6 +54,7 @@ class _Bounded(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
+        """The entry of ``key``, if any."""
         with self._lock:
             return self._items.get(key)
 
@@ -68,6 +69,7 @@ class _Bounded(Generic[K, V]):
             return value, True
 
     def pop(self, key: K) -> None:
+        """Forget the entry of ``key``."""
         with self._lock:
             self._items.pop(key, None)
 
@@ -101,6 +103,7 @@ _runs: _Bounded[tuple[UUID, int], RunMemory] = _Bounded()
 
 
 def _run_key(source_id: int) -> tuple[UUID, int] | None:
+    """The run a memory belongs to: the flow run (or the task run) and the source."""
     flow_context = FlowRunContext.get()
     if flow_context is not None and flow_context.flow_run is not None:
         return flow_context.flow_run.id, source_id
@@ -121,6 +124,7 @@ def trigger_memory(source_id: int, max_wait_seconds: float | None) -> TriggerMem
     deadline = None if max_wait_seconds is None else time.monotonic() + max_wait_seconds
 
     def fresh() -> TriggerMemory:
+        """A new memory, its deadline from now."""
         return TriggerMemory(datetime.now(UTC), deadline, max_wait_seconds)
 
     key = _run_key(source_id)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from prefect_stitch._verdict import PHASES
 from prefect_stitch.errors import (
     PhaseFailure,
     StitchError,
@@ -50,6 +51,7 @@ from prefect_stitch.errors import (
     StitchSyncTimeout,
 )
 from prefect_stitch.models import (
+    Extraction,
     StitchSyncResult,
     SyncAttempt,
     SyncOutcome,
@@ -84,8 +86,12 @@ _RULES: Mapping[SyncStatus, _Rule] = {
     SyncStatus.LOAD_FAILED: _Rule("failed", logging.ERROR, True, False, StitchLoadFailed),
     SyncStatus.TIMED_OUT: _Rule("timed_out", logging.ERROR, True, False, StitchSyncTimeout),
     SyncStatus.CANCELLED: _Rule("cancelled", logging.WARNING, False, False, asyncio.CancelledError),
-    SyncStatus.ERROR: _Rule("failed", logging.ERROR, False, False, BaseException),
+    SyncStatus.ERROR: _Rule("failed", logging.ERROR, False, False, None),
 }
+"""The outcome table. ``error`` is the typed error an outcome raises (a cancellation
+re-raises the run's own ``CancelledError``); read backwards, it says which outcome an error
+stands for (`status_of`). ``error`` is the one outcome no sync reports: an error before
+any verdict (the many-sources summary's word for it)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,9 @@ class SyncReport:
         max_wait_seconds: The limit that ran out (a timeout).
         stream: ``(source_name, stream_name)`` of a load error the watcher saw: the event's
             resource is then the stream.
+        summary: What Stitch said, in one line (the event's ``summary``: the verdict, e.g.
+            "tap exited with status -9: Killed"); the headline when not given.
+        record: The job's extraction record, when there is no result (the watcher's).
         payload: More event payload fields (JSON-serialisable).
 
     Example:
@@ -139,6 +148,8 @@ class SyncReport:
     stopped: bool = False
     max_wait_seconds: float = 0.0
     stream: tuple[str, str] | None = None
+    summary: str | None = None
+    record: Extraction | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -153,8 +164,10 @@ class SyncReport:
 
     @property
     def job(self) -> str | None:
-        """The job's name: the result's, else the one given."""
-        return self.result.job_name if self.result is not None else self.job_name
+        """The job's name: the result's (or the record's), else the one given."""
+        if self.result is not None:
+            return self.result.job_name
+        return self.record.job_name if self.record is not None else self.job_name
 
     @property
     def message(self) -> str:
@@ -162,46 +175,32 @@ class SyncReport:
         return f"{self.headline}\n{self.details}" if self.details else self.headline
 
     def error(self) -> StitchError | None:
-        """The typed error this outcome raises (``None`` for a success or a cancellation).
+        """The typed error this outcome raises: the table's, built from this record.
 
         Returns:
-            The error.
+            The error (``None`` for a success; a cancellation re-raises the run's own).
         """
-        common: dict[str, Any] = {
+        error_type = self.rule.error
+        if error_type is StitchSyncTimeout and self.stage == "load":
+            error_type = StitchLoadTimeout
+        if error_type is None or not issubclass(error_type, StitchError):
+            return None
+        fields: dict[str, Any] = {
             "source_id": self.source_id or 0,
             "job_name": self.job,
             "attempts": list(self.attempts),
         }
-        if self.status in (SyncStatus.FAILED, SyncStatus.TERMINATED):
-            error_type = StitchJobTerminated if self.status is SyncStatus.TERMINATED else None
-            return (error_type or StitchReplicationFailed)(
-                self.message,
-                failed_phases=self.failed_phases,
-                result=self.result,
-                log_tail=self.log_tail,
-                **common,
-            )
-        if self.status is SyncStatus.LOAD_FAILED:
-            return StitchLoadFailed(
-                self.message, failed_streams=dict(self.failed_streams), result=self.result, **common
-            )
-        if self.status is SyncStatus.TIMED_OUT:
-            if self.stage == "load":
-                return StitchLoadTimeout(
-                    self.message,
-                    pending_streams=self.pending_streams,
-                    result=self.result,
-                    max_wait_seconds=self.max_wait_seconds,
-                    stopped=self.stopped,
-                    **common,
-                )
-            return StitchSyncTimeout(
-                self.message,
-                max_wait_seconds=self.max_wait_seconds,
-                stopped=self.stopped,
-                **common,
-            )
-        return None
+        if issubclass(error_type, StitchSyncTimeout):
+            fields.update(max_wait_seconds=self.max_wait_seconds, stopped=self.stopped)
+        if issubclass(error_type, StitchLoadTimeout):
+            fields.update(pending_streams=self.pending_streams, result=self.result)
+        if issubclass(error_type, StitchReplicationFailed):
+            fields.update(failed_phases=self.failed_phases, result=self.result)
+            fields.update(log_tail=self.log_tail)
+        if issubclass(error_type, StitchLoadFailed):
+            fields.update(failed_streams=dict(self.failed_streams))
+        error: StitchError = error_type(self.message, **fields)
+        return error
 
 
 def event_id(client_id: int | None, *parts: object) -> UUID:
@@ -266,9 +265,11 @@ def _payload(outcome: SyncReport) -> dict[str, Any]:
         body["stitch_url"] = stitch_source_url(outcome.client_id, outcome.source_id)
     if outcome.result is not None:
         body.update(outcome.result.model_dump(mode="json"))
-    body["status"] = outcome.status.value
-    body["summary"] = outcome.headline
-    if outcome.failed_phases or outcome.status in (SyncStatus.FAILED, SyncStatus.TERMINATED):
+    elif outcome.record is not None:
+        body.update(outcome.record.model_dump(mode="json", include=_RECORD_FIELDS))
+    body.setdefault("status", outcome.status.value)
+    body["summary"] = outcome.summary or outcome.headline
+    if outcome.rule.verdict or outcome.failed_phases:
         body["failed_phases"] = [
             {"phase": f.phase, "exit_status": f.exit_status, "description": f.description}
             for f in outcome.failed_phases
@@ -279,6 +280,14 @@ def _payload(outcome: SyncReport) -> dict[str, Any]:
         body.update(stopped=outcome.stopped, max_wait_seconds=outcome.max_wait_seconds)
     body.update(outcome.payload)
     return body
+
+
+_RECORD_FIELDS = {
+    "start_time",
+    "completion_time",
+    *(f"{phase}_{what}" for phase in PHASES for what in ("exit_status", "description")),
+}
+"""What a verdict event carries of an extraction record (as a result carries it)."""
 
 
 def _resources(outcome: SyncReport) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -327,6 +336,7 @@ def _emit(outcome: SyncReport) -> None:
 
 
 def _cell(value: object) -> str:
+    """A value as a markdown table cell."""
     text = "" if value is None else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -351,6 +361,7 @@ def _result_rows(result: StitchSyncResult) -> list[str]:
 
 
 def _loads_and_attempts(result: StitchSyncResult) -> list[str]:
+    """The job's loads and its earlier jobs, as markdown tables."""
     lines: list[str] = []
     if result.loads:
         lines += ["", "Loads into the warehouse:", ""]
@@ -522,5 +533,6 @@ async def write_many_summary(
 
 
 def _duration(outcome: SyncOutcome) -> str:
+    """A source's job duration, for the summary table."""
     seconds = outcome.result.duration_seconds if outcome.result else None
     return "" if seconds is None else f"{seconds:.0f}"

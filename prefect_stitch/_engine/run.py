@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from prefect_stitch._engine.context import run_logger
 from prefect_stitch._engine.memory import RunMemory, run_memory
 from prefect_stitch._engine.outcomes import outcome_of, write_many_summary
-from prefect_stitch._engine.steps import start_task_for, wait_task
+from prefect_stitch._engine.steps import trigger, wait_task
 from prefect_stitch._poll import pollers_of
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
@@ -38,7 +38,6 @@ from prefect_stitch.models import (
     SyncOutcome,
 )
 from prefect_stitch.options import SyncOptions
-from prefect_stitch.tasks import pause_stitch_source
 
 __all__ = ["SourceSync", "sync_many"]
 
@@ -75,8 +74,10 @@ class SourceSync:
         if started is not None and self.memory.pending is None:
             self.memory.pending = started
         self.reruns_left = options.replication_retries
+        self.paused = started is not None
+        """Stitch's schedule was paused, if asked (the block pauses before its trigger)."""
 
-    def remaining(self) -> float:
+    def time_left(self) -> float:
         """Seconds left of ``max_wait_seconds``.
 
         Raises:
@@ -110,8 +111,6 @@ class SourceSync:
                 ``"fail"``.
             StitchSyncTimeout: ``max_wait_seconds`` ran out.
         """
-        if self.options.pause_stitch_schedule and self.started is None:
-            await pause_stitch_source(self.credentials, self.source_id)
         while True:
             handle = await self._job(trigger_slots)
             result, failure = await self._verdict(handle)
@@ -133,9 +132,11 @@ class SourceSync:
         handle = self.memory.pending
         if handle is None:
             async with trigger_slots or contextlib.nullcontext():
-                handle = await start_task_for(self.credentials)(
-                    self.credentials, self.source_id, self.options, self.remaining()
-                )
+                options = self.options
+                if self.paused:  # once per sync, not for each replication retry
+                    options = options.replace(pause_stitch_schedule=False)
+                handle = await trigger(self.credentials, self.source_id, options, self.time_left())
+            self.paused = True
             self.memory.pending = handle
         elif handle is not self.started:
             run_logger().info(
@@ -157,7 +158,7 @@ class SourceSync:
                 self.source_id,
                 handle,
                 self.options,
-                self.remaining(),
+                self.time_left(),
                 self.memory.attempts,
                 self.write_artifact,
             )
@@ -191,7 +192,7 @@ class SourceSync:
         """Wait before re-running a failed job, or raise the failure when none is left."""
         if self.reruns_left <= 0 or isinstance(failure, StitchLoadFailed):
             raise failure  # a load failure is the warehouse's: extracting again won't fix it
-        delay, left = self.options.replication_retry_delay_seconds, self.remaining()
+        delay, left = self.options.replication_retry_delay_seconds, self.time_left()
         if delay >= left:
             raise _out_of_time_for_reruns(failure, self.reruns_left, delay, left)
         self.reruns_left -= 1
@@ -298,6 +299,7 @@ async def _gather(
 def _raise_if_any_failed(
     summary: list[SyncOutcome], values: dict[int, StitchSyncResult | BaseException]
 ) -> None:
+    """Raise the many-sources failure naming every source that did not succeed."""
     failed = [outcome for outcome in summary if not outcome.ok]
     if not failed:
         return

@@ -93,6 +93,7 @@ def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
     started = threading.Event()
 
     async def main() -> T:
+        """The body, with one Prefect API client for every task run of this loop."""
         outcome["loop"] = asyncio.get_running_loop()
         outcome["task"] = asyncio.current_task()
         started.set()
@@ -102,6 +103,7 @@ def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
             return await make_coroutine()
 
     def target() -> None:
+        """Run the body's loop on the helper thread; keep its value or its error."""
         try:
             outcome["value"] = asyncio.run(main())
         except BaseException as exc:

@@ -16,9 +16,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from prefect_stitch._engine.conclude import conclude, stop_and_report, with_load_baseline
-from prefect_stitch._engine.context import open_context
+from prefect_stitch._engine.conclude import conclude
+from prefect_stitch._engine.context import open_context, run_logger
+from prefect_stitch._engine.loads import with_load_baseline
 from prefect_stitch._engine.memory import retry_on_transient, trigger_memory
+from prefect_stitch._engine.stop import stop_and_report
 from prefect_stitch._engine.trigger import start_job, trigger_timeout
 from prefect_stitch._engine.watch import watch_until_final
 from prefect_stitch.credentials import StitchCredentials
@@ -39,6 +41,42 @@ __all__ = [
 ]
 
 TRIGGER_RETRIES = 4
+
+START_TASK_SETTINGS: dict[str, Any] = {
+    "name": "Start Stitch sync",
+    "task_run_name": "start-stitch-sync-{source_id}",
+    "retries": TRIGGER_RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+"""The trigger task's settings: the public task and the flows' are the same step."""
+
+ONE_CALL_TASK_SETTINGS: dict[str, Any] = {
+    "retries": 2,
+    "retry_condition_fn": retry_on_transient,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+"""The settings of a task that makes one idempotent call: retried on transient faults only."""
+
+PAUSE_TASK_SETTINGS: dict[str, Any] = {
+    "name": "Pause Stitch schedule",
+    "task_run_name": "pause-stitch-source-{source_id}",
+    "retry_delay_seconds": 2,
+    **ONE_CALL_TASK_SETTINGS,
+}
+"""The pause task's settings: the public task and the flows' are the same step."""
+
+WAIT_TASK_SETTINGS: dict[str, Any] = {
+    "name": "Wait for Stitch sync",
+    "task_run_name": "wait-for-stitch-sync-{source_id}",
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+"""The wait task's settings: the public task and the flows' are the same step."""
 
 
 async def start(
@@ -122,6 +160,61 @@ async def wait(
         return await conclude(ctx, handle, final, earlier)
 
 
+async def pause(credentials: StitchCredentials, source_id: int, paused: bool) -> bool:
+    """Pause (or resume) the source's own Stitch schedule (the pause step's body).
+
+    Args:
+        credentials: The account's credentials.
+        source_id: The source.
+        paused: True to pause, False to resume Stitch's schedule.
+
+    Returns:
+        True when the source's pause state was changed, False when it already was so.
+    """
+    async with credentials.get_client() as client:
+        source = await client.get_source(source_id)
+        if (source.paused_at is not None) == paused:
+            return False
+        if paused:
+            await client.pause_source(source_id)
+            run_logger().info(
+                "Paused Stitch's own schedule of source %s: only orchestrated runs will happen",
+                source_id,
+            )
+        else:
+            await client.unpause_source(source_id)
+            run_logger().info("Resumed Stitch's own schedule of source %s", source_id)
+        return True
+
+
+@task(**PAUSE_TASK_SETTINGS)
+async def pause_task(credentials: StitchCredentials, source_id: int) -> bool:
+    """The pause step, as the flows and the block run it."""
+    return await pause(credentials, source_id, True)
+
+
+async def trigger(
+    credentials: StitchCredentials, source_id: int, options: SyncOptions, max_wait_seconds: float
+) -> StitchSyncHandle:
+    """Pause Stitch's schedule first if the options say so, then start the job (as tasks).
+
+    Args:
+        credentials: The account's credentials.
+        source_id: The source.
+        options: The sync's options.
+        max_wait_seconds: The trigger's bound, its retries included.
+
+    Returns:
+        The handle of the job to wait for.
+    """
+    if options.pause_stitch_schedule:
+        await pause_task(credentials, source_id)
+    handle: StitchSyncHandle = await start_task_for(credentials)(
+        credentials, source_id, options, max_wait_seconds
+    )
+    return handle
+
+
 def as_handle(source_id: int, job: str | StitchSyncHandle | None) -> StitchSyncHandle:
     """The handle to wait for: a handle, a job's name, or ``None`` (the next job to end).
 
@@ -152,27 +245,6 @@ def as_handle(source_id: int, job: str | StitchSyncHandle | None) -> StitchSyncH
         f"job must be a job name or a StitchSyncHandle, got {type(job).__name__}",
         parameter="job_name",
     )
-
-
-START_TASK_SETTINGS: dict[str, Any] = {
-    "name": "Start Stitch sync",
-    "task_run_name": "start-stitch-sync-{source_id}",
-    "retries": TRIGGER_RETRIES,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_on_transient,
-    "cache_policy": NO_CACHE,
-    "persist_result": False,
-}
-"""The trigger task's settings: the public task and the flows' are the same step."""
-
-WAIT_TASK_SETTINGS: dict[str, Any] = {
-    "name": "Wait for Stitch sync",
-    "task_run_name": "wait-for-stitch-sync-{source_id}",
-    "cache_policy": NO_CACHE,
-    "persist_result": False,
-}
-"""The wait task's settings: the public task and the flows' are the same step."""
 
 
 @task(**START_TASK_SETTINGS)

@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
-from prefect_stitch._engine.context import SyncContext
+from prefect_stitch._engine.context import LOOKUP_INTERVAL_SECONDS, SyncContext
 from prefect_stitch._engine.memory import TriggerMemory, forget_trigger, out_of_time
 from prefect_stitch._engine.outcomes import SyncReport, report
 from prefect_stitch._poll import Snapshot, Watch
@@ -41,7 +41,6 @@ from prefect_stitch.models import (
 
 __all__ = ["completed_record_of", "start_job", "trigger_timeout"]
 
-_LOOKUP_INTERVAL_SECONDS = 1.0
 _MAX_RETRY_AFTER_SLEEP = 120.0
 
 
@@ -102,7 +101,7 @@ async def start_job(ctx: SyncContext, memory: TriggerMemory) -> StitchSyncHandle
         StitchSyncTimeout: The deadline passed before a job could be started.
         StitchAPIError: Stitch refused, or could not be reached (transient: Prefect retries).
     """
-    watch = ctx.poller.watch(_LOOKUP_INTERVAL_SECONDS, loads=ctx.options.loads != "ignore")
+    watch = ctx.poller.watch(LOOKUP_INTERVAL_SECONDS, loads=ctx.options.loads != "ignore")
     try:
         if memory.baseline is None:
             memory.baseline = await _listing(ctx, watch, memory, fresh=False)
@@ -145,7 +144,7 @@ async def _ran_before(
     ran: a record of the source, other than the baseline, that did not start before the
     baseline and is not the new job.
     """
-    watch = ctx.poller.watch(_LOOKUP_INTERVAL_SECONDS)
+    watch = ctx.poller.watch(LOOKUP_INTERVAL_SECONDS)
     try:
         listing = await _listing_after(ctx, watch, memory, answer)
     finally:

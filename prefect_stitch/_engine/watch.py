@@ -111,6 +111,7 @@ async def _with_baseline(
 
 
 async def _until_final(ctx: SyncContext, watch: Watch, handle: StitchSyncHandle) -> Final:
+    """Listings until one says the job's record (or its log) is final."""
     polls = failures = 0
     log_checked: set[str] = set()
     while True:
