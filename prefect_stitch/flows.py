@@ -37,7 +37,7 @@ from prefect import flow
 from pydantic import AfterValidator, Field
 
 from prefect_stitch._engine.run import SourceSync, sync_many
-from prefect_stitch._engine.runner import load_credentials, run_cancellable
+from prefect_stitch._engine.runner import load_credentials, run_flow_body
 from prefect_stitch._moved import module_getattr
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
@@ -291,11 +291,23 @@ def stitch_sync_flow(
         ```
     """
     options = _options_of(locals())
-    return run_cancellable(lambda: run_stitch_sync(source_id, credentials, **options))
+    return run_flow_body(lambda: run_stitch_sync(source_id, credentials, **options))
+
+
+def _many_run_name() -> str:
+    """``stitch-sync-120643-and-2-more``: the run's first source, and how many more."""
+    from prefect.runtime import flow_run
+
+    ids = list(flow_run.parameters.get("source_ids") or [])
+    if not ids:
+        return "stitch-sync-many"
+    more = f"-and-{len(ids) - 1}-more" if len(ids) > 1 else ""
+    return f"stitch-sync-{ids[0]}{more}"
 
 
 @flow(
     name="stitch-sync-many",
+    flow_run_name=_many_run_name,
     description=(
         "Sync many Stitch sources of one account at once: bounded concurrent triggers, one "
         "shared status poll per tick for all of them, within Stitch's rate budget."
@@ -381,7 +393,7 @@ def stitch_sync_many_flow(
         ```
     """
     options = _options_of(locals())
-    return run_cancellable(
+    return run_flow_body(
         lambda: run_stitch_sync_many(
             source_ids,
             credentials,

@@ -388,8 +388,19 @@ def _check_watch(poll_interval_seconds: object, duration_seconds: object) -> Non
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
+def _watch_run_name() -> str:
+    """``stitch-watch-<credentials block>``: which account's jobs the run watches."""
+    from prefect.runtime import flow_run
+
+    credentials = flow_run.parameters.get("credentials", "stitch")
+    if not isinstance(credentials, str):
+        credentials = getattr(credentials, "_block_document_name", None) or "account"
+    return f"stitch-watch-{credentials}"
+
+
 @flow(
     name="stitch-watch",
+    flow_run_name=_watch_run_name,
     description=(
         "Announce every Stitch job of the account that ends (Stitch's own schedule's too) "
         "with a stitch.sync.succeeded, failed or terminated event, exactly once per job."

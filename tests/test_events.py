@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -78,3 +80,51 @@ async def test_terminated_and_timed_out_events(sim: StitchSimulator) -> None:
     await events_named(303, {"stitch.sync.terminated"})
     timed_out = await events_named(304, {"stitch.sync.timed_out"})
     assert timed_out["stitch.sync.timed_out"].payload["stopped"] is True  # type: ignore[attr-defined]
+
+
+def readme_templates() -> list[str]:
+    """Every notification body the README's automation recipes give (Jinja templates)."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    bodies = re.findall(r"`(Stitch job \{\{.*?)`", " ".join(text.split()), flags=re.S)
+    assert bodies, "the README gives no notification body"
+    return sorted(set(bodies))
+
+
+async def rendered(template: str, source_id: int, name: str) -> str:
+    """The template rendered as Prefect's automation renders it, against the stored event."""
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.server.utilities.user_templates import render_user_template
+
+    events = await events_named(source_id, {name})
+    stored = ReceivedEvent.model_validate(events[name].model_dump(mode="json"))
+    return await render_user_template(template, {"event": stored})
+
+
+@pytest.mark.parametrize(
+    ("outcome", "event", "reason"),
+    [
+        (
+            Outcome.failure("tap", -9, "Killed", duration_seconds=0.2),
+            "stitch.sync.failed",
+            "tap exited with status -9: Killed",
+        ),
+        (Outcome.terminated(duration_seconds=0.2), "stitch.sync.terminated", "terminated"),
+    ],
+    ids=["failed", "terminated"],
+)
+async def test_the_readme_recipes_render_the_reason_of_a_failed_sync(
+    sim: StitchSimulator, outcome: Outcome, event: str, reason: str
+) -> None:
+    """The README's alert bodies, rendered against a sync flow's failure event: the reason is
+    there (it was blank, `summary` being the watcher's only), and no raw list of dicts."""
+    source_id = 320 if event.endswith("failed") else 321
+    sim.add_source(source_id, outcomes=[outcome])
+    with pytest.raises(StitchReplicationFailed):
+        await asyncio.to_thread(
+            stitch_sync_flow, source_id=source_id, credentials=make_credentials(sim), **FAST
+        )
+    for template in readme_templates():
+        text = await rendered(template, source_id, event)
+        assert reason in text, text
+        assert f"of source {source_id}: " in text and not text.rstrip().endswith(":"), text
+        assert "{'" not in text and "[{" not in text, text

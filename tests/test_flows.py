@@ -92,7 +92,7 @@ def test_terminated_job_is_a_typed_failure_not_running(sim: StitchSimulator) -> 
     with pytest.raises(StitchJobTerminated) as caught:
         run(sim, 9)
     assert isinstance(caught.value, StitchReplicationFailed)
-    assert "terminated" in str(caught.value)
+    assert str(caught.value).startswith("Terminated before every phase reported an exit status")
     assert caught.value.result is not None and caught.value.result.status == "terminated"
 
 
@@ -252,16 +252,26 @@ def test_bad_knobs_are_rejected_before_any_request(
     assert sim.requests == []
 
 
-def test_failed_verdict_ends_the_flow_run_failed_with_the_message(sim: StitchSimulator) -> None:
-    sim.add_source(60, outcomes=[Outcome.failure("tap", 1, "disk full", duration_seconds=0.2)])
+def test_failed_verdict_ends_the_flow_run_failed_saying_why_first(sim: StitchSimulator) -> None:
+    """The run's first screen shows the state message's first 70 characters or so: the
+    verdict comes first, not the exception's class and the job's 60-character name."""
+    sim.add_source(60, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.2)])
     state = stitch_sync_flow(
         source_id=60, credentials=make_credentials(sim), return_state=True, **FAST
     )
     assert state.is_failed()
-    assert "StitchReplicationFailed" in (state.message or "")
-    assert "tap exited with status 1: disk full" in (state.message or "")
     with pytest.raises(StitchReplicationFailed):
         state.result()
+
+    async def stored_message() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+        assert run.state is not None and run.state.is_failed()
+        return run.state.message or ""
+
+    message = asyncio.run(stored_message())
+    assert message[:70].startswith("Failed: tap exited with status -9: Killed"), message
+    assert "\n" not in message and sim.jobs_started(60)[0] in message
 
 
 def test_successful_run_is_completed_with_a_persisted_result(sim: StitchSimulator) -> None:
@@ -292,8 +302,13 @@ async def test_each_run_leaves_an_artifact(sim: StitchSimulator) -> None:
         )
     assert state.is_failed()
     assert artifacts, "no artifact with key stitch-sync-62"
-    markdown = str(artifacts[0].data)
+    [artifact] = artifacts
+    # Filed under the flow run, so its Artifacts tab shows it (not only the task run's page).
+    assert artifact.flow_run_id == state.state_details.flow_run_id
+    assert artifact.task_run_id is None
+    markdown = str(artifact.data)
     assert "| target | 3 | bad column |" in markdown
+    assert "| | |" not in markdown, "a table starts with an empty header row"
     assert "Exit status is" in markdown  # the log tail
     assert "pipeline/v2/sources/62/summary" in markdown
 
@@ -451,3 +466,40 @@ def test_by_default_a_sync_waits_as_long_as_stitch_lets_a_job_run(
     assert bounds and min(bounds) >= 23.5 * 3600, waiting
     schema = stitch_sync_flow.parameters.model_dump()["properties"]["max_wait_seconds"]
     assert schema["default"] >= 23.5 * 3600
+
+
+def test_a_failed_run_logs_its_failure_briefly_and_never_breaks_the_link(
+    sim: StitchSimulator,
+) -> None:
+    """The log tail is in the error's `log_tail` and the artifact, not in its message: a
+    failed run's logs do not repeat it (it appeared 7 times, 23.6 KB for one 5 s job), and
+    no line break turns the Stitch link into `.../summary\\nLast`."""
+    sim.add_source(63, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=0.2)])
+    state = stitch_sync_flow(
+        source_id=63, credentials=make_credentials(sim), return_state=True, **FAST
+    )
+    with pytest.raises(StitchReplicationFailed) as caught:
+        state.result()
+    tail = caught.value.log_tail
+    assert tail is not None and len(tail.splitlines()) == 20  # kept, for whoever needs it
+    assert tail.splitlines()[0] not in str(caught.value)
+
+    async def stored_logs() -> list[str]:
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        flow_run_id = state.state_details.flow_run_id
+        async with get_client() as client:
+            for _ in range(40):  # logs reach the API in batches
+                logs = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+                )
+                if any("Finished in state Failed" in log.message for log in logs):
+                    return [log.message for log in logs if log.flow_run_id == flow_run_id]
+                await asyncio.sleep(0.25)
+        raise AssertionError("the run's logs never arrived")
+
+    logs = asyncio.run(stored_logs())
+    text = "\n".join(logs)
+    assert sum(line in text for line in tail.splitlines()) == 0, "the log tail is in the logs"
+    assert "summary\\nLast" not in text and "summary/nLast" not in text
+    assert len(text) < 6000, f"{len(text)} characters of logs for one failed job"

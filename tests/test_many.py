@@ -256,3 +256,25 @@ def test_many_sources_pause_each_schedule_before_its_trigger(sim: StitchSimulato
             if r.endpoint in ("update_source", "trigger") and f"/sources/{source_id}" in r.path
         ]
         assert mine == ["update_source", "trigger"]
+
+
+def test_a_many_sources_run_is_named_after_its_sources(sim: StitchSimulator) -> None:
+    for source_id in (81, 82, 83):
+        sim.add_source(source_id, outcomes=[Outcome.success(duration_seconds=0.2)])
+    state = stitch_sync_many_flow(
+        source_ids=[81, 82, 83],
+        credentials=make_credentials(sim),
+        loads="ignore",
+        return_state=True,
+        **FAST,
+    )
+    assert state.is_completed()
+
+    async def name() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+        return run.name
+
+    import asyncio
+
+    assert asyncio.run(name()) == "stitch-sync-81-and-2-more"

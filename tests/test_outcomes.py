@@ -166,3 +166,27 @@ def test_an_error_stands_for_the_most_specific_outcome(error: BaseException, sta
     assert status_of(error) == status
     outcome = outcome_of(1, error)
     assert (outcome.status, outcome.error_type) == (status, type(error).__name__)
+
+
+def test_a_watcher_run_is_named_after_the_account_it_watches(
+    stitch_simulator: Any,
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from prefect_stitch import stitch_watch_flow
+    from tests.conftest import make_credentials
+
+    state = stitch_watch_flow(
+        credentials=make_credentials(stitch_simulator),
+        poll_interval_seconds=0.2,
+        duration_seconds=0.5,
+        return_state=True,
+    )
+    assert state.is_completed()
+
+    async def name() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[arg-type]
+        return run.name
+
+    assert asyncio.run(name()) == "stitch-watch-account"

@@ -102,8 +102,8 @@ def _loaded_outcome(
             update={"status": SyncStatus.LOAD_FAILED, "attempts": [*result.attempts[:-1], attempt]}
         )
         headline = (
-            f"Stitch job {job} of source {source_id} extracted its data (every phase exited "
-            f"0), but loading it into the warehouse failed: {summary}. See {result.stitch_url}"
+            f"Load failed: {summary} (Stitch job {job} of source {source_id} extracted its "
+            f"data: every phase exited 0). See {result.stitch_url}"
         )
         outcome = _report(ctx, SyncStatus.LOAD_FAILED, headline, summary, result, stage, payload)
         messages = {stream: load.warehouse_message for stream, load in loads.failed.items()}
@@ -116,9 +116,9 @@ def _loaded_outcome(
             "stream was waited for)"
         )
         headline = (
-            f"Stitch job {job} of source {source_id} extracted its data, but it did not reach "
-            f"the warehouse within {ctx.options.max_load_wait_seconds:.0f} s: no load yet for "
-            f"{', '.join(loads.pending)}{why}. See {result.stitch_url}"
+            f"Not loaded within {ctx.options.max_load_wait_seconds:.0f} s: no load yet for "
+            f"{', '.join(loads.pending)}{why} (Stitch job {job} of source {source_id} "
+            f"extracted its data). See {result.stitch_url}"
         )
         said = f"no load yet for {', '.join(loads.pending)}"
         outcome = _report(ctx, SyncStatus.TIMED_OUT, headline, said, result, stage, payload)
@@ -129,7 +129,7 @@ def _loaded_outcome(
     headline = (
         f"Succeeded: every phase of Stitch job {job} of source {source_id} exited 0"
         + ("" if duration is None else f" ({duration:.0f} s)")
-        + f" after {polls} polls"
+        + f" after {polls} poll{'' if polls == 1 else 's'}"
         + (f"; loaded {', '.join(landed)}" if landed else "")
         + "."
     )
@@ -170,15 +170,11 @@ async def _failed_outcome(
         scan = await scan_log(ctx, result.job_name, max(lines, 1))
         tail = None if scan is None else scan.tail
     tail = (_bounded_tail(tail, lines) or None) if tail is not None else None
-    details = ""
-    if tail:
-        details = f"Last {len(tail.splitlines())} lines of the extraction log:\n{tail}"
     return SyncReport(
         verdict.state,
         result.source_id,
         result.client_id,
         _failure_headline(result, verdict),
-        details=details,
         result=result,
         failed_phases=verdict.failed_phases,
         log_tail=tail,
@@ -188,18 +184,21 @@ async def _failed_outcome(
 
 
 def _failure_headline(result: StitchSyncResult, verdict: Verdict) -> str:
-    """The failure's first line: the job, what failed, the earlier jobs, the link."""
-    job = f"Stitch replication job {result.job_name} for source {result.source_id}"
+    """The failure in one line, the verdict first: what failed, the job, earlier jobs, the link.
+
+    A flow run's state message shows its first 70 characters or so: they say what failed.
+    """
+    job = f"Stitch replication job {result.job_name} of source {result.source_id}"
     if result.attached:
-        job += " (not started by this run)"
+        job += ", not started by this run"
     if verdict.state is SyncStatus.TERMINATED:
         descriptions = {
             getattr(result, f"{phase}_description") for phase in ("discovery", "tap", "target")
         } - {None}
         said = f" (Stitch says: {'; '.join(sorted(descriptions))})" if descriptions else ""
-        text = f"{job} was terminated before every phase reported an exit status{said}."
+        text = f"Terminated before every phase reported an exit status{said}: {job}."
     else:
-        text = f"{job} failed: {verdict.summary}."
+        text = f"Failed: {verdict.summary} ({job})."
     earlier = result.attempts[:-1]
     if earlier:
         text += (

@@ -405,7 +405,7 @@ def artifact_markdown(outcome: SyncReport) -> str:
     source_id = outcome.source_id or 0
     url = stitch_source_url(outcome.client_id, source_id)
     lines = [f"# Stitch sync of source {source_id}", "", outcome.headline, ""]
-    lines += ["| | |", "|---|---|", f"| Job | `{_cell(outcome.job or 'unknown')}` |"]
+    lines += ["| Sync | |", "|---|---|", f"| Job | `{_cell(outcome.job or 'unknown')}` |"]
     result = outcome.result
     tail: list[str] = []
     if result is not None:
@@ -421,15 +421,33 @@ def artifact_markdown(outcome: SyncReport) -> str:
 
 
 async def _write_artifact(outcome: SyncReport) -> None:
-    """Attach the markdown summary to the current run (key ``stitch-sync-<source_id>``)."""
-    from prefect.artifacts import acreate_markdown_artifact
+    """File the markdown summary under the flow run (key ``stitch-sync-<source_id>``).
 
+    Written from a task, an artifact is the task run's: the flow run's Artifacts tab, the
+    first place a user looks, would not show it. So it is filed under the flow run the task
+    belongs to (the task run's own page still lists the run's artifacts).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    flow_context, task_context = FlowRunContext.get(), TaskRunContext.get()
+    flow_run_id = flow_context.flow_run.id if flow_context and flow_context.flow_run else None
+    if flow_run_id is None and task_context is not None:
+        flow_run_id = task_context.task_run.flow_run_id
+    artifact = ArtifactCreate(
+        key=f"stitch-sync-{outcome.source_id}",
+        type="markdown",
+        data=artifact_markdown(outcome),
+        description=f"Stitch sync of source {outcome.source_id}: {outcome.headline[:200]}",
+        flow_run_id=flow_run_id,
+        task_run_id=None
+        if flow_run_id is not None or task_context is None
+        else task_context.task_run.id,
+    )
     try:
-        await acreate_markdown_artifact(
-            markdown=artifact_markdown(outcome),
-            key=f"stitch-sync-{outcome.source_id}",
-            description=f"Stitch sync of source {outcome.source_id}: {outcome.headline[:200]}",
-        )
+        async with get_client() as client:
+            await client.create_artifact(artifact)
     except Exception as exc:  # reporting must never fail the sync
         _logger.warning("Could not write the Stitch sync artifact: %s", exc)
 

@@ -7,14 +7,15 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from prefect.context import AsyncClientContext
+from prefect.states import Failed
 
 from prefect_stitch.credentials import StitchCredentials
-from prefect_stitch.errors import StitchConfigurationError
+from prefect_stitch.errors import StitchConfigurationError, StitchError
 
-__all__ = ["load_credentials", "run_cancellable"]
+__all__ = ["failed_state", "load_credentials", "run_cancellable", "run_flow_body"]
 
 T = TypeVar("T")
 
@@ -130,3 +131,53 @@ def run_cancellable(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise outcome["error"]
     value: T = outcome["value"]
     return value
+
+
+def run_flow_body(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """A flow's body, cancellable (`run_cancellable`), its typed failure as the run's state.
+
+    A flow that raises gets the state message "Flow run encountered an exception:
+    <class>: <message>", of which the UI shows some 70 characters: the class's name and the
+    start of the message. A typed failure is returned as a ``Failed`` state instead, whose
+    message is the failure's first line, verdict first ("Failed: tap exited with status
+    -9: ..."); a caller of the flow (a script, a parent flow) still receives the typed error
+    itself, raised.
+
+    Args:
+        make_coroutine: Builds the body (called on the helper thread).
+
+    Returns:
+        The body's result (or, to Prefect, the failed state).
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_stitch._engine.runner import run_flow_body
+
+        async def body() -> int:
+            return 42
+
+        @flow
+        def answer() -> int:
+            return run_flow_body(body)
+        ```
+    """
+    try:
+        return run_cancellable(make_coroutine)
+    except StitchError as exc:
+        return cast(T, failed_state(exc))
+
+
+def failed_state(error: StitchError) -> Any:
+    """A ``Failed`` state whose message is the typed failure's first line (verdict first).
+
+    Returned by a flow or a task, it ends the run Failed with that message and no traceback in
+    its log; whoever called the flow or the task still receives ``error`` raised.
+
+    Args:
+        error: The typed failure.
+
+    Returns:
+        The state.
+    """
+    return Failed(message=(str(error) or type(error).__name__).splitlines()[0], data=error)
