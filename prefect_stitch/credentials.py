@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from prefect.blocks.abstract import CredentialsBlock
@@ -13,9 +13,10 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prefect_stitch.client import StitchClient
@@ -32,10 +33,11 @@ EU_BASE_URL = "https://api.eu-central-1.stitchdata.com"
 Stitch documents ``https://api.stitchdata.com`` for the Connect API, and documents this EU
 host only for its Import API: that the Connect API answers here too is an assumption."""
 
-LOGO_URL = HttpUrl(
-    "https://raw.githubusercontent.com/prefect-stitch/prefect-stitch/main/docs/img/stitch.png"
-)
-"""The blocks' logo in the Prefect UI: `docs/img/stitch.png` of this repository."""
+STITCH_API_DOCS_URL = HttpUrl("https://www.stitchdata.com/docs/developers/stitch-connect/api")
+"""Stitch's Connect API reference: the blocks' documentation link in the Prefect UI.
+
+The blocks carry no logo: the package has no published home to serve one from, and the
+Prefect UI shows its own block icon rather than a broken image."""
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -127,34 +129,45 @@ class StitchCredentials(CredentialsBlock):
     The client id is optional: when it is missing it is read once from the source
     (``GET /v4/sources/{id}``) and cached.
 
+    Save one once, in code as below or in the Prefect UI (*Blocks*, then *Stitch
+    Credentials*, after ``prefect block register -m prefect_stitch``).
+
+    ```python
+    from prefect_stitch import StitchCredentials
+
+    StitchCredentials(access_token="ac_...", client_id=116078).save("stitch")
+    ```
+
+    The example below is the snippet the Prefect UI shows on a saved block's page, where
+    the block's name replaces ``BLOCK_NAME``: it lists the account's sources and their ids.
+
     Attributes:
         access_token: The Stitch Connect API access token.
         client_id: The Stitch client (account) id.
         base_url: The Connect API host.
+        allow_insecure_http: Accept plain ``http://`` for a remote host.
         request_timeout_seconds: Timeout of each HTTP request.
         max_retries: Retries of a request after a transient fault.
         retry_backoff_seconds: First delay of the exponential backoff between retries.
         jobs_rate_limit: Requests allowed to the jobs endpoints per period.
         jobs_rate_period_seconds: The period of ``jobs_rate_limit``.
-        allow_insecure_http: Accept plain ``http://`` for a remote host.
 
     Example:
-        Load saved credentials and talk to Stitch:
         ```python
+        import asyncio
+
         from prefect_stitch import StitchCredentials
 
         stitch_credentials = StitchCredentials.load("BLOCK_NAME")
 
-        async def print_source(source_id: int) -> None:
+
+        async def print_sources():
             async with stitch_credentials.get_client() as client:
-                print(await client.get_source(source_id))
-        ```
+                for source in await client.list_sources():
+                    print(source.id, source.display_name)
 
-        Save credentials once (or use the Prefect UI, Blocks, "Stitch Credentials"):
-        ```python
-        from prefect_stitch import StitchCredentials
 
-        StitchCredentials(access_token="ac_...", client_id=116078).save("stitch")
+        asyncio.run(print_sources())
         ```
     """
 
@@ -163,9 +176,17 @@ class StitchCredentials(CredentialsBlock):
 
     _block_type_name = "Stitch Credentials"
     _block_type_slug = "stitch-credentials"
-    _logo_url = LOGO_URL
-    _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
+    # One line: the Prefect UI shows each line of a block type's description as its own.
+    _description = (
+        "Credentials for Stitch's Connect API: the API access token (in Stitch, Account "
+        "settings, API access keys), the account's client id, the API host, and how to pace "
+        "and retry requests. The Stitch flows, tasks and Stitch Source blocks use them to "
+        "start and follow Stitch replication jobs."
+    )
+    _documentation_url = STITCH_API_DOCS_URL
 
+    # The form shows the fields in this order, under their titles: Prefect's generated one
+    # ("Max Retries") where it reads well.
     access_token: SecretStr = Field(
         default=...,
         title="API access token",
@@ -184,14 +205,6 @@ class StitchCredentials(CredentialsBlock):
             "When empty it is read from the first source synced and cached."
         ),
     )
-    # Declared before base_url, whose validator reads it.
-    allow_insecure_http: bool = Field(
-        default=False,
-        description=(
-            "Accept a plain http:// base URL for a host other than this machine. "
-            "Leave off unless you run a local proxy you trust."
-        ),
-    )
     base_url: str = Field(
         default=DEFAULT_BASE_URL,
         title="API base URL",
@@ -201,10 +214,19 @@ class StitchCredentials(CredentialsBlock):
             "for its Import API only)."
         ),
     )
+    allow_insecure_http: bool = Field(
+        default=False,
+        title="Allow plain http to a remote host",
+        description=(
+            "Accept a plain http:// base URL for a host other than this machine. "
+            "Leave off unless you run a local proxy you trust."
+        ),
+    )
     request_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         le=600,
+        title="Request timeout (seconds)",
         description="Timeout of each HTTP request to Stitch, in seconds.",
     )
     max_retries: int = Field(
@@ -220,6 +242,7 @@ class StitchCredentials(CredentialsBlock):
         default=1.0,
         ge=0,
         le=60,
+        title="First retry delay (seconds)",
         description=(
             "First delay between retries, in seconds; it doubles each retry (with jitter, "
             "capped at 60 s), or follows Stitch's Retry-After."
@@ -236,27 +259,43 @@ class StitchCredentials(CredentialsBlock):
     jobs_rate_period_seconds: float = Field(
         default=600.0,
         gt=0,
+        title="Jobs rate period (seconds)",
         description="The period of jobs_rate_limit, in seconds. Stitch's is 600 (10 minutes).",
     )
 
     @field_validator("access_token")
     @classmethod
     def _token_not_empty(cls, value: SecretStr) -> SecretStr:
+        """Refuse an empty or blank token."""
         if not value.get_secret_value().strip():
             raise ValueError("access_token is empty: paste the Stitch API access token")
         return value
 
     @field_validator("base_url")
     @classmethod
-    def _check_base_url(cls, value: str, info: ValidationInfo) -> str:
+    def _check_base_url(cls, value: str) -> str:
+        """Refuse what is not an absolute http(s) URL; drop a trailing slash."""
         # A field validator, not a model one: an error must never carry the whole input,
-        # which holds the token.
+        # which holds the token. Plain http is judged with allow_insecure_http, below.
         try:
-            return normalize_base_url(
-                value, allow_insecure_http=bool(info.data.get("allow_insecure_http"))
-            )
+            return normalize_base_url(value, allow_insecure_http=True)
         except StitchConfigurationError as exc:
             raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _refuse_plain_http_to_a_remote_host(self) -> Self:
+        """Refuse a plain http base URL for a remote host unless allow_insecure_http is set."""
+        try:
+            normalize_base_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        except StitchConfigurationError as exc:
+            # An error of base_url that carries base_url only: a model validator's ValueError
+            # would carry the whole input, token included.
+            reason = PydanticCustomError("insecure_base_url", "{reason}", {"reason": str(exc)})
+            detail = InitErrorDetails(type=reason, loc=("base_url",), input=self.base_url)
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [detail], hide_input=True
+            ) from None
+        return self
 
     def get_client(self, *args: Any, **kwargs: Any) -> StitchClient:
         """Build an async client for the Connect API from these credentials.

@@ -11,22 +11,37 @@ polling and the typed failures are those of
 """
 
 import time
-from typing import Annotated, cast
+from contextlib import AbstractContextManager, nullcontext
+from typing import Annotated, Any, cast
 
 from prefect import flow
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.blocks.abstract import JobBlock, JobRun
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 from prefect.utilities.asyncutils import run_coro_as_sync
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field
 
 from prefect_stitch._engine.run import SourceSync
 from prefect_stitch._engine.runner import run_cancellable
 from prefect_stitch._engine.steps import trigger
-from prefect_stitch.credentials import LOGO_URL, StitchCredentials
+from prefect_stitch.credentials import STITCH_API_DOCS_URL, StitchCredentials
 from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
 from prefect_stitch.options import SyncOptions, _SyncOptionFields
 
 __all__ = ["StitchSource", "StitchSyncRun", "stitch_source_sync_flow"]
+
+
+def _quiet_outside_a_flow_run() -> AbstractContextManager[Any]:
+    """Outside a flow run, let the task engine's log lines skip the API without a warning.
+
+    The block's calls run Prefect tasks; from a plain script they have no flow run, so
+    Prefect cannot send their log lines to the API and warns about each (a UserWarning).
+    The lines still reach the console; in a flow run nothing changes.
+    """
+    if FlowRunContext.get() is not None:
+        return nullcontext()
+    return temporary_settings(updates={PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"})
 
 
 class StitchSyncRun(JobRun[StitchSyncResult]):
@@ -68,13 +83,14 @@ class StitchSyncRun(JobRun[StitchSyncResult]):
         if self._done:
             return
         try:
-            self._result = await SourceSync(
-                self.source.credentials,
-                self.source.source_id,
-                self.source.options(),
-                started=self.handle,
-                deadline=self.deadline,
-            ).run()
+            with _quiet_outside_a_flow_run():
+                self._result = await SourceSync(
+                    self.source.credentials,
+                    self.source.source_id,
+                    self.source.options(),
+                    started=self.handle,
+                    deadline=self.deadline,
+                ).run()
         except Exception as exc:
             self._error = exc
         self._done = True
@@ -131,7 +147,8 @@ class _SourceFields(BaseModel):
     """Which source a `StitchSource` syncs, with which credentials (first in its form)."""
 
     credentials: StitchCredentials = Field(
-        description="The Stitch Credentials block of the account the source belongs to."
+        title="Stitch credentials",
+        description="The Stitch Credentials block of the account the source belongs to.",
     )
     source_id: Annotated[int, Field(gt=0, le=MAX_STITCH_ID)] = Field(
         title="Source id",
@@ -140,35 +157,50 @@ class _SourceFields(BaseModel):
     )
 
 
-class StitchSource(_SyncOptionFields, _SourceFields, JobBlock[StitchSyncResult]):
+# The plain JobBlock: JobBlock[StitchSyncResult] would be a Block subclass of its own, which
+# Prefect registers as a block type. trigger() and StitchSyncRun carry the result's type.
+class StitchSource(_SyncOptionFields, _SourceFields, JobBlock):  # type: ignore[type-arg]
     """A saved Stitch source: which source to sync, with which credentials, how.
 
     Its sync options are those of `stitch_sync_flow` (see
-    [`SyncOptions`][prefect_stitch.options.SyncOptions]). Save it once (in the UI:
-    *Blocks → Stitch Source*, after ``prefect block register -m prefect_stitch``), then
-    sync it from code or from the ``stitch-source-sync`` deployment, whose form offers a
-    block picker.
+    [`SyncOptions`][prefect_stitch.options.SyncOptions]). Save it once, in code as below
+    or in the Prefect UI (*Blocks*, then *Stitch Source*, after
+    ``prefect block register -m prefect_stitch``), then sync it from code or from the
+    ``stitch-source-sync`` deployment, whose form offers a block picker.
+
+    ```python
+    from prefect_stitch import StitchCredentials, StitchSource
+
+    StitchSource(
+        credentials=StitchCredentials.load("stitch"), source_id=120643, replication_retries=1
+    ).save("recurly")
+    ```
+
+    The example below is the snippet the Prefect UI shows on a saved block's page, where
+    the block's name replaces ``BLOCK_NAME``: it syncs the source once.
 
     Example:
         ```python
-        from prefect_stitch import StitchCredentials
         from prefect_stitch import StitchSource
-
-        StitchSource(
-            credentials=StitchCredentials.load("stitch"), source_id=120643, replication_retries=1
-        ).save("BLOCK_NAME")
 
         stitch_source = StitchSource.load("BLOCK_NAME")
         run = stitch_source.trigger()
         run.wait_for_completion()
         result = run.fetch_result()  # or the typed failure, raised
+        print(result.status, result.job_name, result.stitch_url)
         ```
     """
 
     _block_type_name = "Stitch Source"
     _block_type_slug = "stitch-source"
-    _logo_url = LOGO_URL
-    _documentation_url = HttpUrl("https://github.com/prefect-stitch/prefect-stitch#readme")
+    # One line: the Prefect UI shows each line of a block type's description as its own.
+    _description = (
+        "A Stitch source (integration) and how to sync it: its Stitch Credentials, its "
+        "source id and the sync options (waits, loads, replication retries). Trigger it "
+        "from code, or run it from the stitch-source-sync deployment, whose form offers a "
+        "picker of these blocks."
+    )
+    _documentation_url = STITCH_API_DOCS_URL
 
     def options(self) -> SyncOptions:
         """The sync's options, as the flows take them.
@@ -186,7 +218,10 @@ class StitchSource(_SyncOptionFields, _SourceFields, JobBlock[StitchSyncResult])
         """
         options = self.options()
         deadline = time.monotonic() + options.max_wait_seconds
-        handle = await trigger(self.credentials, self.source_id, options, options.max_wait_seconds)
+        with _quiet_outside_a_flow_run():
+            handle = await trigger(
+                self.credentials, self.source_id, options, options.max_wait_seconds
+            )
         return StitchSyncRun(self, handle, deadline)
 
     @async_dispatch(atrigger)

@@ -1,4 +1,7 @@
-"""The StitchCredentials Block: Prefect's standard block suite, secrecy, validation, env."""
+"""The StitchCredentials Block: its form, secrecy, validation, env, registration.
+
+Prefect's standard block suite runs on it in tests/test_source.py (with every block).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr, ValidationError
 
-from prefect_stitch import StitchCredentials
+from prefect_stitch import StitchCredentials, StitchSource
 from prefect_stitch.credentials import DEFAULT_BASE_URL, EU_BASE_URL
 from prefect_stitch.errors import StitchConfigurationError
 
@@ -44,6 +47,29 @@ def test_every_field_has_a_description_and_the_token_is_secret() -> None:
     assert schema["secret_fields"] == ["access_token"]
     assert set(schema["properties"]) >= {"access_token", "client_id", "base_url"}
     assert StitchCredentials.model_fields["access_token"].is_required()
+
+
+def test_the_form_shows_the_base_url_first_and_every_field_under_its_title() -> None:
+    """As the server stores the schema the UI's form reads (fields ordered by position)."""
+    StitchCredentials.register_type_and_schema()
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("stitch-credentials")
+        schema = client.get_most_recent_block_schema_for_block_type(block_type.id)
+    assert schema is not None
+    fields = sorted(schema.fields["properties"].items(), key=lambda item: item[1]["position"])
+    assert [(name, spec["title"]) for name, spec in fields] == [
+        ("access_token", "API access token"),
+        ("client_id", "Client (account) id"),
+        ("base_url", "API base URL"),
+        ("allow_insecure_http", "Allow plain http to a remote host"),
+        ("request_timeout_seconds", "Request timeout (seconds)"),
+        ("max_retries", "Max Retries"),
+        ("retry_backoff_seconds", "First retry delay (seconds)"),
+        ("jobs_rate_limit", "Jobs Rate Limit"),
+        ("jobs_rate_period_seconds", "Jobs rate period (seconds)"),
+    ]
+    for name, spec in fields:
+        assert spec["description"] and "\n" not in spec["description"], name
 
 
 def test_defaults() -> None:
@@ -148,6 +174,31 @@ def test_allow_insecure_http_allows_a_remote_http_host() -> None:
         access_token=TOKEN, base_url="http://stitch-proxy.internal:8080", allow_insecure_http=True
     )
     assert credentials.base_url == "http://stitch-proxy.internal:8080"
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["credentials", "in-a-source"])
+def test_plain_http_to_a_remote_host_is_base_urls_error_and_never_shows_the_token(
+    nested: bool,
+) -> None:
+    """Judged after both fields (base_url comes first in the form), reported as base_url's."""
+    values = {"access_token": TOKEN, "base_url": "http://stitch-proxy.internal:8080"}
+    with pytest.raises(ValidationError) as caught:
+        if nested:
+            StitchSource(credentials=values, source_id=1)
+        else:
+            StitchCredentials(**values)
+    [error] = caught.value.errors()
+    assert error["loc"] == (("credentials",) if nested else ()) + ("base_url",)
+    assert "plain http for the remote host 'stitch-proxy.internal'" in error["msg"]
+    assert "allow_insecure_http=True" in error["msg"]
+    shown = [
+        str(caught.value),
+        repr(caught.value),
+        caught.value.json(),
+        repr(caught.value.errors()),
+    ]
+    for text in shown:
+        assert TOKEN not in text
 
 
 @pytest.mark.parametrize(
