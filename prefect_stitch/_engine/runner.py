@@ -169,7 +169,10 @@ def run_flow_body(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def failed_state(error: StitchError) -> Any:
-    """A ``Failed`` state whose message is the typed failure's first line (verdict first).
+    """A ``Failed`` state whose message is the typed failure's first line, then its class.
+
+    The verdict comes first (what the run's first screen shows), the error's class last:
+    "Failed: tap exited with status -9: Killed (...). See ... [StitchReplicationFailed]".
 
     Returned by a flow or a task, it ends the run Failed with that message and no traceback in
     its log; whoever called the flow or the task still receives ``error`` raised.
@@ -180,4 +183,5 @@ def failed_state(error: StitchError) -> Any:
     Returns:
         The state.
     """
-    return Failed(message=(str(error) or type(error).__name__).splitlines()[0], data=error)
+    first_line = (str(error) or "failed").splitlines()[0]
+    return Failed(message=f"{first_line} [{type(error).__name__}]", data=error)
