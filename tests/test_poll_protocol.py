@@ -11,12 +11,14 @@ no HTTP, no sleeping.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
+import logging
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +26,7 @@ import pytest
 from prefect_stitch._poll import Snapshot
 from prefect_stitch._poll.memory import MemoryStore
 from prefect_stitch._poll.publication import DOCUMENT_EVERY
-from prefect_stitch._poll.schedule import HEARTBEAT_SECONDS, LEASE_SECONDS
+from prefect_stitch._poll.schedule import HEARTBEAT_SECONDS, LEASE_SECONDS, RENEW_SECONDS
 from prefect_stitch._poll.sharing import Sharing
 from prefect_stitch._ratelimit import SlidingWindowLimiter
 from prefect_stitch.models import Extraction
@@ -38,10 +40,13 @@ T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 EPSILON = 1e-6
 
 
-def listing(tick: int) -> Snapshot:
-    """A one-record listing, as a leader reads it."""
+def listing(tick: int, at: float | None = None) -> Snapshot:
+    """A one-record listing, as a leader reads it (at this moment of Stitch's clock, if told)."""
     record = Extraction(job_name=f"job-{tick}", source_id=1, completion_time=T0)
-    return Snapshot(tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1)
+    stitch_time = None if at is None else T0 + timedelta(seconds=at)
+    return Snapshot(
+        tick=tick, records=(record,), fetched_at=datetime.now(UTC), pages=1, stitch_time=stitch_time
+    )
 
 
 def big_listing(tick: int) -> Snapshot:
@@ -96,6 +101,8 @@ class Process:
     last_start: float = -math.inf
     wake_at: float = 0.0
     alive: bool = True
+    listing: bool = False
+    """A tick began: its request waits for a slot of its rate limiter."""
 
     def __post_init__(self) -> None:
         self.sharing = Sharing(
@@ -141,7 +148,10 @@ class World:
     """Simulated processes of one account, one store, one clock, and Stitch's listings."""
 
     def __init__(
-        self, make_listing: Callable[[int], Snapshot] = listing, **store_options: Any
+        self,
+        make_listing: Callable[[int], Snapshot] = listing,
+        budget: tuple[int, float] = (BUDGET, 600.0),
+        **store_options: Any,
     ) -> None:
         self.clock = Clock()
         self.store = MemoryStore(clock=self.clock, **store_options)
@@ -149,6 +159,10 @@ class World:
         self.listings: list[tuple[float, str]] = []
         """Every listing read from Stitch: when, and by whom."""
         self.make_listing = make_listing
+        self.budget = budget
+        """Each process's rate limit: requests per window of so many seconds."""
+        self.leaders: list[tuple[float, set[str]]] = []
+        """Who led, each time it changed."""
 
     def listed(self, name: str | None = None, after: float = -math.inf) -> list[float]:
         """When Stitch was listed (by one process)."""
@@ -157,7 +171,7 @@ class World:
     async def start(self, name: str, interval: float = TICK) -> Process:
         """A process begins to watch the account (as its poller's thread starts)."""
         process = Process(
-            name, self, interval, SlidingWindowLimiter(BUDGET, 600.0, clock=self.clock)
+            name, self, interval, SlidingWindowLimiter(*self.budget, clock=self.clock)
         )
         published = await process.sharing.start(interval)
         if published is not None:
@@ -172,18 +186,24 @@ class World:
         """One pass of the poller's loop."""
         now = self.clock()
         process.wake_at = math.inf
-        step = await process.sharing.between_ticks(process.interval, lambda: (True, False))
-        if step is not None:
-            if step.listing is not None:
-                process.took(step.listing, news=True)
-            process.wake_at = min(process.wake_at, step.wake_at)
+        if not process.listing:
+            step = await process.sharing.between_ticks(process.interval, lambda: (True, False))
+            if step is not None:
+                if step.listing is not None:
+                    process.took(step.listing, news=True)
+                process.wake_at = min(process.wake_at, step.wake_at)
+                return
+            remaining = process.last_start + process.interval - now
+            if remaining > 0:
+                process.wake_at = now + remaining
+                return
+            process.last_start, process.listing = now, True
+            await process.sharing.before_tick()
+        full = process.limiter.delay_for(1)  # its request waits for a slot of its limiter
+        if full > 0:
+            process.wake_at = now + full
             return
-        remaining = process.last_start + process.interval - now
-        if remaining > 0:
-            process.wake_at = now + remaining
-            return
-        process.last_start = now
-        await process.sharing.before_tick()
+        process.listing = False
         async with process.limiter.slot():  # the listing's one request
             self.listings.append((now, process.name))
         process.latest = self.make_listing(len(self.listings))
@@ -194,7 +214,7 @@ class World:
     async def run(self, seconds: float) -> None:
         """Let the processes run for a while (of the test's clock)."""
         end = self.clock() + seconds
-        for _ in range(100_000):
+        for _ in range(20_000):  # a spin fails the test, not hangs it
             alive = [p for p in self.processes if p.alive]
             due = min(alive, key=lambda p: p.wake_at, default=None)
             if due is None or due.wake_at > end:
@@ -202,6 +222,9 @@ class World:
             self.clock.now = max(self.clock.now, due.wake_at)
             await self.step(due)
             await settle()
+            leading = {p.name for p in alive if p.alive and p.leads}
+            if not self.leaders or self.leaders[-1][1] != leading:
+                self.leaders.append((self.clock(), leading))
         else:
             raise AssertionError("the simulated processes do not move on")
         self.clock.now = end
@@ -698,3 +721,178 @@ async def test_a_leader_rewrites_the_document_after_another_led_and_every_few_li
     marker = world.store.marker
     assert marker is not None and world.store.documents[marker["doc"]]["seq"] == marker["seq"]
     assert job_names(await follower.sharing.follow(TICK)) == job_names(big_listing(51))
+
+
+# -- an outage of the Prefect API ----------------------------------------------------------------
+
+LIMIT, WINDOW = 30, 60.0
+"""Stitch's jobs budget, ten times faster: 30 requests in any 60 s."""
+
+
+def most_in_a_window(times: list[float]) -> int:
+    """The most of these requests in any window of the budget (as Stitch counts them)."""
+    times = sorted(times)
+    return max(
+        (bisect.bisect_right(times, t) - bisect.bisect_left(times, t - WINDOW + EPSILON))
+        for t in times
+    )
+
+
+async def an_account(size: int, interval: float = TICK) -> tuple[World, list[Process]]:
+    """Processes of one account at Stitch's budget; the first leads, everyone knows everyone.
+
+    Each listing carries Stitch's clock (the test's).
+    """
+    world = World(budget=(LIMIT, WINDOW))
+    world.make_listing = lambda tick: listing(tick, at=world.clock())
+    processes = [await world.start(f"p{i}", interval) for i in range(size)]
+    await world.run(HEARTBEAT_SECONDS + 4 * interval)  # the leader heard from everyone
+    assert processes[0].leads and {who for _, who in world.listings} == {"p0"}
+    return world, processes
+
+
+async def outage(world: World, seconds: float, *, restart: bool = False) -> tuple[float, float]:
+    """The Prefect API cannot be reached for a while (and restarts, if told); when, until when."""
+    world.store.reachable = False
+    down = world.clock()
+    await world.run(seconds)
+    if restart:
+        world.store.restart()
+    world.store.reachable = True
+    return down, world.clock()
+
+
+@pytest.mark.parametrize(
+    ("interval", "seconds"),
+    [(TICK, 40.0), (TICK, 90.0), (2.0, 90.0)],
+    ids=["40s", "90s", "90s-at-the-budget-floor"],
+)
+async def test_through_an_outage_of_the_api_everyone_lists_at_its_share_within_the_budget(
+    interval: float, seconds: float
+) -> None:
+    """The leader keeps reading Stitch; a process none of whose calls answered for a while
+    reads it itself. Each at its share (the budget less a margin, shared by the processes it
+    knew and one more), counting what everyone spent before: no window holds more than the
+    budget, across the outage's start and its end (at the budget's floor, the leader's
+    ticks filled the window before it began). Back, the leader takes its lease up again
+    (the server restarted) and leads alone; the others follow again."""
+    world, processes = await an_account(8, interval)
+    down, up = await outage(world, seconds, restart=True)
+    await world.run(WINDOW)
+
+    assert most_in_a_window(world.listed()) <= LIMIT
+    share = (LIMIT - 3) // (len(processes) + 1)  # the margin: 2 listings and a request
+    for process in processes:
+        alone = [at for at in world.listed(process.name, after=down) if at <= up]
+        received = [at for at, _ in process.received if down < at <= up]
+        assert alone and received, f"{process.name} received nothing during the outage"
+        assert most_in_a_window(alone) <= share, f"{process.name} listed beyond its share"
+        assert [at for at, _ in process.received if up < at <= up + 3 * interval]
+    assert world.listed("p0", after=up + 3 * interval), "the leader stopped listing"
+    assert {who for at, who in world.listings if at > up + interval} == {"p0"}
+    assert [leaders for at, leaders in world.leaders if at > up] in ([], [{"p0"}])
+    assert world.leaders[-1][1] == {"p0"}
+
+
+async def test_back_from_an_outage_the_leader_counts_what_everyone_spent() -> None:
+    """Each follower that read Stitch alone says so as soon as it reaches the API again: how
+    many requests, and how long ago each was. The leader counts them as they were made: it
+    lists again a tick after the return (not a window after), and only within the room
+    they left."""
+    world, processes = await an_account(8, 2.0)  # at the budget's floor: no room to spare
+    _, up = await outage(world, 90.0, restart=True)
+    assert len({who for at, who in world.listings if at > up - WINDOW}) == len(processes)
+    await world.run(WINDOW)
+    assert most_in_a_window(world.listed()) <= LIMIT
+    assert world.listed("p0", after=up)[0] - up <= 2.0 + EPSILON, "the leader waited"
+
+
+async def test_a_leader_whose_lease_a_restarted_server_forgot_takes_the_slot_again_at_once() -> (
+    None
+):
+    """Prefect keeps leases in memory: a restarted server knows none, while its database
+    still counts the slot taken, so that nobody could take it until a follower called the
+    leader silent (a lease and two ticks). The leader, whose renewal says the lease is not
+    found and which hears of no other leader, frees the slot and takes it again: at once
+    when the API comes back, at its next renewal when the restart went unnoticed."""
+    world, processes = await an_account(4)
+    leader, followers = processes[0], processes[1:]
+    _, up = await outage(world, 10.0, restart=True)
+    await world.run(TICK)
+    assert leader.leads and leader.sharing.election.lease in world.store.leases
+    assert max(leader.calls("take_lead")) - up <= TICK / 6 + EPSILON
+
+    world.store.restart()  # without an outage: the next renewal finds out
+    restarted = world.clock()
+    await world.run(RENEW_SECONDS + TICK)
+    assert leader.leads and leader.sharing.election.lease in world.store.leases
+    assert max(leader.calls("take_lead")) - restarted <= RENEW_SECONDS + TICK
+    for follower in followers:
+        assert not follower.calls("free_the_slot") and not follower.leads
+        assert [at for at, _ in follower.received if at > world.clock() - 2 * TICK]
+    assert {who for _, who in world.listings} == {"p0"}
+
+
+async def test_a_leader_that_cannot_renew_its_lease_for_a_while_keeps_leading() -> None:
+    """A renewal that times out says nothing of the lead: the leader keeps reading Stitch
+    and publishing, and renews later. Only the API's answer that the lease is gone (and
+    another leader heard of) ends its lead."""
+    world, processes = await an_account(3)
+    leader = processes[0]
+    world.store.fail("renew_lease", times=2, transient=True, process="p0")
+    began = world.clock()
+    await world.run(3 * RENEW_SECONDS)
+    assert len(leader.calls("renew_lease", after=began)) >= 3, "it did not renew again"
+    assert leader.leads and {who for _, who in world.listings} == {"p0"}
+    for follower in processes[1:]:
+        assert [at for at, _ in follower.received if at > world.clock() - 2 * TICK]
+
+
+async def test_a_leader_gone_during_an_outage_is_replaced_a_tick_after_the_return() -> None:
+    """Its lease died with the server; the slot still counts taken. A follower back from
+    polling alone that hears no leader within a tick (and a little) frees it and leads."""
+    world, processes = await an_account(4)
+    world.store.reachable = False
+    await world.run(5.0)
+    world.kill(processes[0])
+    _, up = await outage(world, 35.0, restart=True)
+    await world.run(TICK + 2.0 + 2 * TICK)
+    leaders = [p for p in processes[1:] if p.leads]
+    assert len(leaders) == 1, [p.name for p in leaders]
+    [new] = leaders
+    assert [at for at in world.listed(new.name, after=up) if at <= up + 2 * TICK + 2.0]
+    for follower in processes[1:]:
+        assert [at for at, _ in follower.received if at > up + TICK]
+    assert most_in_a_window(world.listed()) <= LIMIT
+
+
+async def test_a_listing_older_than_one_the_process_read_alone_is_not_handed_on() -> None:
+    """Nothing judged twice, nothing judged backwards: back from an outage, the leader's first
+    listing (read before the follower's own, by Stitch's clock) is not news for its waiters."""
+    world = World()
+    leader = await world.start("leader")
+    follower = await world.start("follower")
+    await follower.sharing.announce_if_due(TICK, True, False)
+    await leader.sharing.refresh_demands()
+    await follower.sharing.after_tick(listing(7, at=100.0))  # read alone
+    await leader.sharing.publish(listing(5, at=90.0))
+    assert await follower.sharing.follow(TICK) is None
+    await leader.sharing.publish(listing(8, at=110.0))
+    assert (await follower.sharing.follow(TICK) or listing(0)).tick == 8
+
+
+async def test_a_process_says_once_that_it_polls_alone_and_once_that_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="prefect_stitch._poll")
+    world, processes = await an_account(3)
+    await outage(world, 40.0)
+    await world.run(2 * TICK)
+    said = [r for r in caplog.records if r.name.startswith("prefect_stitch._poll")]
+    alone = [r for r in said if r.levelno >= logging.WARNING]
+    back = [r for r in said if r.levelno == logging.INFO and "answers again" in r.getMessage()]
+    assert len(alone) == len(back) == len(processes), [r.getMessage() for r in said]
+    for record in alone:
+        message = record.getMessage()
+        assert "Cannot reach the Prefect API" in message
+        assert "about 6.8 of 30 jobs requests per 60 s" in message, message

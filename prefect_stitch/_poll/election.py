@@ -2,9 +2,10 @@
 
 One role of the shared poll (`prefect_stitch._poll.sharing`): the leader's slot and lease
 (taken, renewed, released, handed to the first successor a resigning leader names and
-taken up by it, freed when a silent leader keeps it), and the step-down of one of two
-leaders. It keeps no timer: the [`Schedule`][prefect_stitch._poll.schedule.Schedule] says
-when to try or renew.
+taken up by it, freed when a silent leader keeps it, taken again when a server restart
+forgot it), and the step-down of one of two leaders. A leader stops leading only when the
+Prefect API says so, never because it cannot be reached. It keeps no timer: the
+[`Schedule`][prefect_stitch._poll.schedule.Schedule] says when to try or renew.
 """
 
 from __future__ import annotations
@@ -157,17 +158,66 @@ class Election:
                 await taken
 
     async def renew(self) -> None:
-        """Renew the leader's lease (it expires if this process dies)."""
+        """Renew the leader's lease (it expires if this process dies).
+
+        An API that cannot be reached leaves the lead as it is: the leader keeps reading
+        Stitch (see `prefect_stitch._poll.isolation`) and renews later. A lease the API
+        does not know is taken again (see `_take_again`) unless another leader is heard of.
+        """
         if self.lease is None:
             return
         try:
             await self.store.renew_lease(self.lease, LEASE_SECONDS)
         except StoreError as exc:
-            _logger.warning(
-                "Lost the lead of account %s (%s): following again", self.client_id, exc
-            )
-            self.leading = False
-            self.lease = None
+            if exc.transient:
+                _logger.debug("Could not renew the lease of account %s: %s", self.client_id, exc)
+            elif not await self._take_again(exc):
+                _logger.warning(
+                    "Lost the lead of account %s (%s): following again", self.client_id, exc
+                )
+                self.leading = False
+                self.lease = None
+
+    async def _take_again(self, gone: StoreError) -> bool:
+        """Take the slot again when the lease is gone but no other leader is heard of.
+
+        Prefect keeps leases in memory: a restarted server knows none of them, while its
+        database still counts the slot taken, so nobody could take it until a follower
+        called this leader silent (a lease and two ticks). Unless another leader publishes
+        (this one's lease expired and was taken over), it frees the slot and takes it.
+
+        Returns:
+            True when this process still leads (or may: the API could not be reached).
+        """
+        try:
+            lease = await self.store.take_lead(LEASE_SECONDS)
+            if lease is None and not await self._another_publishes():
+                await self.store.free_the_slot()
+                lease = await self.store.take_lead(LEASE_SECONDS)
+        except StoreError as exc:
+            return exc.transient  # the old lease is renewed again next time (and fails)
+        if lease is None:
+            return False
+        self.lease = lease
+        _logger.info(
+            "The lease of the poll of account %s was gone (%s: a Prefect server restart?): "
+            "this process took the slot again",
+            self.client_id,
+            gone,
+        )
+        return True
+
+    async def _another_publishes(self) -> bool:
+        """Whether another leader published since this one last looked at the marker."""
+        marker = await self.store.read_marker()
+        if not isinstance(marker, dict) or marker.get("resigned"):
+            return False
+        other, seq = str(marker.get("leader", "")), int(marker.get("seq", 0))
+        if not other or other == self.id:
+            return False
+        active = self._others.get(other) not in (None, seq)
+        self._others[other] = seq
+        return active
 
     async def release(self) -> None:
         """Give the leader slot back (after resigning or stepping down)."""
@@ -201,11 +251,16 @@ class Election:
             _logger.warning("Two pollers lead account %s: this one steps down", self.client_id)
             self.leading, self.step_down = False, True
 
-    async def free_the_slot(self) -> None:
-        """Free a silent (dead) leader's slot, so that this process can take it."""
+    async def free_the_slot(self, silent_for: str = "for more than a lease") -> None:
+        """Free a silent (dead) leader's slot, so that this process can take it.
+
+        Args:
+            silent_for: How long no new listing came (for the log).
+        """
         _logger.warning(
-            "No new listing of account %s for more than a lease: taking over from a silent leader",
+            "No new listing of account %s %s: taking over from a silent leader",
             self.client_id,
+            silent_for,
         )
         try:
             await self.store.free_the_slot()

@@ -4,11 +4,12 @@ For tests of the protocol without a Prefect server: each simulated process gets 
 [`view`][prefect_stitch._poll.memory.MemoryStore.view] of one
 [`MemoryStore`][prefect_stitch._poll.memory.MemoryStore], which keeps the leader's slot and
 lease, the marker, the demands and the documents, counts every operation by process, and
-can be slow, fail on demand, or not coordinate at all.
+can be slow, fail on demand, be down for a while, restart, or not coordinate at all.
 
 The leader's slot behaves as a Prefect global concurrency limit of one slot: a lease
 holds it until released or expired (``leases_expire``: the server's repossessor frees it
-then); freeing the slot by force leaves the leases as they were.
+then); freeing the slot by force leaves the leases as they were. A restart forgets the
+leases (Prefect keeps them in memory) but not the slot taken (in its database).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from prefect_stitch._poll.store import JSON, StoreError
+from prefect_stitch._poll.store import JSON, Listener, StoreError
 
 __all__ = ["Call", "MemoryStore", "MemoryView"]
 
@@ -75,6 +76,7 @@ class MemoryStore:
         marker: The listing marker.
         demands: The demands, by follower.
         documents: The listing documents, by id.
+        reachable: False while the store is down: every operation fails, transiently.
 
     Example:
         ```python
@@ -109,6 +111,7 @@ class MemoryStore:
         """The leases, and when each expires."""
         self.active_slots = 0
         """The leader's slot is taken (1) or free (0)."""
+        self.reachable = True
         self._failures: dict[tuple[str, str | None], _Failure] = {}
         self._delays: dict[tuple[str, str | None], float] = {}
         self._holds: dict[tuple[str, str | None], asyncio.Event] = {}
@@ -181,6 +184,10 @@ class MemoryStore:
             if operation in (None, call.operation) and process in (None, call.process)
         )
 
+    def restart(self) -> None:
+        """Restart as a Prefect server does: every lease is forgotten, the slot stays taken."""
+        self.leases.clear()
+
     def slot_taken(self) -> bool:
         """Whether the leader's slot is taken now."""
         self.expire()
@@ -206,6 +213,8 @@ class MemoryStore:
             gate = self._holds.get(key)
             if gate is not None:
                 await gate.wait()
+        if not self.reachable:
+            raise StoreError(f"{name}: connection refused (the store is down)", transient=True)
         failure = next((f for key in keys if (f := self._failures.get(key)) is not None), None)
         if failure is None or failure.times == 0:
             return
@@ -242,10 +251,20 @@ class MemoryView:
     def __init__(self, store: MemoryStore, process: str) -> None:
         self.store = store
         self.process = process
+        self._listener: Listener = lambda reached: None
+
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` whether each operation reached the store."""
+        self._listener = listener
 
     async def _op(self, name: str) -> MemoryStore:
         """Count the operation (and delay or fail it); the shared store."""
-        await self.store.operation(self.process, name)
+        try:
+            await self.store.operation(self.process, name)
+        except StoreError as exc:
+            self._listener(not exc.transient)
+            raise
+        self._listener(True)
         self.store.expire()
         return self.store
 

@@ -21,7 +21,8 @@ the last one leaves.
 
 Across processes the poll is shared (`prefect_stitch._poll.sharing`): between its ticks the
 loop asks its [`Sharing`][prefect_stitch._poll.sharing.Sharing] what is due (follow the
-leader, or lead and list when a tick is due); it reads Stitch only while it leads.
+leader, or lead and list when a tick is due); it reads Stitch only while it leads, or while
+it cannot reach the Prefect API (then at its share of the budget).
 """
 
 from __future__ import annotations
@@ -401,13 +402,14 @@ class AccountPoller:
             ) as client:
                 while (interval := self.tick_seconds()) is not None:
                     if sharing is not None:
-                        step = await sharing.between_ticks(interval, self._wanted)
-                        if step is not None:  # a follower (or one trying for the lead)
+                        step = await sharing.between_ticks(interval, self._wanted, self.last_pages)
+                        if step is not None:  # a follower, or a leader held to its share
                             if step.listing is not None:
                                 self.receive(step.listing)
                             await self._sleep(step.wake_at - time.monotonic())
                             continue
                     # A leader (or alone): a tick after the last listing, its own or received.
+                    # Alone includes a process that cannot reach the Prefect API: its share.
                     remaining = self._last_start + interval - time.monotonic()
                     if remaining > 0:
                         await self._sleep(remaining)

@@ -12,7 +12,10 @@ server on SQLite serves at most 100 requests at a time, websockets included):
 Errors are translated here: "423 Locked" when taking the slot means another process
 leads (an answer, not a failure); a 404 on a write creates, a 409 on a create updates;
 every other failure becomes a [`StoreError`][prefect_stitch._poll.store.StoreError] that
-says whether it may pass. Each request times out after ``API_TIMEOUT_SECONDS``.
+says whether it may pass, and the store's listener hears whether the Prefect API could be
+reached at all. Each request times out after ``API_TIMEOUT_SECONDS`` and is sent once: the
+Prefect client's own retries (after 2, 4, 8... seconds) held a call for a minute while a
+server restarted, and the protocol tries again at its own pace anyway.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from prefect_stitch._poll.store import JSON, StoreError
+from prefect_stitch._poll.store import JSON, Listener, StoreError
 
 __all__ = ["API_TIMEOUT_SECONDS", "PrefectStore"]
 
@@ -81,8 +84,11 @@ class PrefectStore:
         self.listing_name = base.format("listing")
         self.demand_prefix = base.format("demand") + "-"
         self._client: Any = None
+        self._settings: Any = None
+        """The Prefect settings of its requests: those of `open`'s caller, without retries."""
         self._limit_ready = False
         """Whether the account's leader limit is known to exist."""
+        self._listener: Listener = lambda reached: None
 
     # -- the client -----------------------------------------------------------------------
 
@@ -93,7 +99,13 @@ class PrefectStore:
         a follower stuck on one request hears no listing meanwhile.
         """
         from prefect.client.orchestration import get_client
+        from prefect.context import SettingsContext
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
+        current = SettingsContext.get()
+        if current is not None:
+            settings = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+            self._settings = (current.profile, settings)
         client = get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS})
         try:
             await client.__aenter__()
@@ -109,24 +121,49 @@ class PrefectStore:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
 
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` whether each request reached the Prefect API."""
+        self._listener = listener
+
+    def _failed(self, exc: Exception) -> StoreError:
+        """The store's error for a failed request (its listener hears whether it was reached)."""
+        error = _failure(exc)
+        self._listener(not error.transient)
+        return error
+
     @contextlib.asynccontextmanager
     async def _api(self) -> AsyncIterator[Any]:
-        """The shared client once open (one client, not one per request), else a new one."""
-        if self._client is not None:
-            yield self._client
-            return
-        from prefect.client.orchestration import get_client
+        """The shared client once open (one client, not one per request), else a new one.
 
-        async with get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS}) as client:
-            yield client
+        Its requests are not retried by the client (see the module's docstring).
+        """
+        with self._without_retries():
+            if self._client is not None:
+                yield self._client
+                return
+            from prefect.client.orchestration import get_client
+
+            async with get_client(httpx_settings={"timeout": API_TIMEOUT_SECONDS}) as client:
+                yield client
+
+    def _without_retries(self) -> contextlib.AbstractContextManager[Any]:
+        """The settings of this store's requests (a context entered once per request)."""
+        if self._settings is None:
+            return contextlib.nullcontext()
+        from prefect.context import SettingsContext
+
+        profile, settings = self._settings
+        return SettingsContext(profile=profile, settings=settings)
 
     async def _call(self, request: Callable[[Any], Awaitable[T]]) -> T:
         """Send one request (or a few) with the client; translate its failure."""
         try:
             async with self._api() as client:
-                return await request(client)
+                answer = await request(client)
         except Exception as exc:
-            raise _failure(exc) from exc
+            raise self._failed(exc) from exc
+        self._listener(True)
+        return answer
 
     # -- the leader's slot ------------------------------------------------------------------
 
@@ -146,9 +183,11 @@ class PrefectStore:
                 lease = response.json().get("lease_id")
         except Exception as exc:
             if "423" in str(exc) or "Locked" in str(exc):
+                self._listener(True)
                 return None  # another process leads
             self._limit_ready = False  # deleted meanwhile? make sure of it next time
-            raise _failure(exc) from exc
+            raise self._failed(exc) from exc
+        self._listener(True)
         return None if lease is None else str(lease)
 
     async def _ensure_limit(self, client: Any) -> None:

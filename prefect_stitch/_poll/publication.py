@@ -90,10 +90,12 @@ class Publication:
 
         Args:
             snapshot: The listing.
-            followers: How many followers want it (for the log).
+            followers: How many followers want it (the marker says how many processes
+                share the account: a follower that cannot reach the API polls at its share).
         """
         try:
             marker = await self._marker_for(snapshot)
+            marker["n"] = followers + 1  # the processes that share the account (its share)
             await self.member.store.write_marker(marker)
             self.last_marker, self.published = marker, snapshot
             _logger.debug(
@@ -104,8 +106,12 @@ class Publication:
                 followers,
             )
         except StoreError as exc:  # followers will see the leader silent, then take over
-            _logger.warning(
-                "Could not publish a listing of account %s: %s", self.member.client_id, exc
+            # (an API that cannot be reached is said once, by `prefect_stitch._poll.isolation`)
+            _logger.log(
+                logging.DEBUG if exc.transient else logging.WARNING,
+                "Could not publish a listing of account %s: %s",
+                self.member.client_id,
+                exc,
             )
             return
         self.since_document += 1

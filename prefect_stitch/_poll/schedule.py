@@ -15,9 +15,11 @@ from collections.abc import Callable
 __all__ = [
     "FOLLOWER_ATTEMPT_SECONDS",
     "HEARTBEAT_SECONDS",
+    "ISOLATED_SECONDS",
     "LEASE_SECONDS",
     "RENEW_SECONDS",
     "Schedule",
+    "isolated_after",
 ]
 
 LEASE_SECONDS = 60.0
@@ -37,6 +39,42 @@ STALE_SLACK_SECONDS = 5.0
 SUCCESSOR_SLACK_SECONDS = 2.0
 """Beyond a tick, how long the next successor named gives the one before it to say it
 took the lease up (it writes so at once)."""
+ISOLATED_SECONDS = 20.0
+"""How long none of a process's calls to the Prefect API may answer before it polls Stitch
+alone, at its share of the budget (at least two ticks; see `isolated_after`)."""
+BACK_SLACK_SECONDS = 2.0
+"""Beyond a tick (and a spread of up to a tick, so that not every follower frees the slot
+at once), how long a follower back from polling alone waits for the leader's listing before
+it takes the leader for gone (a leader publishes as soon as it is back)."""
+
+
+def isolated_after(interval: float) -> float:
+    """How long a process's calls may all fail before it polls alone (see `ISOLATED_SECONDS`).
+
+    Longer than one Prefect API request may take (it times out after 15 s): one slow call
+    on a busy server is not an outage. And at least two ticks: the leader restrains itself
+    to its share at its first failed call, which comes within a tick of the outage; a
+    follower, which has read the marker within a tick of it too, starts polling later.
+
+    Args:
+        interval: The poll interval this process wants (a tick).
+
+    Returns:
+        Seconds without an answer.
+
+    Example:
+        ```python
+        from prefect_stitch._poll.schedule import isolated_after
+
+        print(isolated_after(30.0))  # 60.0: two ticks of 30 s
+        ```
+    """
+    return max(ISOLATED_SECONDS, 2 * interval)
+
+
+def _often(interval: float) -> float:
+    """A few times a tick, within bounds: how often a process looks while it waits for news."""
+    return min(max(interval / 6, 0.2), 2.0)
 
 
 class Schedule:
@@ -68,6 +106,8 @@ class Schedule:
         self._heartbeat_at = 0.0
         self._follow_at = 0.0
         self._renew_at = 0.0
+        self._probe_at = 0.0
+        self._unheard_at = math.inf
 
     # -- the lead -----------------------------------------------------------------------
 
@@ -118,6 +158,42 @@ class Schedule:
         self._renew_at = self.clock() + RENEW_SECONDS
         return True
 
+    def probe_due(self, interval: float) -> bool:
+        """Whether a leader that cannot reach the API (or waits for its followers) calls again.
+
+        A few times a tick (if so, the next is that much later): its ticks may be held
+        back by its share of the budget, and its return must be noticed soon.
+        """
+        if self.clock() < self._probe_at:
+            return False
+        self._probe_at = self.clock() + _often(interval)
+        return True
+
+    def probe_at(self) -> float:
+        """When a leader's next call to the API is due (see `probe_due`)."""
+        return self._probe_at
+
+    def back(self, interval: float) -> None:
+        """A follower is back from polling alone: the leader should be heard within a tick.
+
+        Not every follower gives up on it at the same moment: the first to free the slot
+        and lead publishes at once, and the others hear it.
+        """
+        spread = self._rng.uniform(0, interval)
+        self._unheard_at = self.clock() + interval + BACK_SLACK_SECONDS + spread
+        self.leader_at_work(interval)  # no try for the lead meanwhile
+
+    def heard_again(self) -> None:
+        """A leader was heard (or this process leads): nobody to give up on."""
+        self._unheard_at = math.inf
+
+    def unheard_due(self) -> bool:
+        """Whether a follower back from polling alone has waited in vain (then no more)."""
+        if self.clock() < self._unheard_at:
+            return False
+        self._unheard_at = math.inf
+        return True
+
     # -- following ------------------------------------------------------------------------
 
     def heartbeat_now(self, changed: bool) -> bool:
@@ -139,8 +215,7 @@ class Schedule:
 
         But not before about a tick after the last listing it took (the next is due then).
         """
-        often = min(max(interval / 6, 0.2), 2.0)
-        self._follow_at = max(self.clock() + often, last_received + 0.75 * interval)
+        self._follow_at = max(self.clock() + _often(interval), last_received + 0.75 * interval)
 
     def received(self, interval: float, at: float) -> None:
         """A follower took a listing: it looks for the next one about a tick later."""
@@ -150,7 +225,8 @@ class Schedule:
         """When a follower has something to do next: try for the lead, heartbeat, or look.
 
         Args:
-            trying: A try for the lead is under way (no other is planned meanwhile).
+            trying: A try for the lead is under way, or none may be made now (no other
+                is planned meanwhile).
             announcing: No heartbeat is planned: it leads already (its try is getting it
                 ready), or its last demand is still being written (the loop is woken when
                 the write ends; a heartbeat due meanwhile waits for it: counting its time,
@@ -160,4 +236,5 @@ class Schedule:
             math.inf if trying else self._attempt_at,
             math.inf if announcing else self._heartbeat_at,
             self._follow_at,
+            self._unheard_at,
         )

@@ -38,13 +38,18 @@ SQLite serves at most 100 requests at a time, websockets included):
   lease's length plus two ticks frees the slot itself and takes it.
 * If the Prefect API cannot coordinate (no concurrency leases, no permission), a process
   polls alone rather than wait for listings that will never come.
+* If the Prefect API cannot be reached (a server down or restarting), the leader keeps
+  reading Stitch and leading, and a process none of whose calls answered for a while polls
+  alone; both at their share of the budget (`prefect_stitch._poll.isolation`). Back, each
+  says what it spent; a leader whose lease a restarted server forgot takes the slot again.
 
 Prefect Cloud and a self-hosted server work alike. Without a Prefect API URL (the
 ephemeral API of a single process), every process polls for itself.
 
 The protocol is split by role: the election (`prefect_stitch._poll.election`), the demand
-(`prefect_stitch._poll.demand`), the publication (`prefect_stitch._poll.publication`) and
-the following (`prefect_stitch._poll.following`); every timing rule and timer is in
+(`prefect_stitch._poll.demand`), the publication (`prefect_stitch._poll.publication`),
+the following (`prefect_stitch._poll.following`) and the isolation of a process that
+cannot reach the API (`prefect_stitch._poll.isolation`); every timing rule and timer is in
 `prefect_stitch._poll.schedule`; every Prefect API call is behind a store
 (`prefect_stitch._poll.store`, `prefect_stitch._poll.prefect_store`). This module's
 [`Sharing`][prefect_stitch._poll.sharing.Sharing] puts them together for the poller.
@@ -65,6 +70,7 @@ from dataclasses import dataclass
 from prefect_stitch._poll.demand import Demands, Heartbeat
 from prefect_stitch._poll.election import Election, Lead
 from prefect_stitch._poll.following import Following
+from prefect_stitch._poll.isolation import Isolation
 from prefect_stitch._poll.listing import HeldListing
 from prefect_stitch._poll.member import Member
 from prefect_stitch._poll.publication import Publication
@@ -172,11 +178,15 @@ class Sharing:
         self._wake = wake
         self.schedule = Schedule(clock, rng)
         member, held = Member(self.id, client_id, store, limiter, clock), HeldListing()
+        self.isolation = Isolation(member)
+        store.listen(self.isolation.reached)
         self.election = Election(member)
-        self.heartbeat = Heartbeat(member)
-        self.demands = Demands(member)
+        self.heartbeat = Heartbeat(member, self.isolation.spent_apart)
+        self.demands = Demands(member, self.isolation.count_theirs)
         self.publication = Publication(member, held)
         self.following = Following(member, held)
+        self._own_latest: tuple[float, Snapshot] | None = None
+        """The newest listing this process read itself, and when."""
         self._lead_try: asyncio.Task[bool] | None = None
         """A try for the lead, in the background: following goes on meanwhile."""
         self._announcing: asyncio.Task[None] | None = None
@@ -224,51 +234,101 @@ class Sharing:
         return self.schedule.attempt_due() and await self._take_the_lead()
 
     async def between_ticks(
-        self, interval: float, wanted: Callable[[], tuple[bool, bool]]
+        self, interval: float, wanted: Callable[[], tuple[bool, bool]], pages: int = 1
     ) -> Step | None:
         """Do what is due before the poller's next tick.
 
         Args:
             interval: The poll interval this process wants.
             wanted: What this process's waiters need: extractions, loads.
+            pages: The pages its next listing would cost (its last listing's).
 
         Returns:
-            ``None`` when this process leads and is ready to list (its tick is due a tick
-            after the last listing); else what following brought and when to come back.
+            ``None`` when this process may list (its tick is due a tick after the last
+            listing): it leads, or it cannot reach the Prefect API and polls alone, within
+            its share of the budget; else what following brought and when to come back.
         """
         await self.election.step_down_if_told()
         if self._lead_try is not None and self._lead_try.done():
             if not self._lead_try.cancelled():
                 self._lead_try.exception()  # an unexpected failure: the next try, later
             self._lead_try = None
+        self.isolation.check(interval)
         if self.leading and self._lead_try is None:
-            return None
-        # A follower (or one whose try for the lead is under way).
+            return await self._lead_step(interval, pages)
+        return await self._follow_step(interval, wanted, pages)
+
+    async def _lead_step(self, interval: float, pages: int) -> Step | None:
+        """A leader lists when due, unless it waits for room (`prefect_stitch._poll.isolation`)."""
+        if self.isolation.restrained(leading=True) and self.schedule.probe_due(interval):
+            await self._probe()
+        if self.isolation.came_back():  # publish what it read meanwhile (its followers
+            await self._publish_own()  # hear it is back), and renew: a restart forgets leases
+            await self.election.renew()
+        now = self.schedule.clock()
+        if not self.leading:  # the API said another leads
+            return Step(None, now)
+        delay = self.isolation.delay(pages) if self.isolation.restrained(leading=True) else 0.0
+        return None if delay <= 0 else Step(None, min(now + delay, self.schedule.probe_at()))
+
+    async def _probe(self) -> None:
+        """A leader held to its share: can the API be reached, have its followers said?"""
+        back = self.isolation.back_at
+        if self.isolation.failing:
+            with contextlib.suppress(StoreError):
+                await self.store.read_marker()
+        elif back is not None:  # back: its followers say what they spent while apart
+            await self.refresh_demands()
+            if self.demands.heard_all_since(back):
+                self.isolation.heard()
+
+    async def _follow_step(
+        self, interval: float, wanted: Callable[[], tuple[bool, bool]], pages: int
+    ) -> Step | None:
+        """A follower (or one whose try for the lead is under way) follows, or polls alone."""
         if not self.leading and self.following.silent(interval):
             self.following.silence_broken()
             await self.election.free_the_slot()
             self.schedule.try_now()
-        if self._lead_try is None and self.schedule.attempt_due():
+        if not self.leading and self.schedule.unheard_due():  # the leader did not come back
+            await self.election.free_the_slot("since the Prefect API answers again")
+            self.schedule.try_now()
+        back = self.isolation.came_back()  # it says at once what it spent meanwhile
+        if back and self.isolation.back_at is not None:  # the leader is getting back too
+            self.schedule.back(interval)
+        if self._lead_try is None and not self.isolation.failing and self.schedule.attempt_due():
             # On a busy Prefect API a try can take many seconds: the follower keeps
-            # reading the leader's listings meanwhile.
+            # reading the leader's listings meanwhile. (None while the API cannot be
+            # reached: it would fail, and it must not take the slot as the API comes back.)
             self._lead_try = asyncio.create_task(self._take_the_lead())
             self._lead_try.add_done_callback(lambda _: self._wake())
         if self._announcing is None or self._announcing.done():
-            announcing = self._announce_if_due(interval, *wanted())
+            announcing = self._announce_if_due(interval, *wanted(), now=back)
             if announcing is not None:
                 announcing.add_done_callback(lambda _: self._wake())
                 self._announcing = announcing
         listing = await self.follow(interval) if self.schedule.follow_due() else None
         writing = self._announcing is not None and not self._announcing.done()
-        return Step(
-            listing,
-            self.schedule.wake_at(
-                trying=self._lead_try is not None, announcing=self.leading or writing
-            ),
+        wake_at = self.schedule.wake_at(
+            trying=self._lead_try is not None or self.isolation.failing,
+            announcing=self.leading or writing,
         )
+        if self.isolation.restrained(leading=False):  # alone: its own tick, at its share
+            delay = self.isolation.delay(pages)
+            if delay <= 0:
+                return None
+            wake_at = min(wake_at, self.schedule.clock() + delay)
+        if self.isolation.returned:  # the API answered as it looked: say so without delay
+            wake_at = self.schedule.clock()
+        return Step(listing, wake_at)
 
     async def before_tick(self) -> None:
-        """What followers need now: read the demands (unless the lead was just taken)."""
+        """What followers need now: read the demands (unless the lead was just taken).
+
+        Nothing while the API cannot be reached (a call then answers the probes alone).
+        """
+        if not self.leading or self.isolation.failing:  # alone, or apart
+            return
         if self.demands.fresh:
             self.demands.fresh = False
             return
@@ -278,8 +338,12 @@ class Sharing:
         """Publish the listing the leader read, and renew its lease if due.
 
         Args:
-            snapshot: The listing.
+            snapshot: The listing (this process's own: a leader's, or one it read alone).
         """
+        if snapshot.ok:
+            self._own_latest = (self.schedule.clock(), snapshot)
+        if self.isolation.failing:  # it publishes and renews as soon as the API answers
+            return
         await self.publish(snapshot)
         if self.leading and self.election.lease is not None and self.schedule.renewal_due():
             await self.election.renew()
@@ -343,8 +407,15 @@ class Sharing:
         if not resigned:  # a leader at work: no try for the lead while it publishes
             # (one planned after a resignation included: that one has a successor)
             self.schedule.leader_at_work(interval)
+            self.schedule.heard_again()
             self.election.handed_lease = None
-        return self.following.hand_on(marker, taken)
+            self.isolation.heard()
+            self.isolation.sharers = int(marker.get("n") or self.isolation.sharers)
+        snapshot = self.following.hand_on(marker, taken)
+        own = self._own_latest[1] if self._own_latest else None  # read alone: newer?
+        if own is not None and own.stitch_time and snapshot.stitch_time:
+            return None if snapshot.stitch_time < own.stitch_time else snapshot
+        return snapshot
 
     def _heard_resignation(self, marker: JSON, interval: float) -> None:
         """Plan this follower's try for the lead after a leader resigned."""
@@ -360,11 +431,24 @@ class Sharing:
             self.election.successor_took_over()
 
     async def _take_the_lead(self) -> bool:
-        """Try for the lead; on success, get ready to publish (read the demands)."""
+        """Try for the lead; on success, get ready to publish (read the demands).
+
+        A listing it read alone since the last it received (the API could not be reached)
+        is published at once: the followers hear a leader without waiting for its tick.
+        """
         if not await self.try_lead():
             return False
         await self.prepare()
+        await self._publish_own()
         return True
+
+    async def _publish_own(self) -> None:
+        """Publish the listing this leader read itself last, unless published or older."""
+        if self._own_latest is None or not self.leading:
+            return
+        read_at, latest = self._own_latest
+        if latest is not self.publication.published and read_at > self.following.last_received:
+            await self.publish(latest)
 
     async def try_lead(self) -> bool:
         """Take the account's leader slot if it is free (or the lease handed to us).
@@ -373,7 +457,10 @@ class Sharing:
             True when this process now leads (or must poll alone).
         """
         self.schedule.lead_tried()
-        how = await self.election.take(self.following.heard_lately)
+        # A store that cannot be reached (or not lately) says nothing of another leader.
+        how = await self.election.take(
+            lambda: self.following.heard_lately() or self.isolation.isolated
+        )
         if how in (Lead.HANDED, Lead.SLOT):
             self._now_leading()
         if how is Lead.HANDED:
@@ -384,6 +471,7 @@ class Sharing:
     def _now_leading(self) -> None:
         """Lead: renew the lease in a while, publish from the listing held, stop following."""
         self.schedule.leading()
+        self.schedule.heard_again()
         self.publication.begin()
         _logger.debug("Poller %s leads account %s", self.id, self.client_id)
         # No longer a follower. In the background: on a busy server a delete took 5 s,
@@ -410,6 +498,7 @@ class Sharing:
         (a lease lost to a slow network), the one with the greater id steps down.
         """
         await asyncio.gather(self._look_for_another_leader(), self.demands.read())
+        self.isolation.sharers = 1 + len(self.demands.known)
 
     async def _look_for_another_leader(self) -> None:
         """Read the marker as a leader: the document to update, another leader publishing."""
@@ -424,14 +513,16 @@ class Sharing:
             self.election.saw_another_leader(*other)
 
     def _announce_if_due(
-        self, interval: float, extractions: bool, loads: bool
+        self, interval: float, extractions: bool, loads: bool, *, now: bool = False
     ) -> asyncio.Task[None] | None:
         """Tell the leader what this process needs, in the background, if due.
 
-        Every ``HEARTBEAT_SECONDS``, and at once when the demand changed.
+        Every ``HEARTBEAT_SECONDS``, and at once when the demand changed (or ``now``: the
+        API answers again, and the leader counts what this process spent meanwhile).
         """
         demand = (interval, extractions, loads)
-        if self.leading or not self.schedule.heartbeat_now(demand != self.heartbeat.announced):
+        changed = now or demand != self.heartbeat.announced
+        if self.leading or not self.schedule.heartbeat_now(changed):
             return None
         return asyncio.create_task(self.heartbeat.announce(self.heartbeat.beat(demand)))
 

@@ -10,14 +10,17 @@ Prefect primitive (instead of Variables, say) is one more implementation.
 
 Every failure reaches the protocol as a [`StoreError`][prefect_stitch._poll.store.StoreError]
 that says whether it may pass (a timeout, a busy server) or not (no permission, no such
-feature); "another process leads" is not a failure but an answer.
+feature); "another process leads" is not a failure but an answer. A store also tells a
+listener how each operation went, so that the protocol knows whether the Prefect API can
+be reached at all (see `prefect_stitch._poll.isolation`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["PollStore", "StoreError"]
+__all__ = ["Listener", "PollStore", "StoreError"]
 
 JSON = dict[str, Any]
 """A JSON object, as the store keeps it (markers, demands, documents)."""
@@ -45,6 +48,12 @@ class StoreError(Exception):
         self.transient = transient
 
 
+Listener = Callable[[bool], None]
+"""Told after each store operation whether the store could be reached: ``True`` for an
+answer (a refusal is an answer too), ``False`` for a failure that may pass (a timeout, a
+dropped connection, a 5xx)."""
+
+
 class PollStore(Protocol):
     """The operations of the shared poll on the place where its processes meet.
 
@@ -65,6 +74,9 @@ class PollStore(Protocol):
 
     async def close(self) -> None:
         """Give back what `open` took."""
+
+    def listen(self, listener: Listener) -> None:
+        """Tell ``listener`` whether each operation reached the store (one listener at a time)."""
 
     async def take_lead(self, lease_seconds: float) -> str | None:
         """Take the leader's slot with a lease.
