@@ -503,3 +503,85 @@ def test_a_failed_run_logs_its_failure_briefly_and_never_breaks_the_link(
     assert sum(line in text for line in tail.splitlines()) == 0, "the log tail is in the logs"
     assert "summary\\nLast" not in text and "summary/nLast" not in text
     assert len(text) < 6000, f"{len(text)} characters of logs for one failed job"
+
+
+def test_the_job_starts_at_once_while_the_accounts_shared_poll_changes_hands(
+    sim: StitchSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the account's leader slot and publishes nothing (a leader that
+    is ending, a hand-over under way): the trigger does not wait for the shared poll's first
+    listing (20-40 s, up to a lease): it reads its baseline from Stitch and starts the job
+    within 2 s of the trigger task's start, and says so."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from prefect_stitch._poll.prefect_store import PrefectStore
+
+    sim.add_source(64, outcomes=[Outcome.success(duration_seconds=0.5)])
+    credentials = make_credentials(sim)
+
+    async def hold_the_lead() -> str | None:
+        return await PrefectStore(sim.client_id, credentials.base_url).take_lead(60.0)
+
+    lease = asyncio.run(hold_the_lead())
+    assert lease is not None, "the test could not take the account's leader slot"
+
+    def let_go() -> None:  # once the job started, the account's poll may go on
+        async def release() -> None:
+            await PrefectStore(sim.client_id, credentials.base_url).release_lease(lease)
+
+        asyncio.run(release())
+
+    when(triggered(sim), let_go)
+    with caplog.at_level(logging.INFO):
+        state = stitch_sync_flow(
+            source_id=64,
+            credentials=credentials,
+            loads="ignore",
+            return_state=True,
+            poll_interval_seconds=0.1,
+            max_wait_seconds=120.0,
+        )
+    assert state.is_completed(), state.message
+
+    async def trigger_task_start() -> float:
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(
+                    id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+                )
+            )
+        [started] = [r for r in runs if r.name.startswith("start-stitch-sync-")]
+        assert started.start_time is not None
+        return started.start_time.timestamp()
+
+    [trigger] = sim.requests_for("trigger")
+    assert trigger.wall - asyncio.run(trigger_task_start()) < 2.0
+    assert any(
+        "reading source 64's last job from Stitch directly" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_long_wait_for_the_accounts_next_listing_is_logged(
+    sim: StitchSimulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stitch's budget stretches the account's tick beyond the run's patience: the run says
+    what it waits for (the job and the account), then waits on and gets its verdict."""
+    from prefect_stitch._engine import watch
+
+    monkeypatch.setattr(watch, "QUIET_WAIT_SECONDS", 0.5)
+    sim.add_source(65, outcomes=[Outcome.success(duration_seconds=1.0)])
+    credentials = make_credentials(sim, jobs_rate_limit=1, jobs_rate_period_seconds=2.0)
+    with caplog.at_level(logging.INFO):
+        state = stitch_sync_flow(
+            source_id=65,
+            credentials=credentials,
+            loads="ignore",
+            return_state=True,
+            poll_interval_seconds=0.1,
+            max_wait_seconds=120.0,
+        )
+    assert state.is_completed(), state.message
+    waiting = [r.getMessage() for r in caplog.records if "still waiting for job" in r.getMessage()]
+    assert len(waiting) == 1, waiting
+    assert f"Stitch account {sim.client_id}" in waiting[0] and "source 65" in waiting[0]

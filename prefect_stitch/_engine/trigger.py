@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prefect_stitch._engine.context import LOOKUP_INTERVAL_SECONDS, SyncContext
 from prefect_stitch._engine.memory import TriggerMemory, forget_trigger, out_of_time
@@ -39,7 +39,10 @@ from prefect_stitch.models import (
     TriggerAnswer,
 )
 
-__all__ = ["completed_record_of", "start_job", "trigger_timeout"]
+__all__ = ["BASELINE_WAIT_SECONDS", "completed_record_of", "start_job", "trigger_timeout"]
+
+BASELINE_WAIT_SECONDS = 1.5
+"""How long a trigger waits for the shared poll's baseline before reading Stitch itself."""
 
 _MAX_RETRY_AFTER_SLEEP = 120.0
 
@@ -104,7 +107,7 @@ async def start_job(ctx: SyncContext, memory: TriggerMemory) -> StitchSyncHandle
     watch = ctx.poller.watch(LOOKUP_INTERVAL_SECONDS, loads=ctx.options.loads != "ignore")
     try:
         if memory.baseline is None:
-            memory.baseline = await _listing(ctx, watch, memory, fresh=False)
+            memory.baseline = await _baseline(ctx, watch, memory)
         elif memory.may_have_started:
             earlier = await _earlier_attempt(ctx, watch, memory)
             if earlier is not None:
@@ -201,6 +204,57 @@ async def _listing(
     if snapshot.error is not None:
         raise snapshot.error  # transient faults: Prefect retries the trigger task
     return snapshot
+
+
+async def _baseline(ctx: SyncContext, watch: Watch, memory: TriggerMemory) -> Snapshot:
+    """The source's record before we act: the shared poll's listing, or Stitch's at once.
+
+    The account's shared poll has a recent listing, or the next one, within a second or
+    so, as a rule. It has none for longer while another process's poll starts or changes
+    hands (a leader resigning, a follower taking over): the job is not held up for that;
+    the listing is read from Stitch directly (its pages count in the account's budget
+    like any other). When this process's own poller is the one listing, its next listing
+    is waited for (a direct read would only read the account twice).
+    """
+    left = ctx.remaining()
+    wait = BASELINE_WAIT_SECONDS if left is None else min(BASELINE_WAIT_SECONDS, left)
+    try:
+        snapshot = await watch.baseline(wait)
+    except TimeoutError:
+        if ctx.poller.lists_itself():
+            return await _listing(ctx, watch, memory, fresh=False)
+        ctx.logger.info(
+            "The shared poll of Stitch account %s has no recent listing (it is starting or "
+            "changing hands): reading source %s's last job from Stitch directly",
+            ctx.client_id,
+            ctx.source_id,
+        )
+        snapshot = await read_listing_now(ctx, loads=ctx.options.loads != "ignore")
+    if snapshot.error is not None:
+        raise snapshot.error  # transient faults: Prefect retries the trigger task
+    return snapshot
+
+
+async def read_listing_now(ctx: SyncContext, *, loads: bool) -> Snapshot:
+    """One listing of the account read from Stitch now (not through the shared poll).
+
+    Args:
+        ctx: The sync's context.
+        loads: Read the loads listing too.
+
+    Returns:
+        The listing (its pages went through the account's rate limiter).
+    """
+    extractions = await ctx.client.read_extractions()
+    load_listing = await ctx.client.read_loads() if loads else None
+    return Snapshot(
+        tick=0,
+        records=extractions.records,
+        fetched_at=datetime.now(UTC),
+        pages=extractions.pages + (load_listing.pages if load_listing else 0),
+        stitch_time=extractions.stitch_time,
+        loads=None if load_listing is None else load_listing.records,
+    )
 
 
 async def _earlier_attempt(

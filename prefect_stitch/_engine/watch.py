@@ -16,13 +16,22 @@ from dataclasses import dataclass
 from prefect_stitch._engine.context import SyncContext
 from prefect_stitch._engine.trigger import completed_record_of
 from prefect_stitch._logscan import LogScan
-from prefect_stitch._poll import Watch
+from prefect_stitch._poll import Snapshot, Watch
 from prefect_stitch._verdict import Located, judge_extraction, locate_job, started_before_baseline
 from prefect_stitch.client import is_transient
 from prefect_stitch.errors import StitchError, StitchVerdictUnavailable
 from prefect_stitch.models import Extraction, StitchSyncHandle
 
-__all__ = ["MAX_LOG_LINE_CHARS", "Final", "scan_log", "watch_until_final"]
+__all__ = [
+    "MAX_LOG_LINE_CHARS",
+    "QUIET_WAIT_SECONDS",
+    "Final",
+    "scan_log",
+    "watch_until_final",
+]
+
+QUIET_WAIT_SECONDS = 30.0
+"""A wait for the account's next listing longer than this (and 3 ticks) is logged."""
 
 MAX_LOG_LINE_CHARS = 400
 _LOG_FETCH_TIMEOUT_SECONDS = 120.0
@@ -115,7 +124,7 @@ async def _until_final(ctx: SyncContext, watch: Watch, handle: StitchSyncHandle)
     polls = failures = 0
     log_checked: set[str] = set()
     while True:
-        snapshot = await watch.next_snapshot(ctx.remaining())
+        snapshot = await _next_listing(ctx, watch, handle)
         polls += 1
         if snapshot.error is not None:
             failures += 1
@@ -163,6 +172,27 @@ async def _final_of(
             if scan is not None and scan.ended:
                 return Final(_record_from_log(ctx, handle, scan), polls, log=scan)
     return None
+
+
+async def _next_listing(ctx: SyncContext, watch: Watch, handle: StitchSyncHandle) -> Snapshot:
+    """The account's next listing; a wait unusually long is said once, then waited out."""
+    patience = max(3 * ctx.options.poll_interval_seconds, QUIET_WAIT_SECONDS)
+    left = ctx.remaining()
+    try:
+        return await watch.next_snapshot(left if left is None else min(left, patience))
+    except TimeoutError:
+        if left is not None and left <= patience:
+            raise
+    ctx.logger.info(
+        "No listing of Stitch account %s for %.0f s (its shared poll is changing hands, the "
+        "Prefect API is slow, or Stitch's budget stretches the tick): still waiting for job "
+        "%s of source %s",
+        ctx.client_id,
+        patience,
+        handle.job_name or "(the running job)",
+        handle.source_id,
+    )
+    return await watch.next_snapshot(ctx.remaining())
 
 
 def _record_from_log(ctx: SyncContext, handle: StitchSyncHandle, scan: LogScan) -> Extraction:

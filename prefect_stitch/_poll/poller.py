@@ -246,6 +246,18 @@ class AccountPoller:
         with self._lock:
             return bool(self._watches)
 
+    def lists_itself(self) -> bool:
+        """Whether this process reads the account's listings itself (leads, or polls alone).
+
+        Returns:
+            False while another process's poller is (or is about to be) the one listing,
+            or while this one is still joining the others.
+        """
+        sharing = self._sharing
+        if sharing is None:
+            return self._store is None and not sharing_enabled()
+        return sharing.leading
+
     def poke(self) -> None:
         """Wake the poller's loop (a waiter or a follower changed what it needs)."""
         self._poke()
