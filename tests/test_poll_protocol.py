@@ -807,6 +807,23 @@ async def test_back_from_an_outage_the_leader_counts_what_everyone_spent() -> No
     assert world.listed("p0", after=up)[0] - up <= 2.0 + EPSILON, "the leader waited"
 
 
+async def test_back_from_an_outage_the_leader_waits_for_no_follower_gone_before_it() -> None:
+    """A follower that left before the outage (its demand not yet forgotten) says nothing when
+    the API is back: the leader waits only for the followers heard from within a heartbeat
+    before the outage began to say what they spent apart, and lists again at once."""
+    world, processes = await an_account(4)
+    world.kill(processes[3])
+    await world.run(2 * HEARTBEAT_SECONDS)  # gone for a while, not forgotten yet
+    assert processes[3].sharing.id in processes[0].sharing.demands.known
+    _, up = await outage(world, 40.0, restart=True)
+    await world.run(30.0)
+    listed = world.listed("p0", after=up)
+    assert listed and listed[0] - up <= 2 * TICK, "the leader waited for a follower gone"
+    assert len(listed) >= 30.0 / TICK - 2
+    assert most_in_a_window(world.listed()) <= LIMIT
+    assert processes[0].sharing.election.lease in world.store.leases, "it leads with no lease"
+
+
 async def test_a_leader_whose_lease_a_restarted_server_forgot_takes_the_slot_again_at_once() -> (
     None
 ):

@@ -221,13 +221,16 @@ class Demands:
             began=known.began if known else now - float(value.get("a", 0.0)),
         )
 
-    def heard_all_since(self, moment: float) -> bool:
-        """Whether every follower known announced its demand since then.
+    def heard_all_since(self, moment: float, alive_since: float) -> bool:
+        """Whether every follower known to be alive announced its demand since then.
 
         Args:
             moment: This process's clock.
+            alive_since: A follower whose demand had not moved since then is not waited for
+                (it has left, most likely: its demand is forgotten later).
         """
-        return all(demand.heard_at >= moment for demand in list(self.known.values()))
+        demands = list(self.known.values())
+        return all(d.heard_at >= moment for d in demands if d.heard_at >= alive_since)
 
     def wanted(self) -> tuple[float | None, bool, bool]:
         """The followers' fresh demand: shortest interval, extractions wanted, loads wanted.

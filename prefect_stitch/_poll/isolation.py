@@ -88,8 +88,9 @@ class Isolation:
         the window."""
         self._own_before = 0
         """Its own requests since its calls began to fail that left the window since."""
-        self._apart = False
-        """Whether its own requests are counted apart (from the first failure until heard)."""
+        self.apart_since: float | None = None
+        """When its calls began to fail, until it heard (or, leading, was heard) again: its
+        own requests count apart meanwhile."""
         self._counted = member.limiter.local_requests
         """Its limiter's count of its own requests when it last looked."""
         self._theirs: deque[float] = deque()
@@ -108,8 +109,10 @@ class Isolation:
         """
         now = self.clock()
         if not answered:
-            if self.failing_since is None:  # its own requests count apart from now on
-                self.failing_since, self._apart = now, True
+            if self.failing_since is None:
+                self.failing_since = now
+            if self.apart_since is None:  # its own requests count apart from now on
+                self.apart_since = now
                 self._own.clear()
                 self._own_before = 0
                 self._counted = self.member.limiter.local_requests
@@ -194,7 +197,7 @@ class Isolation:
     def _own_requests(self) -> int:
         """Its own jobs requests in the limiter's window since its calls began to fail."""
         now, limiter = self.clock(), self.member.limiter
-        if self._apart:
+        if self.apart_since is not None:
             made = limiter.local_requests - self._counted
             self._counted += made
             self._own.extend([now] * made)  # stamped when noticed: later, so counted longer
@@ -241,4 +244,4 @@ class Isolation:
 
     def heard(self) -> None:
         """A follower heard a leader again (or the leader its followers): no longer back."""
-        self.back_at, self._apart = None, False
+        self.back_at = self.apart_since = None

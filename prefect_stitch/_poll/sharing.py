@@ -74,7 +74,7 @@ from prefect_stitch._poll.isolation import Isolation
 from prefect_stitch._poll.listing import HeldListing
 from prefect_stitch._poll.member import Member
 from prefect_stitch._poll.publication import Publication
-from prefect_stitch._poll.schedule import Schedule
+from prefect_stitch._poll.schedule import HEARTBEAT_SECONDS, Schedule
 from prefect_stitch._poll.snapshot import Snapshot
 from prefect_stitch._poll.store import JSON, PollStore, StoreError
 from prefect_stitch._ratelimit import SlidingWindowLimiter
@@ -261,7 +261,7 @@ class Sharing:
     async def _lead_step(self, interval: float, pages: int) -> Step | None:
         """A leader lists when due, unless it waits for room (`prefect_stitch._poll.isolation`)."""
         if self.isolation.restrained(leading=True) and self.schedule.probe_due(interval):
-            await self._probe()
+            await self._probe(interval)
         if self.isolation.came_back():  # publish what it read meanwhile (its followers
             await self._publish_own()  # hear it is back), and renew: a restart forgets leases
             await self.election.renew()
@@ -271,15 +271,21 @@ class Sharing:
         delay = self.isolation.delay(pages) if self.isolation.restrained(leading=True) else 0.0
         return None if delay <= 0 else Step(None, min(now + delay, self.schedule.probe_at()))
 
-    async def _probe(self) -> None:
-        """A leader held to its share: can the API be reached, have its followers said?"""
-        back = self.isolation.back_at
+    async def _probe(self, interval: float) -> None:
+        """A leader held to its share: can the API be reached, have its followers said?
+
+        Back, it waits for the followers heard from a heartbeat before the outage began
+        (the others had left) to say what they spent apart, a heartbeat at most.
+        """
+        back, apart = self.isolation.back_at, self.isolation.apart_since
         if self.isolation.failing:
             with contextlib.suppress(StoreError):
                 await self.store.read_marker()
         elif back is not None:  # back: its followers say what they spent while apart
             await self.refresh_demands()
-            if self.demands.heard_all_since(back):
+            alive_since = (apart or back) - HEARTBEAT_SECONDS - interval
+            heard = self.demands.heard_all_since(back, alive_since)
+            if heard or self.schedule.clock() - back > HEARTBEAT_SECONDS:
                 self.isolation.heard()
 
     async def _follow_step(
