@@ -9,17 +9,20 @@ server on SQLite serves at most 100 requests at a time, websockets included):
 * the demands: a Variable per follower, ``stitch-demand-<client_id>-<host>-<id>``;
 * the listing document: an artifact of type ``stitch-listing`` (no key, updated in place).
 
-Errors are translated here: "423 Locked" when taking the slot means another process
-leads (an answer, not a failure); a 404 on a write creates, a 409 on a create updates;
-every other failure becomes a [`StoreError`][prefect_stitch._poll.store.StoreError] that
-says whether it may pass, and the store's listener hears whether the Prefect API could be
-reached at all. Each request times out after ``API_TIMEOUT_SECONDS`` and is sent once: the
-Prefect client's own retries (after 2, 4, 8... seconds) held a call for a minute while a
-server restarted, and the protocol tries again at its own pace anyway.
+Errors are translated here: "423 Locked" when taking the slot means another process leads
+(an answer, not a failure); a 404 on a write creates, a 409 on a create updates; every
+other failure becomes a [`StoreError`][prefect_stitch._poll.store.StoreError] that says
+whether it may pass, and the store's listener hears whether the Prefect API could be
+reached at all. Each request times out after ``API_TIMEOUT_SECONDS``. The store retries a
+failure that may pass itself, only while the API answered the request before (a busy
+server's 503 passes in seconds): the Prefect client's own retries (after 2, 4, 8...
+seconds) held a call for a minute while a server restarted, and the protocol tries again at
+its own pace anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -31,6 +34,8 @@ from prefect_stitch._poll.store import JSON, Listener, StoreError
 
 __all__ = ["API_TIMEOUT_SECONDS", "PrefectStore"]
 
+RETRY_SECONDS = (1.0, 2.0)
+"""The waits before each retry of a request that failed transiently, while the API answers."""
 API_TIMEOUT_SECONDS = 15.0
 """Timeout of each Prefect API request of the sharing (a slow answer is then transient)."""
 
@@ -89,6 +94,8 @@ class PrefectStore:
         self._limit_ready = False
         """Whether the account's leader limit is known to exist."""
         self._listener: Listener = lambda reached: None
+        self._answering = True
+        """Whether the API answered the last request (a failure is then retried)."""
 
     # -- the client -----------------------------------------------------------------------
 
@@ -125,11 +132,10 @@ class PrefectStore:
         """Tell ``listener`` whether each request reached the Prefect API."""
         self._listener = listener
 
-    def _failed(self, exc: Exception) -> StoreError:
-        """The store's error for a failed request (its listener hears whether it was reached)."""
-        error = _failure(exc)
-        self._listener(not error.transient)
-        return error
+    def _heard(self, answered: bool) -> None:
+        """Whether a request reached the API (its listener hears it too)."""
+        self._answering = answered
+        self._listener(answered)
 
     @contextlib.asynccontextmanager
     async def _api(self) -> AsyncIterator[Any]:
@@ -156,21 +162,34 @@ class PrefectStore:
         return SettingsContext(profile=profile, settings=settings)
 
     async def _call(self, request: Callable[[Any], Awaitable[T]]) -> T:
-        """Send one request (or a few) with the client; translate its failure."""
-        try:
-            async with self._api() as client:
-                answer = await request(client)
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        self._listener(True)
-        return answer
+        """Send one request (or a few) with the client; translate its failure.
+
+        A failure that may pass is retried after ``RETRY_SECONDS`` if the API answered the
+        request before; while it does not answer, a request is sent once.
+        """
+        waits = iter(RETRY_SECONDS if self._answering else ())
+        while True:
+            try:
+                async with self._api() as client:
+                    answer = await request(client)
+            except Exception as exc:
+                error = _failure(exc)
+                wait = next(waits, None) if error.transient else None
+                if wait is None:
+                    self._heard(not error.transient)
+                    raise error from exc
+                await asyncio.sleep(wait)
+                continue
+            self._heard(True)
+            return answer
 
     # -- the leader's slot ------------------------------------------------------------------
 
     async def take_lead(self, lease_seconds: float) -> str | None:
         """Take the limit's one slot with a lease (creating the limit on first use)."""
-        try:
-            async with self._api() as client:
+
+        async def take(client: Any) -> str | None:
+            try:
                 if not self._limit_ready:
                     await self._ensure_limit(client)
                     self._limit_ready = True
@@ -180,15 +199,15 @@ class PrefectStore:
                     mode="concurrency",
                     lease_duration=lease_seconds,
                 )
-                lease = response.json().get("lease_id")
-        except Exception as exc:
-            if "423" in str(exc) or "Locked" in str(exc):
-                self._listener(True)
-                return None  # another process leads
-            self._limit_ready = False  # deleted meanwhile? make sure of it next time
-            raise self._failed(exc) from exc
-        self._listener(True)
-        return None if lease is None else str(lease)
+            except Exception as exc:
+                if "423" in str(exc) or "Locked" in str(exc):
+                    return None  # another process leads
+                self._limit_ready = False  # deleted meanwhile? make sure of it next time
+                raise
+            lease = response.json().get("lease_id")
+            return None if lease is None else str(lease)
+
+        return await self._call(take)
 
     async def _ensure_limit(self, client: Any) -> None:
         """Create the account's leader limit unless it exists."""
