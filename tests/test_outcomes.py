@@ -190,3 +190,18 @@ def test_a_watcher_run_is_named_after_the_account_it_watches(
         return run.name
 
     assert asyncio.run(name()) == "stitch-watch-account"
+
+
+def test_the_artifacts_description_never_cuts_a_link_or_a_word() -> None:
+    """The UI shows the description as text with links: a cut address is a broken link."""
+    from prefect_stitch._engine.outcomes import _short
+
+    url = "https://app.stitchdata.com/client/116078/pipeline/v2/sources/120644/summary"
+    headline = (
+        "Failed: tap exited with status -9: Simulated tap failure (exit status -9) (Stitch "
+        f"replication job 116078.120644.sync.0123456789abcdef of source 120644). See {url}"
+    )
+    short = _short(headline)
+    assert "http" not in short and short.endswith("of source 120644).")
+    long = _short("word " * 60)
+    assert len(long) <= 204 and long.endswith("word ...")

@@ -439,7 +439,7 @@ async def _write_artifact(outcome: SyncReport) -> None:
         key=f"stitch-sync-{outcome.source_id}",
         type="markdown",
         data=artifact_markdown(outcome),
-        description=f"Stitch sync of source {outcome.source_id}: {outcome.headline[:200]}",
+        description=f"Stitch sync of source {outcome.source_id}: {_short(outcome.headline)}",
         flow_run_id=flow_run_id,
         task_run_id=None
         if flow_run_id is not None or task_context is None
@@ -554,3 +554,11 @@ def _duration(outcome: SyncOutcome) -> str:
     """A source's job duration, for the summary table."""
     seconds = outcome.result.duration_seconds if outcome.result else None
     return "" if seconds is None else f"{seconds:.0f}"
+
+
+def _short(headline: str, limit: int = 200) -> str:
+    """The headline without its link (the body has it), in whole words, ``limit`` at most."""
+    text = headline.split(" See http", 1)[0].rstrip()
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."

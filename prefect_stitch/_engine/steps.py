@@ -140,11 +140,11 @@ async def wait(
         if options.loads != "ignore" and handle.baseline_loads is None:
             handle = await with_load_baseline(ctx, handle)
         ctx.logger.info(
-            "Waiting for Stitch job %s of source %s (poll every %.0f s, at most %.0f s): %s",
+            "Waiting for Stitch job %s of source %s (poll every %.0f s, at most %s): %s",
             handle.job_name or "(the running job)",
             handle.source_id,
             options.poll_interval_seconds,
-            max_wait_seconds,
+            _duration(max_wait_seconds),
             ctx.url,
         )
         try:
@@ -158,6 +158,15 @@ async def wait(
             await stop_and_report(ctx, handle, SyncStatus.CANCELLED, earlier)
             raise
         return await conclude(ctx, handle, final, earlier)
+
+
+def _duration(seconds: float) -> str:
+    """A wait's length for people: "24 h", "10 min", "45 s" (rounded)."""
+    if seconds >= 3600 - 30:
+        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 async def pause(credentials: StitchCredentials, source_id: int, paused: bool) -> bool:
