@@ -27,10 +27,14 @@ def transform_fresh_data(result: StitchSyncResult) -> str:
     Returns:
         A one-line summary of what ran.
     """
-    summary = (
+    return _downstream(
         f"Downstream step ran after Stitch job {result.job_name} of source "
         f"{result.source_id} (finished {result.completion_time})"
     )
+
+
+def _downstream(summary: str) -> str:
+    """What the stand-in downstream step does: say what it ran after, in the log and an artifact."""
     get_run_logger().info(summary)
     create_markdown_artifact(markdown=f"# Downstream\n\n{summary}\n", key="stitch-downstream")
     return summary
@@ -61,6 +65,24 @@ def stitch_then_downstream(
         max_wait_seconds=max_wait_seconds,
     )
     return transform_fresh_data(result)
+
+
+@flow(name="stitch-downstream", flow_run_name="downstream-{source_id}", persist_result=True)
+def downstream_after_sync(source_id: SourceId, job_name: str) -> str:
+    """The downstream step on its own, for an automation on ``stitch.sync.succeeded``.
+
+    A sync that suspends while Stitch works cannot run as a subflow: an automation runs this
+    deployment when the sync's success event arrives (its data is loaded by then), with
+    the job from the event (see the README, "Downstream of a suspended sync").
+
+    Args:
+        source_id: The Stitch source that was synced.
+        job_name: The Stitch job whose data is loaded.
+
+    Returns:
+        A one-line summary of what ran.
+    """
+    return _downstream(f"Downstream step ran after Stitch job {job_name} of source {source_id}")
 
 
 if __name__ == "__main__":

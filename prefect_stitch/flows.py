@@ -36,7 +36,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import AfterValidator, Field
 
-from prefect_stitch._engine.run import SourceSync, sync_many
+from prefect_stitch._engine.run import SourceSync, suspender_for, sync_many
 from prefect_stitch._engine.runner import load_credentials, run_flow_body
 from prefect_stitch._moved import module_getattr
 from prefect_stitch.credentials import StitchCredentials
@@ -56,6 +56,7 @@ from prefect_stitch.options import (
     ReplicationRetries,
     ReplicationRetryDelaySeconds,
     StopOnTimeout,
+    SuspendWhileWaiting,
     SyncOptions,
 )
 
@@ -127,7 +128,9 @@ async def run_stitch_sync(
     check_source_id(source_id)
     checked = SyncOptions.of(**options)
     resolved = await load_credentials(credentials)
-    return await SourceSync(resolved, source_id, checked).run()
+    return await SourceSync(
+        resolved, source_id, checked, suspender=suspender_for(resolved, checked, source_id)
+    ).run()
 
 
 async def run_stitch_sync_many(
@@ -212,6 +215,7 @@ def stitch_sync_flow(
     max_load_wait_seconds: MaxLoadWaitSeconds = DEFAULTS.max_load_wait_seconds,
     log_tail_lines: LogTailLines = DEFAULTS.log_tail_lines,
     global_rate_limit: GlobalRateLimit = DEFAULTS.global_rate_limit,
+    suspend_while_waiting: SuspendWhileWaiting = DEFAULTS.suspend_while_waiting,
 ) -> StitchSyncResult:
     """Run one Stitch replication job to its end and return its result.
 
@@ -256,6 +260,10 @@ def stitch_sync_flow(
         global_rate_limit: Name of a Prefect global concurrency limit (a rate limit with slot decay)
             that paces the account's jobs requests across processes; created if missing. By default
             stitch-jobs- followed by the account id is used when it exists.
+        suspend_while_waiting: Suspend the flow run while the Stitch job runs, so that no process,
+            pod or worker slot is held: the account's watcher (stitch_watch_flow) resumes it when
+            the job has a verdict. Only a deployment's run (not a subflow) with a watcher of the
+            account running can suspend; otherwise the run waits in its process and says why.
 
     Returns:
         The job's result (job name, times, exit statuses, Stitch link, polls, every job
@@ -333,6 +341,7 @@ def stitch_sync_many_flow(
     max_load_wait_seconds: MaxLoadWaitSeconds = DEFAULTS.max_load_wait_seconds,
     pause_stitch_schedule: PauseStitchSchedule = DEFAULTS.pause_stitch_schedule,
     log_tail_lines: LogTailLines = DEFAULTS.log_tail_lines,
+    suspend_while_waiting: SuspendWhileWaiting = DEFAULTS.suspend_while_waiting,
 ) -> StitchSyncManyResult:
     """Sync many Stitch sources of one account at once, within Stitch's rate budget.
 
@@ -376,6 +385,10 @@ def stitch_sync_many_flow(
         pause_stitch_schedule: Pause Stitch's own schedule of the source first, so only orchestrated
             runs happen (jobs started through the API still run on a paused source).
         log_tail_lines: How many lines of the extraction log a failure shows (0: none).
+        suspend_while_waiting: Suspend the flow run while the Stitch job runs, so that no process,
+            pod or worker slot is held: the account's watcher (stitch_watch_flow) resumes it when
+            the job has a verdict. Only a deployment's run (not a subflow) with a watcher of the
+            account running can suspend; otherwise the run waits in its process and says why.
 
     Returns:
         Every source's outcome, in input order.

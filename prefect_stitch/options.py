@@ -173,6 +173,16 @@ GlobalRateLimit = Annotated[
         "By default stitch-jobs- followed by the account id is used when it exists.",
     ),
 ]
+SuspendWhileWaiting = Annotated[
+    bool,
+    Field(
+        title="Suspend while Stitch works",
+        description="Suspend the flow run while the Stitch job runs, so that no process, pod "
+        "or worker slot is held: the account's watcher (stitch_watch_flow) resumes it when the "
+        "job has a verdict. Only a deployment's run (not a subflow) with a watcher of the "
+        "account running can suspend; otherwise the run waits in its process and says why.",
+    ),
+]
 
 
 class _SyncOptionFields(BaseModel):
@@ -190,6 +200,7 @@ class _SyncOptionFields(BaseModel):
     loads: Loads = "wait"
     max_load_wait_seconds: MaxLoadWaitSeconds = DEFAULT_MAX_LOAD_WAIT_SECONDS
     global_rate_limit: GlobalRateLimit = None
+    suspend_while_waiting: SuspendWhileWaiting = False
 
 
 class SyncOptions(_SyncOptionFields):

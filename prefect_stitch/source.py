@@ -22,8 +22,8 @@ from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import BaseModel, Field
 
-from prefect_stitch._engine.run import SourceSync
-from prefect_stitch._engine.runner import run_cancellable
+from prefect_stitch._engine.run import SourceSync, suspender_for
+from prefect_stitch._engine.runner import run_flow_body
 from prefect_stitch._engine.steps import trigger
 from prefect_stitch.credentials import STITCH_API_DOCS_URL, StitchCredentials
 from prefect_stitch.models import MAX_STITCH_ID, StitchSyncHandle, StitchSyncResult
@@ -247,11 +247,21 @@ class StitchSource(_SyncOptionFields, _SourceFields, JobBlock):  # type: ignore[
     async def arun(self) -> StitchSyncResult:
         """Trigger, wait, and return the result (or raise the typed failure).
 
+        In a deployment's run, a block with ``suspend_while_waiting`` suspends the run
+        while Stitch works (see `stitch_source_sync_flow`).
+
         Returns:
             The result.
         """
-        run = await self.atrigger()
-        return await run.afetch_result()
+        options = self.options()
+        sync = SourceSync(
+            self.credentials,
+            self.source_id,
+            options,
+            suspender=suspender_for(self.credentials, options, self.source_id),
+        )
+        with _quiet_outside_a_flow_run():
+            return await sync.run()
 
 
 @flow(
@@ -277,4 +287,4 @@ def stitch_source_sync_flow(source: StitchSource) -> StitchSyncResult:
         stitch_source_sync_flow(source=StitchSource.load("recurly"))
         ```
     """
-    return run_cancellable(source.arun)
+    return run_flow_body(source.arun)

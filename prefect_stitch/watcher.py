@@ -19,6 +19,8 @@ complete from then on. With ``loads=True`` it also announces each *new* load err
 stream (``stitch.sync.failed`` with ``"stage": "load"``).
 """
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -31,7 +33,9 @@ from pydantic import BaseModel, Field
 
 from prefect_stitch._engine.outcomes import SyncReport, report
 from prefect_stitch._engine.outcomes import event_id as event_id  # a job verdict event's id
+from prefect_stitch._engine.resume import Resumer
 from prefect_stitch._engine.runner import load_credentials, run_cancellable
+from prefect_stitch._engine.suspension import PRESENCE_SECONDS, Presence
 from prefect_stitch._poll import Snapshot, Watch, poller_for
 from prefect_stitch._verdict import judge_extraction
 from prefect_stitch.credentials import StitchCredentials
@@ -165,6 +169,10 @@ class StitchWatchSummary(BaseModel):
     terminated: int = 0
     load_failures: int = Field(default=0, description="New load errors announced.")
     jobs: list[str] = Field(default_factory=list, description="The jobs announced.")
+    resumed: int = Field(default=0, description="Suspended syncs resumed.")
+    cancelled: int = Field(
+        default=0, description="Syncs cancelled while suspended whose jobs were stopped."
+    )
 
 
 def _variable_name(client_id: int) -> str:
@@ -265,11 +273,14 @@ async def _announce_load_errors(
 class _Watcher:
     """One watcher run: the cursor, the announcements, the loads seen."""
 
-    def __init__(self, client_id: int, cursor: WatchCursor | None, loads: bool) -> None:
+    def __init__(
+        self, client_id: int, cursor: WatchCursor | None, loads: bool, resumer: Resumer
+    ) -> None:
         self.client_id = client_id
         self.first_run = cursor is None
         self.cursor = cursor or WatchCursor()
         self.loads = loads
+        self.resumer = resumer
         self.load_states: dict[tuple[str, str], Any] | None = None
         self.summary = StitchWatchSummary(client_id=client_id)
 
@@ -277,9 +288,16 @@ class _Watcher:
         """Announce what one listing shows that ended since (and save the cursor)."""
         self.summary.listings += 1
         changed = False
+        await self.resumer.refresh()
         if snapshot.extractions_read:
+            # A suspended sync's job is announced by the sync, with its loads' verdict; the
+            # watcher announces it only if it is still listed once nobody waits for it.
             fresh = sorted(
-                (r for r in snapshot.records if self.cursor.is_new(r)),
+                (
+                    r
+                    for r in snapshot.records
+                    if self.cursor.is_new(r) and not self.resumer.follows(r)
+                ),
                 key=lambda r: r.completion_time or datetime.min.replace(tzinfo=UTC),
             )
             for record in fresh:
@@ -297,6 +315,7 @@ class _Watcher:
             )
         if changed:
             await _save_cursor(self.client_id, self.cursor)
+        await self.resumer.take(snapshot)
 
     async def follow(self, watch: Watch, deadline: float | None) -> None:
         """Take listings until the deadline (or cancellation)."""
@@ -310,6 +329,18 @@ class _Watcher:
                 get_run_logger().warning("Could not read the account's listing: %s", snapshot.error)
                 continue
             await self.take(snapshot)
+            # The loads listing is read while this run or a suspended sync needs it.
+            watch.loads = self.loads or self.resumer.needs_loads
+
+
+async def _keep_present(presence: Presence) -> None:
+    """Say every ``PRESENCE_SECONDS`` that the watcher runs (suspending syncs count on it)."""
+    while True:
+        try:
+            await presence.beat()
+        except Exception as exc:  # the Prefect API may be away for a while
+            get_run_logger().debug("Could not say that the watcher runs: %s", exc)
+        await asyncio.sleep(PRESENCE_SECONDS)
 
 
 async def run_stitch_watch(
@@ -342,27 +373,36 @@ async def run_stitch_watch(
     resolved = await load_credentials(credentials)
     async with resolved.get_client() as client:
         client_id = await client.resolve_client_id()
-    watcher = _Watcher(client_id, await _read_cursor(client_id), loads)
-    logger = get_run_logger()
-    deadline = None if duration_seconds is None else time.monotonic() + duration_seconds
-    logger.info(
-        "Watching every Stitch job of account %s (%s)",
-        client_id,
-        "until cancelled" if deadline is None else f"for {duration_seconds:.0f} s",
-    )
-    watch = poller_for(resolved, client_id).watch(poll_interval_seconds, loads=loads)
-    try:
-        await watcher.follow(watch, deadline)
-    finally:
-        watch.close()
+        resumer = Resumer(resolved, client, client_id)
+        watcher = _Watcher(client_id, await _read_cursor(client_id), loads, resumer)
+        logger = get_run_logger()
+        deadline = None if duration_seconds is None else time.monotonic() + duration_seconds
+        logger.info(
+            "Watching every Stitch job of account %s (%s); resuming its suspended syncs",
+            client_id,
+            "until cancelled" if deadline is None else f"for {duration_seconds:.0f} s",
+        )
+        presence = Presence(client_id, resolved.base_url)
+        beating = asyncio.create_task(_keep_present(presence))
+        watch = poller_for(resolved, client_id).watch(poll_interval_seconds, loads=loads)
+        try:
+            await watcher.follow(watch, deadline)
+        finally:
+            watch.close()
+            beating.cancel()
+            with contextlib.suppress(Exception):
+                await presence.leave()
     summary = watcher.summary
+    summary.resumed, summary.cancelled = resumer.resumed, resumer.cancelled
     logger.info(
-        "Watched %d listings of account %s: %d jobs announced (%d failed, %d terminated)",
+        "Watched %d listings of account %s: %d jobs announced (%d failed, %d terminated); "
+        "%d suspended syncs resumed",
         summary.listings,
         client_id,
         summary.announced,
         summary.failed,
         summary.terminated,
+        summary.resumed,
     )
     return summary
 

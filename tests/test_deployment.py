@@ -7,17 +7,9 @@ PREFECT_HOME, so it never touches the developer's Prefect profile or database.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -27,116 +19,19 @@ from prefect.states import Cancelling, StateType
 from prefect_stitch.simulator import Outcome, StitchSimulator
 from tests.conftest import make_credentials
 from tests.helpers import stitch_events, until
+from tests.stack import Stack
 
 pytestmark = pytest.mark.deployment
-
-ROOT = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Stack:
-    """A Prefect server and a process worker, in child processes of this test."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.env = {
-            **os.environ,
-            "PREFECT_HOME": str(home),
-            "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
-            "PWD": str(ROOT),  # prefect.yaml's pull step: resolved at deploy time
-        }
-        self.env.pop("PREFECT_PROFILE", None)
-
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.home / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [PREFECT, *args],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            restore_signals=True,
-            start_new_session=True,
-        )
-        self.processes.append(process)
-        return process
-
-    def cli(self, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run(
-            [PREFECT, *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-        )
-        return done.stdout
-
-    def wait_healthy(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.processes[0].poll() is None, self.logs("server")
-            time.sleep(0.5)
-        raise AssertionError(f"server not healthy after {timeout} s\n{self.logs('server')}")
-
-    def logs(self, name: str) -> str:
-        path = self.home / f"{name}.log"
-        return path.read_text(errors="replace")[-6000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")  # not "module": pytest-xdist may set a module's up twice
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("prefect-home")
-    stack = Stack(home)
-    started = time.monotonic()
+    stack = Stack(tmp_path_factory.mktemp("prefect-home"))
     try:
-        stack.spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(stack.port))
-        stack.wait_healthy()
-        stack.cli("work-pool", "create", "stitch-process", "--type", "process")
-        stack.cli("block", "register", "-m", "prefect_stitch")
-        stack.cli("--no-prompt", "deploy", "--all")
-        stack.spawn("worker", "worker", "start", "--pool", "stitch-process")
-        print(f"stack ready in {time.monotonic() - started:.1f} s")
+        stack.start()
         yield stack
     finally:
         stack.stop()
-        for process in stack.processes:
-            assert process.poll() is not None, "a child process outlived the test"
 
 
 @pytest.fixture

@@ -32,14 +32,14 @@ from typing import Any
 from prefect_stitch._engine.context import LOOKUP_INTERVAL_SECONDS, SyncContext
 from prefect_stitch._lineage import asset_key
 from prefect_stitch._logscan import LogScan
-from prefect_stitch._poll import Watch
+from prefect_stitch._poll import Snapshot, Watch
 from prefect_stitch._verdict import LoadVerdict, StreamRef, judge_loads
 from prefect_stitch.client import is_transient
 from prefect_stitch.errors import StitchError
 from prefect_stitch.models import Destination, Extraction, Load, StitchSyncHandle, StreamLoadResult
 from prefect_stitch.options import LoadsMode
 
-__all__ = ["LoadOutcome", "settle_loads", "with_load_baseline"]
+__all__ = ["LoadOutcome", "LoadWait", "settle_loads", "with_load_baseline"]
 
 _destinations: dict[tuple[str, int], Destination | None] = {}
 _STALLED_LISTINGS = 2
@@ -102,7 +102,7 @@ async def settle_loads(
     source_name = handle.source_name
     if source_name is None:
         source_name = (await ctx.client.get_source(ctx.source_id)).name
-    wait = _LoadWait(ctx, job, source_name or "", handle.baseline_loads or (), log)
+    wait = LoadWait(ctx, job, source_name or "", handle.baseline_loads or (), log)
     await wait.learn_selected_streams()
     watch = ctx.poller.watch(ctx.options.poll_interval_seconds, extractions=False, loads=True)
     try:
@@ -112,7 +112,7 @@ async def settle_loads(
     return await wait.outcome()
 
 
-class _LoadWait:
+class LoadWait:
     """One job's wait for its loads: which streams must load, and where they stand."""
 
     def __init__(
@@ -134,6 +134,7 @@ class _LoadWait:
         self.verdict: LoadVerdict | None = None
         self.deadline = time.monotonic()
         """When the wait ends: set as it starts (after the streams and the log were read)."""
+        self.failures = self.stalled = self.landed = 0
 
     async def learn_selected_streams(self) -> None:
         """The selected streams; the log's streams with rows among them, when it was read."""
@@ -184,37 +185,65 @@ class _LoadWait:
         near_end = self.deadline - time.monotonic() < 3 * self.ctx.options.poll_interval_seconds
         return self.mode == "check" or stalled > _STALLED_LISTINGS or near_end
 
-    async def follow(self, watch: Watch) -> None:
-        """Read the loads listing until the loads settle, the wait ends, or (check) once."""
+    def begin(self) -> None:
+        """Start the wait's clock (after the streams, and maybe the log, were read)."""
         wait = self.ctx.options.max_load_wait_seconds if self.mode == "wait" else 0
         self.deadline = time.monotonic() + wait
-        failures = stalled = landed = 0
+        self.failures = self.stalled = self.landed = 0
+
+    @property
+    def over(self) -> bool:
+        """Whether the wait is over: settled, nothing left to learn, or (wait) out of time."""
+        if self.settled() or (not self.expected and self.log_read):
+            return True
+        return self.mode == "wait" and self.verdict is not None and self.seconds_left() <= 0
+
+    def seconds_left(self) -> float:
+        """Seconds left of the load wait (``check``: none)."""
+        return self.deadline - time.monotonic()
+
+    async def follow(self, watch: Watch) -> None:
+        """Read the loads listing until the loads settle, the wait ends, or (check) once."""
+        self.begin()
         interval = self.ctx.options.poll_interval_seconds
-        while self.expected or not self.log_read:
-            left = self.deadline - time.monotonic()
-            if self.mode == "wait" and left <= 0 and self.verdict is not None:
-                break
+        while not self.over:
+            left = self.seconds_left()
             wait = max(left, 0.0) if self.mode == "wait" else max(4 * interval, 120.0)
             try:
                 snapshot = await watch.next_snapshot(wait)
             except TimeoutError:
                 break
-            if snapshot.error is not None or snapshot.loads is None:
-                failures += 1
-                if snapshot.error is not None and (
-                    not is_transient(snapshot.error) or failures > self.ctx.max_poll_failures
-                ):
-                    raise snapshot.error
-                continue
-            failures, self.listed = 0, snapshot.loads
-            self.verdict = self.judge()
-            stalled = stalled + 1 if len(self.verdict.loaded) <= landed else 0
-            landed = len(self.verdict.loaded)
-            if self.log_needed(stalled):
-                self.verdict = await self.read_log()  # the listing alone cannot settle it
-            if self.settled() or self.mode == "check":
+            if await self.take(snapshot) and self.mode == "check":
                 break
+
+    async def take(self, snapshot: Snapshot) -> bool:
+        """Judge one listing of the account's loads (reading the job's log when stalled).
+
+        Args:
+            snapshot: The listing.
+
+        Returns:
+            Whether the listing was judged (``False``: it failed, or had no loads).
+
+        Raises:
+            StitchAPIError: Stitch could not be read (beyond the tolerated failures).
+        """
+        if snapshot.error is not None or snapshot.loads is None:
+            self.failures += 1
+            if snapshot.error is not None and (
+                not is_transient(snapshot.error) or self.failures > self.ctx.max_poll_failures
+            ):
+                raise snapshot.error
+            return False
+        self.failures, self.listed = 0, snapshot.loads
+        self.verdict = self.judge()
+        self.stalled = self.stalled + 1 if len(self.verdict.loaded) <= self.landed else 0
+        self.landed = len(self.verdict.loaded)
+        if self.log_needed(self.stalled):
+            self.verdict = await self.read_log()  # the listing alone cannot settle it
+        if not self.settled():
             self._log_progress()
+        return True
 
     def _log_progress(self) -> None:
         """Say which streams have landed and which are still awaited (DEBUG)."""

@@ -22,6 +22,7 @@ from prefect_stitch._engine.context import run_logger
 from prefect_stitch._engine.memory import RunMemory, run_memory
 from prefect_stitch._engine.outcomes import outcome_of, write_many_summary
 from prefect_stitch._engine.steps import trigger, wait_task
+from prefect_stitch._engine.suspension import Registration, Suspender
 from prefect_stitch._poll import pollers_of
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import (
@@ -39,7 +40,7 @@ from prefect_stitch.models import (
 )
 from prefect_stitch.options import SyncOptions
 
-__all__ = ["SourceSync", "sync_many"]
+__all__ = ["SourceSync", "suspender_for", "sync_many"]
 
 
 class SourceSync:
@@ -54,6 +55,8 @@ class SourceSync:
         deadline: ``time.monotonic()`` bound of the whole sync (default: now plus
             ``max_wait_seconds``).
         write_artifact: Leave the sync's artifact (a many-sources run writes one table).
+        suspender: Suspends the run while Stitch works (``suspend_while_waiting``); a
+            many-sources run suspends once for every source, and passes none.
     """
 
     def __init__(
@@ -65,8 +68,10 @@ class SourceSync:
         started: StitchSyncHandle | None = None,
         deadline: float | None = None,
         write_artifact: bool = True,
+        suspender: Suspender | None = None,
     ) -> None:
         self.credentials, self.source_id, self.options = credentials, source_id, options
+        self.suspender = suspender
         self.deadline = deadline or time.monotonic() + options.max_wait_seconds
         self.write_artifact = write_artifact
         self.started = started
@@ -96,11 +101,17 @@ class SourceSync:
             )
         return left
 
-    async def run(self, trigger_slots: asyncio.Semaphore | None = None) -> StitchSyncResult:
+    async def run(
+        self,
+        trigger_slots: asyncio.Semaphore | None = None,
+        *,
+        first: StitchSyncHandle | None = None,
+    ) -> StitchSyncResult:
         """Trigger (or follow), wait, and re-run as the options say, until a verdict stands.
 
         Args:
             trigger_slots: Bounds how many triggers run at once (many sources).
+            first: The job to wait for first, already started (many sources).
 
         Returns:
             The result of the job that succeeded.
@@ -112,8 +123,19 @@ class SourceSync:
             StitchSyncTimeout: ``max_wait_seconds`` ran out.
         """
         while True:
-            handle = await self._job(trigger_slots)
-            result, failure = await self._verdict(handle)
+            handle, first = first or await self.start(trigger_slots), None
+            if self.suspender is not None:
+                await self.suspender.while_stitch_works(
+                    [handle],
+                    {self.source_id: self.memory.attempts},
+                    {self.source_id: self.reruns_left},
+                    self.seconds_left(),
+                )
+            try:
+                result, failure = await self._verdict(handle)
+            finally:
+                if self.suspender is not None:
+                    await self.suspender.done()
             if result is not None and result.attached:
                 if self.options.on_already_running == "wait_then_start":
                     run_logger().info(
@@ -127,8 +149,41 @@ class SourceSync:
                 return result
             await self._before_rerun(failure)
 
-    async def _job(self, trigger_slots: asyncio.Semaphore | None) -> StitchSyncHandle:
-        """The job to wait for: one an earlier attempt of this run left, or a new one."""
+    def seconds_left(self) -> float:
+        """Seconds left of ``max_wait_seconds`` (never negative)."""
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    async def resume(self, registration: Registration | None) -> None:
+        """Follow the job a suspended part of this run started (the watcher resumed it).
+
+        Args:
+            registration: What the run left before it was suspended.
+        """
+        handle = None if registration is None else registration.handle_of(self.source_id)
+        if registration is None or handle is None or self.memory.pending is not None:
+            return
+        self.memory.pending, self.paused = handle, True
+        self.memory.attempts = list(registration.attempts.get(self.source_id, []))
+        self.reruns_left = registration.reruns_left.get(self.source_id, self.reruns_left)
+        self.deadline = time.monotonic() + registration.deadline - time.time()
+        run_logger().info(
+            "Resumed: following Stitch job %s of source %s, which this run started before it "
+            "was suspended",
+            handle.job_name or "(name unknown)",
+            self.source_id,
+        )
+
+    async def start(self, trigger_slots: asyncio.Semaphore | None = None) -> StitchSyncHandle:
+        """The job to wait for: one this run started before (suspended, retried), or a new one.
+
+        Args:
+            trigger_slots: Bounds how many triggers run at once (many sources).
+
+        Returns:
+            The job's handle.
+        """
+        if self.suspender is not None:
+            await self.resume(await self.suspender.registration())
         handle = self.memory.pending
         if handle is None:
             async with trigger_slots or contextlib.nullcontext():
@@ -153,12 +208,14 @@ class SourceSync:
         """Wait for the job's verdict: its result, or its failure (with the result in it)."""
         failure: StitchReplicationFailed | None = None
         try:
+            # However little time is left, the wait runs: past the deadline it stops the job
+            # (per stop_on_timeout) and says so.
             result: StitchSyncResult | None = await wait_task(
                 self.credentials,
                 self.source_id,
                 handle,
                 self.options,
-                self.time_left(),
+                max(self.seconds_left(), 0.01),
                 self.memory.attempts,
                 self.write_artifact,
             )
@@ -225,6 +282,22 @@ def _out_of_time_for_reruns(
     return failure
 
 
+def suspender_for(
+    credentials: StitchCredentials, options: SyncOptions, source_id: int
+) -> Suspender | None:
+    """The suspender of a sync that asks to suspend while Stitch works (else none).
+
+    Args:
+        credentials: The account's credentials.
+        options: The sync's options.
+        source_id: A source of the account.
+
+    Returns:
+        The suspender, or ``None``.
+    """
+    return Suspender(credentials, options, source_id) if options.suspend_while_waiting else None
+
+
 async def sync_many(
     credentials: StitchCredentials,
     source_ids: Sequence[int],
@@ -256,19 +329,68 @@ async def sync_many(
     )
     requests_before = sum(poller.requests for poller in pollers_of(credentials))
     triggers = asyncio.Semaphore(max_concurrent)
-    running = {
-        asyncio.create_task(
-            SourceSync(credentials, source_id, options, write_artifact=False).run(triggers)
-        ): source_id
+    syncs = {
+        source_id: SourceSync(credentials, source_id, options, write_artifact=False)
         for source_id in source_ids
     }
-    values = await _gather(running, fail_fast)
+    suspender = suspender_for(credentials, options, source_ids[0])
+    started, values = await _start_while_stitch_works(syncs, triggers, suspender)
+    running = {
+        asyncio.create_task(sync.run(triggers, first=started.get(source_id))): source_id
+        for source_id, sync in syncs.items()
+        if source_id not in values
+    }
+    try:
+        values.update(await _gather(running, fail_fast))
+    finally:
+        if suspender is not None:
+            await suspender.done()
     summary = [outcome_of(source_id, values[source_id]) for source_id in source_ids]
     await write_many_summary(summary, logger)
     _raise_if_any_failed(summary, values)
     logger.info("All %d Stitch syncs succeeded", len(source_ids))
     spent = sum(poller.requests for poller in pollers_of(credentials)) - requests_before
     return StitchSyncManyResult(outcomes=summary, jobs_requests=spent)
+
+
+async def _start_while_stitch_works(
+    syncs: dict[int, SourceSync], triggers: asyncio.Semaphore, suspender: Suspender | None
+) -> tuple[dict[int, StitchSyncHandle], dict[int, StitchSyncResult | BaseException]]:
+    """With a suspender: start every source's job, then suspend the run once for them all.
+
+    Returns:
+        The jobs started, and the errors of the triggers that failed, by source (none
+        without a suspender: each sync starts its own).
+    """
+    if suspender is None:
+        return {}, {}
+    registration = await suspender.registration()
+    for sync in syncs.values():
+        await sync.resume(registration)
+    outcomes = await asyncio.gather(
+        *(sync.start(triggers) for sync in syncs.values()), return_exceptions=True
+    )
+    started: dict[int, StitchSyncHandle] = {}
+    failed: dict[int, StitchSyncResult | BaseException] = {}
+    for source_id, outcome in zip(syncs, outcomes, strict=True):
+        if isinstance(outcome, StitchSyncHandle):
+            started[source_id] = outcome
+        else:
+            failed[source_id] = outcome
+    if failed and started:
+        run_logger().warning(
+            "Not suspending the run while Stitch works: the trigger of source %s failed (its "
+            "error is reported with the other sources' verdicts). Waiting in this process",
+            ", ".join(map(str, failed)),
+        )
+    elif started:
+        await suspender.while_stitch_works(
+            list(started.values()),
+            {source_id: syncs[source_id].memory.attempts for source_id in started},
+            {source_id: syncs[source_id].reruns_left for source_id in started},
+            min(syncs[source_id].seconds_left() for source_id in started),
+        )
+    return started, failed
 
 
 async def _gather(

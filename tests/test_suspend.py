@@ -1,0 +1,280 @@
+"""Suspending syncs end to end: a real ``prefect server``, ONE process worker limited to one
+run, prefect.yaml's ``sync-source-suspending`` deployment, and the account's watcher running
+in its own process (as the README deploys it), against the simulator over HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+from prefect.states import Cancelling, StateType
+
+from prefect_stitch._engine.suspension import watcher_alive
+from prefect_stitch.simulator import Outcome, StitchSimulator, StreamLoad
+from tests.conftest import make_credentials
+from tests.helpers import stitch_events, until
+from tests.stack import ROOT, Stack
+
+pytestmark = pytest.mark.deployment
+
+SUSPENDING = "stitch-sync/sync-source-suspending"
+DOWNSTREAM = "stitch-downstream/after-sync"
+FAST = {"poll_interval_seconds": 0.3}
+
+
+@pytest.fixture(scope="session")
+def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack with a worker that runs one flow run at a time."""
+    stack = Stack(tmp_path_factory.mktemp("prefect-home-one-slot"))
+    try:
+        stack.start("--limit", "1")
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def on_one_slot(one_slot: Stack) -> Iterator[Stack]:
+    """Point this process's Prefect client at the one-slot stack for the test."""
+    with temporary_settings(
+        updates={PREFECT_API_URL: one_slot.api_url, PREFECT_HOME: one_slot.home}
+    ):
+        yield one_slot
+
+
+@pytest.fixture
+def watcher(on_one_slot: Stack, sim: StitchSimulator) -> Iterator[subprocess.Popen[bytes]]:
+    """The account's watcher, a flow run in its own process, until the test ends."""
+    make_credentials(sim).save("stitch", overwrite=True)
+    log = (on_one_slot.home / "watcher.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from prefect_stitch import stitch_watch_flow; "
+            "stitch_watch_flow(credentials='stitch', poll_interval_seconds=0.3)",
+        ],
+        env=on_one_slot.env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+async def _start(source_id: int, **parameters: Any) -> UUID:
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(SUSPENDING)
+        run = await client.create_flow_run_from_deployment(
+            deployment.id, parameters={"source_id": source_id, **FAST, **parameters}
+        )
+    return run.id
+
+
+async def _final(run_id: UUID, timeout: float = 180) -> Any:
+    async with get_client() as client:
+
+        async def final():  # type: ignore[no-untyped-def]
+            current = await client.read_flow_run(run_id)
+            return current if current.state is not None and current.state.is_final() else None
+
+        return await until(final, timeout, f"run {run_id} to end", every=0.5)
+
+
+async def _states(run_id: UUID) -> list[Any]:
+    async with get_client() as client:
+        return list(await client.read_flow_run_states(run_id))
+
+
+async def _suspended(run_id: UUID) -> Any:
+    """Wait until the run is suspended; its state."""
+    async with get_client() as client:
+
+        async def paused():  # type: ignore[no-untyped-def]
+            current = await client.read_flow_run(run_id)
+            return (
+                current.state if current.state is not None and current.state.is_paused() else None
+            )
+
+        return await until(paused, 120, f"run {run_id} to be suspended", every=0.3)
+
+
+async def _downstream_after_success_of(source_id: int) -> None:
+    """The README's recipe: an automation on the source's stitch.sync.succeeded runs the
+    downstream deployment with the event's source and job."""
+    from prefect.events.actions import RunDeployment
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    async with get_client() as client:
+        downstream = await client.read_deployment_by_name(DOWNSTREAM)
+        await client.create_automation(
+            AutomationCore(
+                name=f"downstream after source {source_id}",
+                trigger=EventTrigger(
+                    expect={"stitch.sync.succeeded"},
+                    match_related={"prefect.resource.id": f"stitch.source.{source_id}"},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                    within=timedelta(0),
+                ),
+                actions=[
+                    RunDeployment(
+                        source="selected",
+                        deployment_id=downstream.id,
+                        parameters={
+                            "source_id": "{{ event.payload.source_id }}",
+                            "job_name": "{{ event.payload.job_name }}",
+                        },
+                    )
+                ],
+            )
+        )
+
+
+async def _downstream_runs() -> list[Any]:
+    async with get_client() as client:
+        downstream = await client.read_deployment_by_name(DOWNSTREAM)
+        return list(
+            await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[downstream.id]))
+            )
+        )
+
+
+def _at(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
+    on_one_slot: Stack, sim: StitchSimulator, watcher: subprocess.Popen[bytes]
+) -> None:
+    """With one worker slot, two suspending syncs' jobs run at once (the first run frees the
+    slot while Stitch works); each run ends as a waiting run would, with one job per source;
+    a failing job's run fails with the phase's verdict; cancelling a suspended run stops its
+    job; max_wait_seconds stops the job and fails the run."""
+    slow_load = StreamLoad(delay_seconds=10)  # the data lands 10 s after the extraction
+    sim.add_source(
+        301,
+        outcomes=[
+            Outcome.success(
+                duration_seconds=12, loads={"accounts": slow_load, "contacts": slow_load}
+            )
+        ],
+    )
+    sim.add_source(302, outcomes=[Outcome.success(duration_seconds=12)])
+    sim.add_source(303, outcomes=[Outcome.failure("tap", -9, "Killed", duration_seconds=3)])
+    sim.add_source(304, outcomes=[Outcome.success(duration_seconds=None)])  # never ends
+    sim.add_source(305, outcomes=[Outcome.success(duration_seconds=None)])  # never ends
+    await until(lambda: watcher_alive(sim.client_id, sim.base_url), 90, "the watcher to run")
+    await _downstream_after_success_of(301)
+
+    def one_slot_logs() -> str:
+        return on_one_slot.logs("worker")
+
+    first, second = await _start(301), await _start(302)
+    failing = await _start(303)
+    cancelled = await _start(304)
+    timing_out = await _start(305, max_wait_seconds=15)
+
+    state = await _suspended(cancelled)
+    assert "of source 304" in (state.message or ""), state.message
+    async with get_client() as client:
+        await client.set_flow_run_state(cancelled, Cancelling())
+
+    ok1, ok2 = await _final(first), await _final(second)
+    for run, source_id in ((ok1, 301), (ok2, 302)):
+        assert run.state.type == StateType.COMPLETED, (
+            run.state.message,
+            on_one_slot.logs("worker"),
+        )
+        [job] = sim.jobs_started(source_id)  # never a second job after the resume
+        result = await run.state.aresult()
+        assert result.job_name == job and result.status == "succeeded"
+        paused = [s for s in await _states(run.id) if s.type == StateType.PAUSED]
+        assert paused and f"Stitch job {job} of source {source_id}" in paused[0].message
+    # The pipeline recipe: the downstream deployment ran once, for the job, after the load.
+    [downstream] = await until(_downstream_runs, 90, "the downstream run")
+    assert downstream.parameters == {"source_id": 301, "job_name": sim.jobs_started(301)[0]}
+    downstream = await _final(downstream.id)
+    assert downstream.state.type == StateType.COMPLETED
+    [job1] = sim.jobs(301)
+    loaded_at = _at(job1["completed_at"]) + slow_load.delay_seconds
+    assert downstream.start_time.timestamp() > loaded_at  # not at the extraction's end
+    # One slot: the second job started while the first ran (its run had freed the slot).
+    [job2] = sim.jobs(302)
+    assert _at(job2["started_at"]) < _at(job1["completed_at"]), (job1, job2)
+
+    failed = await _final(failing)
+    assert failed.state.type == StateType.FAILED
+    assert failed.state.message.startswith("Failed: tap exited with status -9: Killed")
+    assert failed.state.message.endswith("[StitchReplicationFailed]")
+    assert len(sim.jobs_started(303)) == 1
+
+    gone = await _final(cancelled)
+    assert gone.state.type == StateType.CANCELLED
+    assert sim.running_job(304) is None and sim.jobs(304)[0]["stopped"]
+    async with get_client() as client:
+
+        async def cancelled_event():  # type: ignore[no-untyped-def]
+            return [
+                e for e in await stitch_events(client, 304) if e.event == "stitch.sync.cancelled"
+            ]
+
+        [event] = await until(cancelled_event, 30, "the stitch.sync.cancelled event")
+    assert event.payload["stopped"] is True
+
+    late = await _final(timing_out)
+    assert late.state.type == StateType.FAILED, late.state.message
+    assert late.state.message.startswith("Timed out: Stitch job"), late.state.message
+    assert late.state.message.endswith("[StitchSyncTimeout]")
+    assert sim.running_job(305) is None and sim.jobs(305)[0]["stopped"]
+    assert len(sim.jobs_started(305)) == 1
+
+
+async def test_without_a_watcher_a_suspending_sync_waits_in_its_process_and_says_why(
+    on_one_slot: Stack, sim: StitchSimulator
+) -> None:
+    """Nobody would resume the run: it is not suspended; it waits in its process, says why
+    in one WARNING line with the fix, and ends as a waiting run does."""
+    sim.add_source(311, outcomes=[Outcome.success(duration_seconds=1)])
+    await make_credentials(sim).asave("stitch", overwrite=True)
+    run = await _final(await _start(311))
+    assert run.state.type == StateType.COMPLETED, (run.state.message, on_one_slot.logs("worker"))
+    assert not [s for s in await _states(run.id) if s.type == StateType.PAUSED]
+    async with get_client() as client:
+
+        async def warned():  # type: ignore[no-untyped-def]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+            return [log for log in logs if "Not suspending" in log.message]
+
+        [warning] = await until(warned, 30, "the run's WARNING")
+    assert warning.level == 30
+    assert f"no watcher of Stitch account {sim.client_id} is running" in warning.message
+    assert "watch-account" in warning.message
