@@ -585,3 +585,37 @@ def test_a_long_wait_for_the_accounts_next_listing_is_logged(
     waiting = [r.getMessage() for r in caplog.records if "still waiting for job" in r.getMessage()]
     assert len(waiting) == 1, waiting
     assert f"Stitch account {sim.client_id}" in waiting[0] and "source 65" in waiting[0]
+
+
+def test_a_sync_prefect_cannot_suspend_waits_in_its_process_and_says_why(
+    sim: StitchSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """suspend_while_waiting outside a deployment's run, and in a subflow: Prefect could not
+    resume it, so it is not suspended; one WARNING says why and how to fix it."""
+
+    sim.add_source(66, outcomes=[Outcome.success(duration_seconds=0.2)] * 2)
+    credentials = make_credentials(sim)
+
+    @flow
+    def pipeline() -> StitchSyncResult:
+        return stitch_sync_flow(
+            source_id=66, credentials=credentials, suspend_while_waiting=True, **FAST
+        )
+
+    def warnings() -> list[str]:
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        return [line for line in said if "Not suspending the run" in line]
+
+    with caplog.at_level(logging.WARNING):
+        alone = stitch_sync_flow(
+            source_id=66, credentials=credentials, suspend_while_waiting=True, **FAST
+        )
+    assert alone.succeeded
+    [line] = warnings()
+    assert "not a deployment's run" in line and "sync-source-suspending" in line
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert pipeline().succeeded
+    [line] = warnings()
+    assert "it is a subflow" in line and "run_deployment" in line
+    assert len(sim.jobs_started(66)) == 2

@@ -96,6 +96,16 @@ async def _start(source_id: int, **parameters: Any) -> UUID:
     return run.id
 
 
+async def _start_many(source_ids: list[int]) -> UUID:
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name("stitch-sync-many/sync-sources")
+        run = await client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters={"source_ids": source_ids, "suspend_while_waiting": True, **FAST},
+        )
+    return run.id
+
+
 async def _final(run_id: UUID, timeout: float = 180) -> Any:
     async with get_client() as client:
 
@@ -196,7 +206,10 @@ async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
     def one_slot_logs() -> str:
         return on_one_slot.logs("worker")
 
+    sim.add_source(306, outcomes=[Outcome.success(duration_seconds=3)])
+    sim.add_source(307, outcomes=[Outcome.success(duration_seconds=9)])
     first, second = await _start(301), await _start(302)
+    many = await _start_many([306, 307])
     failing = await _start(303)
     cancelled = await _start(304)
     timing_out = await _start(305, max_wait_seconds=15)
@@ -228,6 +241,17 @@ async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
     # One slot: the second job started while the first ran (its run had freed the slot).
     [job2] = sim.jobs(302)
     assert _at(job2["started_at"]) < _at(job1["completed_at"]), (job1, job2)
+
+    # Many sources: suspended once for both, resumed once the last verdict was in.
+    both = await _final(many)
+    assert both.state.type == StateType.COMPLETED, both.state.message
+    assert [o.status for o in (await both.state.aresult()).outcomes] == ["succeeded"] * 2
+    states = await _states(many)
+    [paused] = [s for s in states if s.type == StateType.PAUSED]
+    assert "of source 306" in paused.message and "of source 307" in paused.message
+    resumed = next(s for s in states if s.timestamp > paused.timestamp)
+    assert resumed.timestamp.timestamp() > _at(sim.jobs(307)[0]["completed_at"])
+    assert len(sim.jobs_started(306)) == len(sim.jobs_started(307)) == 1
 
     failed = await _final(failing)
     assert failed.state.type == StateType.FAILED
