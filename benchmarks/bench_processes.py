@@ -20,12 +20,17 @@ any window of the budget's period, the time from each job's end to the moment it
 had its result, peak RSS and CPU seconds per process, and whether every verdict was
 right. Then, at K = 10 ``shared``, it kills the leading process (SIGKILL) while every
 process waits, and reports how long the account went unpolled and whether the others
-still got their verdicts. Time is compressed 10x (``BENCH_COMPRESSION``).
+still got their verdicts. With ``--outage SECONDS``, at K = 8 ``shared`` (jobs of 60-90 s),
+it kills the Prefect server 15 s in and starts it again on the same port and database
+SECONDS later, and reports the budget through the outage and each verdict's delay after
+its job's end or the API's return, whichever is later. Time is compressed 10x
+(``BENCH_COMPRESSION``).
 
 Usage (from the project root)::
 
     BENCH_COMPRESSION=10 .venv/bin/python benchmarks/bench_processes.py
     .venv/bin/python benchmarks/bench_processes.py --ks 1 10 --modes shared --no-takeover --no-write
+    .venv/bin/python benchmarks/bench_processes.py --ks --no-takeover --outage 40 90
 
 Architecture: the driver (this process) starts ONE real ``prefect server`` (temporary
 PREFECT_HOME) for all runs, and runs ONE simulator per run in its own threads (so the
@@ -36,7 +41,8 @@ account's poll (a thread watching ``pollers_of(credentials)[0]._sharing.leading`
 result with ``time.time()`` when ``stitch_sync_flow`` returned, and its
 ``getrusage(RUSAGE_SELF)`` at exit. Every job runs until the driver ends it: a drawn
 10-40 s after the last process triggered its job (so that all K processes wait at once),
-or, in the take-over run, after the leader was killed.
+or, in the take-over run, after the leader was killed, or, in an outage run, a drawn
+60-90 s after its own trigger.
 """
 
 import argparse
@@ -46,6 +52,7 @@ import faulthandler
 import hashlib
 import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -73,6 +80,8 @@ HERE = base.HERE
 RESULTS = HERE / "RESULTS.md"
 SECTION_START = "<!-- bench_processes: start (generated; replaced by each run) -->"
 SECTION_END = "<!-- bench_processes: end -->"
+OUTAGE_START = "<!-- bench_processes --outage: start (generated; replaced by each outage run) -->"
+OUTAGE_END = "<!-- bench_processes --outage: end -->"
 
 # -- the scenario ------------------------------------------------------------------------
 COMPRESSION = float(os.environ.get("BENCH_COMPRESSION", "10"))
@@ -98,12 +107,19 @@ MAX_WAIT_SECONDS = 3600.0
 TAKEOVER_K = 10
 TAKEOVER_SETTLE_SECONDS = 5.0
 """Take-over run: how long after the last trigger the leader is killed."""
+OUTAGE_K = 8
+OUTAGE_AFTER_SECONDS = 15.0
+"""Outage runs: the server is killed this long after the first launch (once every process
+has triggered its job: a flow run cannot start without the API)."""
+OUTAGE_JOB_RANGE = (600.0 / COMPRESSION, 900.0 / COMPRESSION)
+"""Outage runs: each job ends this long (uniform, fixed seed) after its own trigger."""
 MARK = "BENCH "
 WARNING_PATTERNS = {
     "two leaders (one steps down)": "steps down",
     "lost the lead": "Lost the lead",
     "took over from a silent leader": "taking over from a silent leader",
     "could not share (polling alone)": "Cannot share the poll",
+    "could not reach the API (polling alone)": "Cannot reach the Prefect API",
     "traceback": "Traceback (most recent call last)",
     "crashed flow run": "Crash detected",
 }
@@ -113,10 +129,10 @@ def source_ids(k: int) -> list[int]:
     return [FIRST_SOURCE_ID + i for i in range(k)]
 
 
-def job_ends(k: int) -> dict[int, float]:
+def job_ends(k: int, span: tuple[float, float] = JOB_END_RANGE) -> dict[int, float]:
     """When each job ends, after the reference moment; K=10's are the first ten of K=50's."""
     rng = random.Random(SEED)
-    low, high = JOB_END_RANGE
+    low, high = span
     return {sid: round(rng.uniform(low, high), 3) for sid in source_ids(k)}
 
 
@@ -172,6 +188,25 @@ def time_slow_sharing_calls() -> None:
         setattr(owner, method, timed(call, getattr(owner, method)))
 
 
+def report_listings_seen(source_id: int) -> None:
+    """Print when this process's waiters first got a listing that shows each job of its source
+    ended (``SEEN``): the poll's verdict, apart from the flow's own reporting to the API."""
+    from prefect_stitch._poll.poller import AccountPoller
+
+    deliver = AccountPoller._deliver
+    seen: set[str] = set()
+
+    def reported(self: AccountPoller, snapshot: Any) -> None:
+        for record in snapshot.records:
+            done = record.source_id == source_id and record.completion_time is not None
+            if done and record.job_name not in seen:
+                seen.add(record.job_name)
+                emit("SEEN", {"t": time.time(), "job": record.job_name})
+        deliver(self, snapshot)
+
+    AccountPoller._deliver = reported  # type: ignore[method-assign]
+
+
 def child_main(args: argparse.Namespace) -> int:
     emit("BOOT", {"t": time.time(), "pid": os.getpid()})
     import prefect_stitch
@@ -191,6 +226,7 @@ def child_main(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     time_slow_sharing_calls()
+    report_listings_seen(args.source_id)
     if os.environ.get("BENCH_DEBUG_SHARING"):  # every step of the shared poll, in the log
         import logging
 
@@ -400,6 +436,63 @@ class RunResult:
     label: str = ""
     package_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    outage: float | None = None
+    """Outage runs: how long the Prefect server was to stay down (``--outage``)."""
+    outage_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outage:
+    """The Prefect server killed while the processes wait, and started again (``--outage``).
+
+    Killed (SIGKILL, its process group: its leases die with it) ``OUTAGE_AFTER_SECONDS``
+    after the first launch, once every process has triggered its job; started again on
+    the same port and database ``seconds`` later, in a thread (the driver goes on ending
+    jobs while it starts).
+    """
+
+    seconds: float
+    server: base.PrefectServer
+    home: Path
+    killed_at: float | None = None
+    restarted_at: float | None = None
+    back_at: float | None = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    def step(self, started: float, triggered: bool) -> None:
+        """Kill the server, or start it again, when due."""
+        now = time.time()
+        if self.killed_at is None:
+            if triggered and now >= started + OUTAGE_AFTER_SECONDS:
+                assert self.server.process is not None
+                kill_group(self.server.process)
+                reap_within(self.server.process, 30)
+                self.killed_at = now
+                print(f"    killed the Prefect server {now - started:.1f} s in", flush=True)
+        elif self.thread is None and now >= self.killed_at + self.seconds:
+            log = self.home / "server.log"
+            if log.exists():
+                log.rename(self.home / f"server-until-{int(now)}.log")
+            self.restarted_at = now
+            self.thread = threading.Thread(target=self._start, name="bench-restart", daemon=True)
+            self.thread.start()
+
+    def _start(self) -> None:
+        """Start the server again (same port, same PREFECT_HOME and database)."""
+        try:
+            self.server.start()
+            self.back_at = time.time()
+            print(f"    the Prefect server answers again ({self.back_at:.1f})", flush=True)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"[:600]
+
+    def finish(self) -> None:
+        """Wait for the restart (the next runs need the server)."""
+        if self.thread is not None:
+            self.thread.join(240)
+        if self.killed_at is not None and self.back_at is None and self.error is None:
+            self._start()
 
 
 def create_gcl(server: base.PrefectServer) -> dict[str, Any]:
@@ -476,11 +569,13 @@ def run_one(
     home: Path,
     args: argparse.Namespace,
     takeover: bool = False,
+    outage: float | None = None,
 ) -> RunResult:
     from prefect_stitch.simulator import Outcome, StitchSimulator
 
     label = f"{mode}-{k}" + ("-takeover" if takeover else "")
-    result = RunResult(k, mode, takeover)
+    label += f"-outage{outage:g}" if outage is not None else ""
+    result = RunResult(k, mode, takeover, outage=outage)
     print(f"--- {label}: {k} processes", flush=True)
     sim = StitchSimulator(
         token=TOKEN,
@@ -490,7 +585,8 @@ def run_one(
         jobs_rate_period_seconds=JOBS_RATE_PERIOD_SECONDS,
     ).start()
     ids = source_ids(k)
-    ends = job_ends(k)
+    ends = job_ends(k, OUTAGE_JOB_RANGE if outage is not None else JOB_END_RANGE)
+    stage = None if outage is None else Outage(outage, server, home)
     for sid in ids:
         sim.add_source(sid, outcomes=[Outcome.success(duration_seconds=None)])
         sim.seed_completed(sid)  # a real account lists every source's last job
@@ -544,7 +640,13 @@ def run_one(
                         reference = now
                         killed_for_takeover = True
                         result.notes.append("no leader found to kill")
-            if reference is not None:
+            if stage is not None:  # each job its draw after its own trigger
+                stage.step(started, len(triggers) == k)
+                for sid, at in triggers.items():
+                    if sid not in finished and time.time() >= at + ends[sid]:
+                        sim.finish_job(sid)
+                        finished.add(sid)
+            elif reference is not None:
                 for sid, at in triggers.items():
                     if sid not in finished and time.time() >= max(reference, at) + ends[sid]:
                         sim.finish_job(sid)
@@ -558,7 +660,7 @@ def run_one(
                     alive.append(child)
             if not alive:
                 break
-            if mode == "shared" and not takeover and not result.stall and triggers:
+            if mode == "shared" and not (takeover or stage) and not result.stall and triggers:
                 watch_for_stall(result, sim, server, alive, args.stall_seconds)
             if now > deadline:
                 for child in alive:
@@ -573,7 +675,13 @@ def run_one(
                 break
             time.sleep(0.05)
         ended = time.time()
-        result.server_cpu = base.group_cpu_seconds(server.process.pid) - server_cpu
+        if stage is not None:
+            stage.finish()  # the next runs need the server
+        result.server_cpu = (
+            base.group_cpu_seconds(server.process.pid) - server_cpu
+            if stage is None  # restarted: the killed server's CPU is gone
+            else float("nan")
+        )
         result.driver_cpu = base._cpu(resource.getrusage(resource.RUSAGE_SELF)) - driver_cpu
         if mode == "alone-gcl":
             with contextlib.suppress(Exception):
@@ -583,6 +691,8 @@ def run_one(
             if not try_reap(child.process):
                 kill_group(child.process)
                 reap_within(child.process, 30)
+        if stage is not None:
+            stage.finish()
         if mode == "alone-gcl":
             try:
                 delete_gcl(server)
@@ -592,6 +702,8 @@ def run_one(
     for child in children:
         child.read()
     measure(result, sim, children, started, ended, reference, ends)
+    if stage is not None:
+        measure_outage(result, stage, sim, children)
     data = {
         "result": asdict(result),
         "children": [
@@ -671,23 +783,21 @@ def group_pids(pgid: int) -> list[int]:
     return sorted(pids)
 
 
+def api_jobs(sim: Any) -> list[Any]:
+    """The jobs the processes triggered, with their exact times (floats of the simulator's
+    clock, the wall clock here; its API gives Stitch's whole seconds)."""
+    with sim._account.settled() as account:
+        return [job for job in account.book.of_source(None) if job.triggered_via == "api"]
+
+
 def trigger_times(sim: Any) -> dict[int, float]:
     """When each source's API-triggered job started (the trigger's arrival), exact floats."""
-    with sim._lock:
-        return {
-            job.source_id: job.started_at
-            for job in sim._jobs.values()
-            if job.triggered_via == "api"
-        }
+    return {job.source_id: job.started_at for job in api_jobs(sim)}
 
 
 def completion_times(sim: Any) -> dict[str, float]:
-    with sim._lock:
-        return {
-            name: job.completed_at
-            for name, job in sim._jobs.items()
-            if job.triggered_via == "api" and job.completed_at is not None
-        }
+    """When each API-triggered job completed, exact floats."""
+    return {job.job_name: job.completed_at for job in api_jobs(sim) if job.completed_at is not None}
 
 
 def measure(
@@ -889,6 +999,51 @@ def measure(
         result.takeover_info = info
 
 
+def measure_outage(result: RunResult, stage: Outage, sim: Any, children: Sequence[Child]) -> None:
+    """What the outage run shows: the budget through it, and each verdict's delay after its
+    job's end or the API's return, whichever is later (the poll's, and the flow's)."""
+    info: dict[str, Any] = {"error": stage.error}
+    killed, back = stage.killed_at, stage.back_at
+    if killed is None or back is None:
+        result.outage_info = info
+        return
+    info.update(
+        killed_after_launch=killed - result.started_at,
+        back_after_kill=back - killed,
+        restart_seconds=back - (stage.restarted_at or back),
+    )
+    listings = [r.wall for r in sim.requests_for("extractions") if r.query.get("page", "1") == "1"]
+    info["listings_while_down"] = sum(1 for t in listings if killed < t < back)
+    completions = completion_times(sim)
+    polls, flows, alone = [], [], []
+    info["results_each"] = sorted({len(child.lines.get("RESULT", [])) for child in children})
+    for child in children:
+        started = sim.jobs_started(child.source_id)
+        job = started[0] if len(started) == 1 else None
+        line = child.first("RESULT")
+        if job not in completions or line is None or line.get("job_name") != job:
+            continue
+        due = max(completions[job], back)
+        flows.append(line["t"] - due)
+        seen = [item["t"] for item in child.lines.get("SEEN", []) if item["job"] == job]
+        if seen:
+            polls.append(min(seen) - due)
+            if completions[job] < back:  # read alone while the API was down
+                alone.append(min(seen) - completions[job])
+    info.update(
+        poll_p50=base.percentile(polls, 50),
+        poll_p95=base.percentile(polls, 95),
+        poll_max=max(polls, default=float("nan")),
+        flow_p50=base.percentile(flows, 50),
+        flow_p95=base.percentile(flows, 95),
+        flow_max=max(flows, default=float("nan")),
+        ended_while_down=sum(1 for t in completions.values() if killed < t < back),
+        alone_p50=base.percentile(alone, 50),
+        alone_p95=base.percentile(alone, 95),
+    )
+    result.outage_info = info
+
+
 # -- reporting ----------------------------------------------------------------------------
 
 
@@ -919,7 +1074,8 @@ COLUMNS = (
 
 
 def mode_label(r: RunResult) -> str:
-    return r.mode + "".join(f" ({x})" for x in ("take-over" * r.takeover, r.label) if x)
+    outage = f"outage {r.outage:g} s" if r.outage is not None else ""
+    return r.mode + "".join(f" ({x})" for x in ("take-over" * r.takeover, outage, r.label) if x)
 
 
 def main_rows(results: Sequence[RunResult]) -> list[list[str]]:
@@ -1171,9 +1327,10 @@ def command_line(argv: Sequence[str]) -> str:
     return f"{env}.venv/bin/python benchmarks/bench_processes.py{args}"
 
 
-def section(
-    results: Sequence[RunResult], commands: Sequence[str], took: str, revision: str, args: Any
+def preamble(
+    results: Sequence[RunResult], commands: Sequence[str], took: str, revision: str
 ) -> list[str]:
+    """When and how the runs were made: the date, the package, the commands, the interpreter."""
     files = {f for r in results for f in r.package_files}
     here = bool(files) and all(Path(f).is_relative_to(ROOT) for f in files)
     outside = not Path(sys.executable).absolute().is_relative_to(ROOT)
@@ -1192,9 +1349,6 @@ def section(
         else "**`prefect_stitch` was NOT imported from this checkout** in some processes."
     )
     return [
-        SECTION_START,
-        "## K processes, one account: shared poll vs polling alone (`bench_processes.py`)",
-        "",
         f"Generated by `benchmarks/bench_processes.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} "
         f"UTC; {took}. Package measured: {revision}.",
         "",
@@ -1203,6 +1357,17 @@ def section(
         "```",
         "",
         " ".join(interpreter),
+    ]
+
+
+def section(
+    results: Sequence[RunResult], commands: Sequence[str], took: str, revision: str, args: Any
+) -> list[str]:
+    """The K-process runs' part of RESULTS.md's section (the outage runs have their own)."""
+    return [
+        "## K processes, one account: shared poll vs polling alone (`bench_processes.py`)",
+        "",
+        *preamble(results, commands, took, revision),
         "",
         f"Scenario ({COMPRESSION:g}x compression; at Stitch every duration is "
         f"{COMPRESSION:g} times longer):",
@@ -1293,7 +1458,114 @@ def section(
         "Against the targets:",
         "",
         *reading(results),
-        SECTION_END,
+    ]
+
+
+OUTAGE_COLUMNS = (
+    "K",
+    "outage asked s",
+    "server killed s after the first launch",
+    "API back s after the kill (restart s)",
+    "jobs reqs (extractions/loads/logs)",
+    "listings while down",
+    "max in 60 s window (budget 30)",
+    "violations",
+    "right verdicts",
+    "jobs ended while down (seen p50 / p95 s after their end)",
+    "poll verdict p50 / p95 / max s (ticks)",
+    "flow result p50 / p95 / max s (ticks)",
+    "warnings in the logs",
+    "notes",
+)
+
+
+def outage_row(r: RunResult) -> list[str]:
+    """An outage run's row: the budget through the outage, and the verdicts after it."""
+    info = r.outage_info
+    poll = [info.get(f"poll_{x}", float("nan")) for x in ("p50", "p95", "max")]
+    flow = [info.get(f"flow_{x}", float("nan")) for x in ("p50", "p95", "max")]
+    return [
+        str(r.k),
+        fmt(r.outage, 0),
+        fmt(info.get("killed_after_launch"), 1),
+        f"{fmt(info.get('back_after_kill'), 1)} ({fmt(info.get('restart_seconds'), 1)})",
+        f"{r.jobs_requests} ({r.extraction_requests}/{r.loads_requests}/{r.logs_requests})",
+        str(info.get("listings_while_down", "n/a")),
+        str(r.max_in_window),
+        str(r.violations),
+        f"{r.right}/{r.k}",
+        f"{info.get('ended_while_down', 'n/a')} ({fmt(info.get('alone_p50'))} / "
+        f"{fmt(info.get('alone_p95'))})",
+        " / ".join(ticks(v) for v in poll),
+        " / ".join(ticks(v) for v in flow),
+        ", ".join(f"{w}: {n}" for w, n in sorted(r.warnings.items())) or "none",
+        "; ".join(n for n in [*r.notes, *r.wrong, *shorten(r.missing), info.get("error")] if n),
+    ]
+
+
+def outage_reading(results: Sequence[RunResult]) -> list[str]:
+    """Each outage run against the issue's goal."""
+    lines = []
+    for r in results:
+        info = r.outage_info
+        held = r.max_in_window <= JOBS_RATE_LIMIT and not r.violations
+        bound = 3 * TICK_SECONDS
+        in_time = info.get("poll_max", math.inf) <= bound
+        lines.append(
+            f"- **Outage of {fmt(r.outage, 0)} s (K={r.k}{label_of(r)})**: the budget "
+            f"{'held' if held else 'was NOT held'} in every window (at most {r.max_in_window} "
+            f"in {JOBS_RATE_PERIOD_SECONDS:g} s, {r.violations} violations; "
+            f"{info.get('listings_while_down', 'n/a')} listings while the API was down); "
+            f"{r.right}/{r.k} right verdicts, "
+            + (
+                "one result per process"
+                if info.get("results_each") == [1]
+                else f"results per process: {info.get('results_each')}"
+            )
+            + "; the poll's verdicts "
+            f"{'within' if in_time else 'NOT all within'} {bound:g} s (3 ticks) of their job's "
+            "end or the API's return, whichever is later (p50 / p95 / max "
+            f"{fmt(info.get('poll_p50'))} / {fmt(info.get('poll_p95'))} / "
+            f"{fmt(info.get('poll_max'))} s); the flows' results (their task and flow states "
+            f"reported to the API first) p50 / p95 / max {fmt(info.get('flow_p50'))} / "
+            f"{fmt(info.get('flow_p95'))} / {fmt(info.get('flow_max'))} s after it."
+        )
+    return lines
+
+
+def outage_section(
+    results: Sequence[RunResult], commands: Sequence[str], took: str, revision: str
+) -> list[str]:
+    """The outage runs' part of RESULTS.md's section."""
+    low, high = OUTAGE_JOB_RANGE
+    return [
+        "### The Prefect API down while K processes wait (`--outage`)",
+        "",
+        *preamble(results, commands, took, revision),
+        "",
+        f"Scenario: as above ({COMPRESSION:g}x compression, one account, one real `prefect "
+        f"server`), K = {OUTAGE_K} processes `shared`, each job ending a drawn "
+        f"{low:g}-{high:g} s (uniform, seed {SEED}) after its own trigger. The server is "
+        f"killed (SIGKILL, its process group) {OUTAGE_AFTER_SECONDS:g} s after the first "
+        "launch (once every process has triggered its job), and started again on the same "
+        "port and database the outage's seconds later; the API is back when it answers "
+        "`/api/health`.",
+        "",
+        markdown(OUTAGE_COLUMNS, [outage_row(r) for r in results]),
+        "",
+        "- **poll verdict**: from the later of the job's completion (the simulator's exact "
+        "`completed_at`) and the API's return to the moment the process's waiters first got "
+        "a listing that shows the job ended (its poller's delivery, printed as `SEEN`); in "
+        f"brackets, in ticks of {TICK_SECONDS:g} s; below 0 when it came before the API "
+        "did (read alone). **flow result**: the same to the "
+        "`time.time()` the process printed when `stitch_sync_flow` returned (its task and "
+        "flow states reported to the API, with the Prefect client's own retries).",
+        "- **listings while down**: extraction listings (page 1) between the kill and the "
+        "API's return; **jobs ended while down**: and how long after its end each process's "
+        "waiters got the listing that shows it (read alone, at its share); **max in 60 s "
+        "window**, **violations**, **right verdicts** and **warnings**: as above.",
+        "",
+        *outage_reading(results),
     ]
 
 
@@ -1301,16 +1573,25 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return base.markdown_table(header, [[c.replace("|", "\\|") for c in row] for row in rows])
 
 
-def write_section(lines: Sequence[str]) -> None:
+def write_section(runs: Sequence[str] | None, outage: Sequence[str] | None) -> None:
+    """Replace this benchmark's section of RESULTS.md: the part of each kind of run made.
+
+    The K-process runs' part, and the outage runs' part (between markers of its own, at
+    the section's end): a run of one kind leaves the other's figures as they were.
+    """
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    block = "\n".join(lines)
     if SECTION_START in text and SECTION_END in text:
         head, _, rest = text.partition(SECTION_START)
-        _, _, tail = rest.partition(SECTION_END)
-        text = head + block + tail
+        inner, _, tail = rest.partition(SECTION_END)
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+        head, inner, tail = text.rstrip("\n") + "\n\n", "", "\n"
+    kept_runs, _, rest = inner.partition(OUTAGE_START)
+    kept_outage = rest.partition(OUTAGE_END)[0]
+    parts = [SECTION_START, "\n".join(runs) if runs is not None else kept_runs.strip("\n")]
+    outage_text = "\n".join(outage) if outage is not None else kept_outage.strip("\n")
+    if outage_text:
+        parts += ["", OUTAGE_START, outage_text, OUTAGE_END]
+    RESULTS.write_text(head + "\n".join([*parts, SECTION_END]) + tail)
 
 
 def rebuild(directories: Sequence[Path]) -> list[RunResult]:
@@ -1338,34 +1619,52 @@ def rebuild(directories: Sequence[Path]) -> list[RunResult]:
     return results
 
 
+def report(
+    results: Sequence[RunResult], commands: Sequence[str], took: str, revision: str, args: Any
+) -> None:
+    """Print the tables and readings; write RESULTS.md's parts of the kinds of run made."""
+    runs = [r for r in results if r.outage is None]
+    outages = [r for r in results if r.outage is not None]
+    if runs:
+        print(base.text_table(COLUMNS, main_rows(runs)))
+        print()
+        print(base.text_table(DETAIL_COLUMNS, detail_rows(runs)))
+        print()
+        print("\n".join(reading(runs)))
+    if outages:
+        print()
+        print(base.text_table(OUTAGE_COLUMNS, [outage_row(r) for r in outages]))
+        print()
+        print("\n".join(outage_reading(outages)))
+    if not args.no_write:
+        write_section(
+            section(runs, commands, took, revision, args) if runs else None,
+            outage_section(outages, commands, took, revision) if outages else None,
+        )
+        print(f"Wrote {RESULTS}")
+
+
 def driver_main(args: argparse.Namespace) -> int:
     if args.report_from:
-        results = rebuild(args.report_from)
-        print(base.text_table(COLUMNS, main_rows(results)))
-        print()
-        print(base.text_table(DETAIL_COLUMNS, detail_rows(results)))
-        print()
-        print("\n".join(reading(results)))
-        if not args.no_write:
-            _, revision = package_revision()
-            took = (
-                "rebuilt with `--report-from` from the kept logs of the runs of the commands below"
-            )
-            write_section(section(results, args.report_command or [], took, revision, args))
-            print(f"Wrote {RESULTS}")
+        _, revision = package_revision()
+        took = "rebuilt with `--report-from` from the kept logs of the runs of the commands below"
+        report(rebuild(args.report_from), args.report_command or [], took, revision, args)
         return 0
     began = time.monotonic()
     _, revision = package_revision()
     home = Path(tempfile.mkdtemp(prefix="bench-processes-"))
     os.environ.setdefault("PREFECT_HOME", str(home / "driver"))  # the simulator imports prefect
     results: list[RunResult] = []
-    plan: list[tuple[int, str, bool]] = [(k, m, False) for k in args.ks for m in args.modes]
+    plan: list[tuple[int, str, bool, float | None]] = [
+        (k, m, False, None) for k in args.ks for m in args.modes
+    ]
     if not args.no_takeover:
-        plan.append((TAKEOVER_K, "shared", True))
+        plan.append((TAKEOVER_K, "shared", True, None))
+    plan += [(OUTAGE_K, "shared", False, seconds) for seconds in args.outage or []]
     try:
         with base.prefect_server(home) as server:
-            for k, mode, takeover in plan:
-                result = run_one(k, mode, server, home, args, takeover)
+            for k, mode, takeover, outage in plan:
+                result = run_one(k, mode, server, home, args, takeover, outage)
                 results.append(result)
                 print(json.dumps(asdict(result), default=str), flush=True)
     finally:
@@ -1374,28 +1673,29 @@ def driver_main(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(home, ignore_errors=True)
     total = time.monotonic() - began
-    print()
-    print(base.text_table(COLUMNS, main_rows(results)))
-    print()
-    print(base.text_table(DETAIL_COLUMNS, detail_rows(results)))
-    print()
-    print("\n".join(reading(results)))
     print(f"\nWhole benchmark: {total:.0f} s")
     _, revision_after = package_revision()
     if revision_after != revision:
         revision = f"{revision} at the start, {revision_after} at the end"
-    if not args.no_write:
-        took = f"the whole benchmark took {total:.0f} s"
-        write_section(section(results, [command_line(args.argv)], took, revision, args))
-        print(f"Wrote {RESULTS}")
+    took = f"the whole benchmark took {total:.0f} s"
+    report(results, [command_line(args.argv)], took, revision, args)
     return 0 if all(not r.wrong and not r.missing for r in results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS))
+    parser.add_argument(
+        "--ks", type=int, nargs="*", default=list(DEFAULT_KS), help="numbers of processes"
+    )
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--no-takeover", action="store_true", help="skip the take-over run")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        nargs="+",
+        metavar="SECONDS",
+        help=f"an outage run per value: K={OUTAGE_K} shared, the Prefect server down so long",
+    )
     parser.add_argument(
         "--stagger", type=float, default=0.2, help="seconds between two process launches"
     )
