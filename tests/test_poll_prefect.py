@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,10 +25,16 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.events.filters import (
+    EventFilter,
+    EventNameFilter,
+    EventOccurredFilter,
+    EventRelatedFilter,
+)
 from prefect.settings import PREFECT_API_URL
 
-from prefect_stitch._poll import Snapshot
+from prefect_stitch._poll import AccountPoller, Snapshot
 from prefect_stitch._poll.prefect_store import PrefectStore
 from prefect_stitch._poll.sharing import Sharing
 from prefect_stitch._poll.store import StoreError
@@ -278,10 +285,6 @@ print("DONE", flush=True)  # and the process ends at once
 
 def test_a_process_that_ends_frees_its_lead(sim: StitchSimulator, tmp_path: Path) -> None:
     """The poller's thread is a daemon: at exit the process lets it hand the account over."""
-    import hashlib
-
-    from prefect.client.orchestration import get_client
-
     script = tmp_path / "quick_exit.py"
     script.write_text(QUICK_EXIT)
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
@@ -296,15 +299,12 @@ def test_a_process_that_ends_frees_its_lead(sim: StitchSimulator, tmp_path: Path
     )
     assert done.returncode == 0 and "DONE" in done.stdout, done.stdout + done.stderr
     assert sim.requests_for("extractions")
-    host = hashlib.sha256(sim.base_url.encode()).hexdigest()[:8]
+    store = PrefectStore(sim.client_id, sim.base_url)
 
     async def slots_and_marker() -> tuple[int, Any]:
         async with get_client() as client:
-            limit = await client.read_global_concurrency_limit_by_name(
-                f"stitch-poll-{sim.client_id}-{host}"
-            )
-            marker = await client.read_variable_by_name(f"stitch-listing-{sim.client_id}-{host}")
-        return limit.active_slots, None if marker is None else marker.value
+            limit = await client.read_global_concurrency_limit_by_name(store.limit_name)
+        return limit.active_slots, await store.read_marker()
 
     active, marker = asyncio.run(slots_and_marker())
     assert active == 0, "the process ended holding the account's lead"
@@ -410,6 +410,75 @@ async def test_the_prefect_store_keeps_the_marker_the_demands_and_the_document(
     assert replaced != document and await store.read_document(replaced) == {"v": 3}
 
 
+async def test_two_processes_creating_the_marker_at_once_leave_one(store: PrefectStore) -> None:
+    other = PrefectStore(116078, store.base_url)
+    await asyncio.gather(
+        store.write_marker({"leader": "a", "seq": 1}), other.write_marker({"leader": "b", "seq": 1})
+    )
+    first = await store.read_marker()
+    assert first in ({"leader": "a", "seq": 1}, {"leader": "b", "seq": 1})
+    assert await other.read_marker() == first
+    assert len(await _artifacts(store.marker_type)) == 1
+    await other.write_marker({"leader": "b", "seq": 2})  # each writes the one left
+    assert await store.read_marker() == {"leader": "b", "seq": 2}
+    await store.write_marker({"leader": "a", "seq": 3})
+    assert await other.read_marker() == {"leader": "a", "seq": 3}
+
+
+async def test_the_leader_reads_every_demand_and_deletes_those_it_only_read(
+    store: PrefectStore,
+) -> None:
+    followers = [f"f{i:03}" for i in range(230)]  # more than a page (200)
+    writers = [PrefectStore(116078, store.base_url) for _ in range(10)]
+    for batch in range(0, len(followers), 10):
+        await asyncio.gather(
+            *(
+                writer.write_demand(follower, {"i": 3.0, "n": 1})
+                for writer, follower in zip(writers, followers[batch:], strict=False)
+            )
+        )
+    demands = await store.read_demands()
+    assert sorted(demands) == followers and demands["f007"] == {"i": 3.0, "n": 1}
+    await store.delete_demand("f007")  # a silent follower: known from the read
+    await PrefectStore(116078, store.base_url).delete_demand("f008")  # never read: found
+    assert sorted(await store.read_demands()) == [f for f in followers if f not in ("f007", "f008")]
+
+
+async def test_of_two_demands_of_one_follower_the_last_written_counts(store: PrefectStore) -> None:
+    """A create whose answer was lost: the follower creates another, and writes that one."""
+    async with get_client() as client:
+        await client.create_artifact(
+            ArtifactCreate(type=store.demand_type, data={"follower": "b", "demand": {"n": 1}})
+        )
+    await store.write_demand("b", {"n": 2})
+    await store.write_demand("b", {"n": 3})
+    assert await store.read_demands() == {"b": {"n": 3}}
+    assert len(await _artifacts(store.demand_type)) == 1, "the lost one is still there"
+    await store.delete_demand("b")
+    assert await store.read_demands() == {}
+
+
+async def test_the_store_s_artifacts_show_on_no_artifacts_page(store: PrefectStore) -> None:
+    """No key (the Artifacts page lists keyed ones), no flow run (nor under a flow run)."""
+    await store.write_marker({"leader": "a", "seq": 1})
+    await store.write_demand("b", {"n": 1})
+    await store.write_document(None, {"v": 1})
+    kinds = (store.marker_type, store.demand_type, store.listing_type)
+    artifacts = [artifact for kind in kinds for artifact in await _artifacts(kind)]
+    assert len(artifacts) == 3
+    assert all(a["key"] is None and a["flow_run_id"] is None for a in artifacts)
+
+
+async def _artifacts(artifact_type: str) -> list[dict[str, Any]]:
+    """Every artifact of a type, as the Prefect API lists them."""
+    async with get_client() as client:
+        response = await client.request(
+            "POST", "/artifacts/filter", json={"artifacts": {"type": {"any_": [artifact_type]}}}
+        )
+        found: list[dict[str, Any]] = response.json()
+        return found
+
+
 @pytest.mark.parametrize(
     ("failure", "transient"),
     [
@@ -434,6 +503,115 @@ async def test_the_prefect_store_says_whether_a_failure_may_pass(
     with pytest.raises(StoreError) as raised:
         await store.take_lead(60.0)
     assert raised.value.transient is transient
+
+
+# -- the Event Feed ----------------------------------------------------------------------------
+
+
+class CountingStore(PrefectStore):
+    """A store over the Prefect API that counts its writes, by operation."""
+
+    def __init__(self, client_id: int, base_url: str, writes: Counter[str]) -> None:
+        super().__init__(client_id, base_url)
+        self.writes = writes
+
+    async def write_marker(self, marker: dict[str, Any]) -> None:
+        self.writes["write_marker"] += 1
+        await super().write_marker(marker)
+
+    async def write_demand(self, follower: str, demand: dict[str, Any]) -> None:
+        self.writes["write_demand"] += 1
+        await super().write_demand(follower, demand)
+
+    async def delete_demand(self, follower: str) -> None:
+        self.writes["delete_demand"] += 1
+        await super().delete_demand(follower)
+
+
+def test_the_shared_poll_leaves_the_event_feed_alone(sim: StitchSimulator) -> None:
+    """Where the user looks: the events the Prefect server stored while three processes
+    shared the poll (heartbeats, a listing a second, a hand-over, the followers leaving).
+
+    Only the leader slot's creation is there, once per account: no Variable's event, no
+    artifact's."""
+    sim.add_source(61, outcomes=[Outcome.success(duration_seconds=None)])
+    sim.seed_completed(61)
+    writes: Counter[str] = Counter()
+    store = CountingStore(sim.client_id, sim.base_url, writes)  # its names, for the events
+    started = datetime.now(UTC)
+    pollers = [
+        AccountPoller(
+            make_credentials(sim),
+            sim.client_id,
+            store=lambda: CountingStore(sim.client_id, sim.base_url, writes),
+        )
+        for _ in range(3)
+    ]
+    asyncio.run(_share_the_poll(pollers))
+    assert writes["write_demand"] >= 6, writes  # two followers' heartbeats, 10 s apart
+    assert writes["write_marker"] >= 20, writes  # a listing a second, and the hand-over
+    assert writes["delete_demand"] >= 1, writes  # the successor is no longer a follower
+
+    events = asyncio.run(_events_since(started, store.limit_name))
+    account = store.limit_name.removeprefix("stitch-poll-")
+    ours = [
+        (event.event, event.resource.get("prefect.resource.name"))
+        for event in events
+        if event.event.startswith(("prefect.variable.", "prefect.artifact"))
+        or account in str(event.resource.get("prefect.resource.name", ""))
+    ]
+    assert ours == [("prefect.concurrency-limit.created", store.limit_name)], Counter(ours)
+
+
+async def _share_the_poll(pollers: list[AccountPoller]) -> None:
+    """The first poller leads, the others follow for a while; then the leader leaves."""
+    first, *others = pollers
+    lead = first.watch(poll_interval_seconds=1.0)
+    watches = []
+    try:
+        await lead.next_snapshot(30)  # it leads: it read the account
+        watches = [poller.watch(poll_interval_seconds=1.0) for poller in others]
+        for watch in watches:
+            await watch.next_snapshot(30)
+        await asyncio.sleep(25)  # heartbeats (every 10 s), a listing a second
+        lead.close()  # its last waiter leaves: it hands the account over
+
+        async def took_over() -> bool:
+            return any(poller.ticks for poller in others)
+
+        await until(took_over, 30, "the successor's first listing")
+        await asyncio.sleep(12)  # the successor publishes for the other; a heartbeat more
+    finally:
+        lead.close()
+        for watch in watches:
+            watch.close()
+        for poller in pollers:  # each hands over or withdraws its demand, and ends
+            await asyncio.to_thread(poller.finish, 15)
+
+
+async def _events_since(started: datetime, limit_name: str) -> list[Any]:
+    """Every event the server stored since then (every page), once the slot's creation is in."""
+    async with get_client() as client:
+
+        async def stored() -> list[Any]:
+            page = await client.read_events(
+                filter=EventFilter(occurred=EventOccurredFilter(since=started)), limit=50
+            )
+            events = list(page.events)
+            while page.next_page is not None:
+                page = await client.read_events_page(str(page.next_page))
+                events.extend(page.events)
+            return events
+
+        async def slot_created() -> bool:
+            return any(
+                event.resource.get("prefect.resource.name") == limit_name
+                for event in await stored()
+            )
+
+        await until(slot_created, 30, "the leader slot's creation in the Event Feed")
+        await asyncio.sleep(3)  # the events stored with it (in batches)
+        return await stored()
 
 
 def listing(tick: int) -> Snapshot:

@@ -1,23 +1,43 @@
 """The shared poll's store over the Prefect API: every Prefect call of the protocol is here.
 
-Three Prefect primitives, over plain HTTP requests (no connection held open: a Prefect
-server on SQLite serves at most 100 requests at a time, websockets included):
+Two Prefect primitives, over plain HTTP requests (no connection held open: a Prefect
+server on SQLite serves at most 100 requests at a time, websockets included), chosen
+because writing them puts nothing in the Event Feed:
 
 * the leader's slot: the one slot of the global concurrency limit
-  ``stitch-poll-<client_id>-<host>`` (limit 1, created on first use), taken with a lease;
-* the listing marker: the Variable ``stitch-listing-<client_id>-<host>``;
-* the demands: a Variable per follower, ``stitch-demand-<client_id>-<host>-<id>``;
-* the listing document: an artifact of type ``stitch-listing`` (no key, updated in place).
+  ``stitch-poll-<client_id>-<host>`` (limit 1, created on first use), taken with a lease
+  (taking, renewing and releasing a lease emit no event, nor does freeing the slot: a
+  decrement; only the limit's creation does, once per account:
+  ``prefect.concurrency-limit.created``, which names the limit and cannot carry a tag);
+* the listing marker, the followers' demands and the whole listing: unkeyed artifacts of
+  no flow run, updated in place, each by a plain request (the server emits no event for
+  an unkeyed artifact's creation, update or deletion, where it does for a Variable's or a
+  keyed artifact's; the Prefect client's ``create_artifact`` and ``update_artifact`` emit
+  one of their own, so they are not used). Such an artifact shows neither on the UI's
+  Artifacts page, which lists keyed artifacts, nor under any flow run. The store finds
+  them by type, one type per account and role:
+
+  * ``stitch-poll-marker-<client_id>-<host>``: the marker, one artifact. Two processes
+    may create it at once: the first created is the account's, and whoever reads the
+    others deletes them (a writer that kept one finds it gone, and writes the first);
+  * ``stitch-poll-demand-<client_id>-<host>``: one artifact per follower, its data
+    ``{"follower": <id>, "demand": <demand>}``, read page after page (any number of
+    followers); of two of one follower (a create whose answer was lost), the last
+    updated counts and the reader deletes the other;
+  * ``stitch-poll-listing-<client_id>-<host>``: the listing document, found by its id.
+
+What an older version left (the Variables ``stitch-listing-*`` and ``stitch-demand-*``,
+an artifact of type ``stitch-listing``) is left as it was: deleting it would emit events,
+and would cut off the processes of that version still running; it can be deleted by hand.
 
 Errors are translated here: "423 Locked" when taking the slot means another process leads
-(an answer, not a failure); a 404 on a write creates, a 409 on a create updates; every
-other failure becomes a [`StoreError`][prefect_stitch._poll.store.StoreError] that says
-whether it may pass, and the store's listener hears whether the Prefect API could be
-reached at all. Each request times out after ``API_TIMEOUT_SECONDS``. The store retries a
-failure that may pass itself, only while the API answered the request before (a busy
-server's 503 passes in seconds): the Prefect client's own retries (after 2, 4, 8...
-seconds) held a call for a minute while a server restarted, and the protocol tries again at
-its own pace anyway.
+(an answer, not a failure); a 404 on an update creates; every other failure becomes a
+[`StoreError`][prefect_stitch._poll.store.StoreError] that says whether it may pass, and
+the store's listener hears whether the Prefect API could be reached at all. Each request
+times out after ``API_TIMEOUT_SECONDS``. The store retries a failure that may pass itself,
+only while the API answered the request before (a busy server's 503 passes in seconds): the
+Prefect client's own retries (after 2, 4, 8... seconds) held a call for a minute while a
+server restarted, and the protocol tries again at its own pace anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +48,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from prefect_stitch._poll.store import JSON, Listener, StoreError
@@ -82,12 +103,16 @@ class PrefectStore:
     """
 
     def __init__(self, client_id: int, base_url: str) -> None:
-        self.client_id = client_id
+        self.client_id, self.base_url = client_id, base_url
         host = hashlib.sha256(base_url.encode()).hexdigest()[:8]
-        base = f"stitch-{{}}-{client_id}-{host}"
-        self.limit_name = base.format("poll")
-        self.listing_name = base.format("listing")
-        self.demand_prefix = base.format("demand") + "-"
+        self.limit_name = f"stitch-poll-{client_id}-{host}"
+        self.marker_type = f"stitch-poll-marker-{client_id}-{host}"
+        self.demand_type = f"stitch-poll-demand-{client_id}-{host}"
+        self.listing_type = f"stitch-poll-listing-{client_id}-{host}"
+        self._marker_id: str | None = None
+        """The marker artifact, once written or read."""
+        self._demand_ids: dict[str, str] = {}
+        """The demand artifact of each follower, as this process wrote or last read it."""
         self._client: Any = None
         self._settings: Any = None
         """The Prefect settings of its requests: those of `open`'s caller, without retries."""
@@ -235,81 +260,116 @@ class PrefectStore:
         )
 
     async def free_the_slot(self) -> None:
-        """Set the limit's active slots to zero, whatever lease holds the slot."""
-        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+        """Take the limit's one slot back, whatever lease holds it.
 
+        A decrement, not an update of the limit: an update emits an event, a decrement none.
+        """
         await self._call(
-            lambda client: client.update_global_concurrency_limit(
-                self.limit_name, GlobalConcurrencyLimitUpdate(active_slots=0)
-            )
-        )
-
-    # -- the marker and the demands (Variables) ---------------------------------------------
-
-    async def read_marker(self) -> Any:
-        """The listing Variable's value."""
-        return await self._call(lambda client: self._get_variable(client, self.listing_name))
-
-    async def write_marker(self, marker: JSON) -> None:
-        """Write the listing Variable."""
-        await self._call(lambda client: self._set_variable(client, self.listing_name, marker))
-
-    async def write_demand(self, follower: str, demand: JSON) -> None:
-        """Write a follower's demand Variable."""
-        name = f"{self.demand_prefix}{follower}"
-        await self._call(lambda client: self._set_variable(client, name, demand))
-
-    async def read_demands(self) -> dict[str, Any]:
-        """Every demand Variable of the account (200 at most), by follower id."""
-        response = await self._call(
             lambda client: client.request(
                 "POST",
-                "/variables/filter",
-                json={"variables": {"name": {"like_": f"{self.demand_prefix}%"}}, "limit": 200},
+                "/v2/concurrency_limits/decrement",
+                json={"names": [self.limit_name], "slots": 1},
             )
         )
-        try:
-            items = response.json()
-            return {
-                str(item["name"]).removeprefix(self.demand_prefix): item.get("value")
-                for item in items
-            }
-        except Exception as exc:
-            raise _failure(exc) from exc
+
+    # -- the marker and the demands (unkeyed artifacts: no event) ---------------------------
+
+    async def read_marker(self) -> Any:
+        """The marker artifact's data (the first created, should there be two)."""
+
+        async def read(client: Any) -> Any:
+            marker = await self._find_marker(client)
+            return None if marker is None else marker.get("data")
+
+        return await self._call(read)
+
+    async def write_marker(self, marker: JSON) -> None:
+        """Update the marker artifact in place; create it when there is none."""
+        await self._call(lambda client: self._write_marker(client, marker))
+
+    async def _write_marker(self, client: Any, marker: JSON) -> None:
+        """Update the marker known (or found); else create one, and keep the first created.
+
+        Two processes may create the account's marker at once: both read the markers
+        back and keep the first created (the others are deleted, see `_find_marker`).
+        """
+        if self._marker_id is not None and await _updated(client, self._marker_id, marker):
+            return
+        found = await self._find_marker(client)
+        if found is not None and await _updated(client, str(found["id"]), marker):
+            return
+        created = await _create(client, self.marker_type, marker, self._describe("marker"))
+        first = await self._find_marker(client)
+        if first is not None and str(first["id"]) != created:
+            await _updated(client, str(first["id"]), marker)
+
+    async def _find_marker(self, client: Any) -> JSON | None:
+        """The account's marker artifact: the first created; any other is deleted."""
+        found = await _artifacts_of(client, self.marker_type)
+        if not found:
+            self._marker_id = None
+            return None
+        first = min(found, key=lambda item: (_when(item, "created"), str(item["id"])))
+        for other in found:  # created at once by two processes: one is enough
+            if other is not first:
+                await _delete_quietly(client, str(other["id"]))
+        self._marker_id = str(first["id"])
+        return first
+
+    async def write_demand(self, follower: str, demand: JSON) -> None:
+        """Update a follower's demand artifact in place; create it when there is none."""
+
+        async def write(client: Any) -> None:
+            record = {"follower": follower, "demand": demand}
+            known = self._demand_ids.get(follower)
+            if known is None or not await _updated(client, known, record):
+                description = self._describe(f"demand of poller {follower}")
+                self._demand_ids[follower] = await _create(
+                    client, self.demand_type, record, description
+                )
+
+        await self._call(write)
+
+    async def read_demands(self) -> dict[str, Any]:
+        """Every demand of the account (every page), by follower id."""
+        return await self._call(self._read_demands)
+
+    async def _read_demands(self, client: Any) -> dict[str, Any]:
+        """Every follower's last updated demand artifact (any other of it is deleted)."""
+        found = await _artifacts_of(client, self.demand_type)
+        latest: dict[str, JSON] = {}
+        for item in sorted(found, key=lambda item: _when(item, "updated")):
+            data = item.get("data")
+            if isinstance(data, dict) and "follower" in data:
+                latest[str(data["follower"])] = item  # the last updated wins
+        kept = {str(item["id"]) for item in latest.values()}
+        for item in found:
+            if str(item["id"]) not in kept:
+                await _delete_quietly(client, str(item["id"]))
+        self._demand_ids.update({f: str(item["id"]) for f, item in latest.items()})
+        return {f: item["data"].get("demand") for f, item in latest.items()}
 
     async def delete_demand(self, follower: str) -> None:
-        """Remove a follower's demand Variable (gone already: nothing to do)."""
-        from prefect.exceptions import ObjectNotFound
+        """Delete a follower's demand artifact (gone already: nothing to do)."""
 
         async def delete(client: Any) -> None:
-            with contextlib.suppress(ObjectNotFound):
-                await client.delete_variable_by_name(f"{self.demand_prefix}{follower}")
+            known = self._demand_ids.pop(follower, None)
+            if known is not None:
+                await _delete(client, known)
+                return
+            for item in await _artifacts_of(client, self.demand_type):
+                data = item.get("data")
+                if isinstance(data, dict) and data.get("follower") == follower:
+                    await _delete(client, str(item["id"]))
 
         await self._call(delete)
 
-    @staticmethod
-    async def _get_variable(client: Any, name: str) -> Any:
-        """A Variable's value, or None."""
-        variable = await client.read_variable_by_name(name)
-        return None if variable is None else variable.value
-
-    @staticmethod
-    async def _set_variable(client: Any, name: str, value: JSON) -> None:
-        """Update a Variable; create it when missing (update it when created meanwhile)."""
-        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-        from prefect.exceptions import ObjectAlreadyExists
-
-        try:
-            await client.update_variable(VariableUpdate(name=name, value=value))
-        except Exception as exc:
-            if not _not_found(exc):
-                raise
-            try:
-                await client.create_variable(VariableCreate(name=name, value=value))
-            except Exception as again:  # created meanwhile by another process: update
-                if not isinstance(again, ObjectAlreadyExists) and "409" not in str(again):
-                    raise
-                await client.update_variable(VariableUpdate(name=name, value=value))
+    def _describe(self, what: str) -> str:
+        """An artifact's description: whose it is, and that it is the shared poll's."""
+        return (
+            f"The shared poll's {what}, Stitch account {self.client_id} "
+            "(prefect-stitch; updated in place)"
+        )
 
     # -- the listing document (an artifact) ------------------------------------------------------
 
@@ -327,25 +387,98 @@ class PrefectStore:
 
     async def write_document(self, document_id: str | None, document: JSON) -> str:
         """Update the account's artifact in place; create one when there is none (or it is gone)."""
-        return await self._call(lambda client: self._write_artifact(client, document_id, document))
 
-    async def _write_artifact(self, client: Any, document_id: str | None, document: JSON) -> str:
-        """Update or create the artifact; its id."""
-        from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
-
-        if document_id is not None:
-            try:
-                await client.update_artifact(uuid.UUID(document_id), ArtifactUpdate(data=document))
+        async def write(client: Any) -> str:
+            if document_id is not None and await _updated(client, document_id, document):
                 return document_id
-            except Exception as exc:  # deleted: make another
-                if not _not_found(exc):
-                    raise
-        created = await client.create_artifact(
-            ArtifactCreate(
-                type="stitch-listing",
-                description=f"The shared listing of Stitch account {self.client_id} "
-                "(prefect-stitch; updated in place)",
-                data=document,
-            )
+            return await _create(client, self.listing_type, document, self._describe("listing"))
+
+        return await self._call(write)
+
+
+# -- unkeyed artifacts: created, updated and deleted without an event ------------------------
+
+PAGE_SIZE = 200
+"""Artifacts per page of a filter (the Prefect server's default limit)."""
+PAGE_OVERLAP = 20
+"""Artifacts each page re-reads of the one before: one deleted meanwhile shifts the rest."""
+
+
+async def _artifacts_of(client: Any, artifact_type: str) -> list[JSON]:
+    """Every artifact of a type, page after page (newest first; each page overlaps the last).
+
+    Deleted meanwhile, an artifact of an earlier page moves the others up: the overlap
+    keeps them from being skipped. Created meanwhile, one moves them down: read twice, once
+    kept.
+    """
+    found: dict[str, JSON] = {}
+    offset = 0
+    while True:
+        response = await client.request(
+            "POST",
+            "/artifacts/filter",
+            json={
+                "artifacts": {"type": {"any_": [artifact_type]}},
+                "sort": "CREATED_DESC",
+                "limit": PAGE_SIZE,
+                "offset": offset,
+            },
         )
-        return str(created.id)
+        page = response.json()
+        found.update((str(item["id"]), item) for item in page)
+        if len(page) < PAGE_SIZE:
+            return list(found.values())
+        offset += PAGE_SIZE - PAGE_OVERLAP
+
+
+async def _create(client: Any, artifact_type: str, data: JSON, description: str) -> str:
+    """Create an unkeyed artifact of no flow run (it shows in no Artifacts page); its id.
+
+    A request of its own: the Prefect client's ``create_artifact`` emits an event.
+    """
+    response = await client.request(
+        "POST",
+        "/artifacts/",
+        json={"type": artifact_type, "description": description, "data": data},
+    )
+    return str(response.json()["id"])
+
+
+async def _updated(client: Any, artifact_id: str, data: JSON) -> bool:
+    """Update an artifact's data in place: False when it is gone.
+
+    A request of its own: the Prefect client's ``update_artifact`` emits an event.
+    """
+    try:
+        await client.request(
+            "PATCH", "/artifacts/{id}", path_params={"id": artifact_id}, json={"data": data}
+        )
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+        return False
+    return True
+
+
+async def _delete(client: Any, artifact_id: str) -> None:
+    """Delete an artifact (gone already: nothing to do)."""
+    try:
+        await client.request("DELETE", "/artifacts/{id}", path_params={"id": artifact_id})
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+
+
+async def _delete_quietly(client: Any, artifact_id: str) -> None:
+    """Delete a duplicate as it is read; should that fail, the next reader deletes it.
+
+    Two readers may delete it at once: on SQLite one of them then fails ("database is
+    locked", a 503), and the read it tidies up after must not fail with it.
+    """
+    with contextlib.suppress(Exception):
+        await _delete(client, artifact_id)
+
+
+def _when(artifact: JSON, column: str) -> datetime:
+    """When an artifact was created or updated (``column``), as the Prefect API says."""
+    return datetime.fromisoformat(str(artifact[column]).replace("Z", "+00:00"))

@@ -4,9 +4,11 @@ The protocol (`prefect_stitch._poll.sharing`) never calls the Prefect API itself
 store to take, renew and release the leader's lease, to free a silent leader's slot, to
 read and write the listing marker, the followers' demands and the listing document. One
 implementation talks to the Prefect API
-([`PrefectStore`][prefect_stitch._poll.prefect_store.PrefectStore]); another keeps it all
+([`PrefectStore`][prefect_stitch._poll.prefect_store.PrefectStore]: a concurrency lease
+and unkeyed artifacts, which put nothing in the Event Feed as they are written, where
+Variables would put an event there at every heartbeat and listing); another keeps it all
 in memory for tests ([`MemoryStore`][prefect_stitch._poll.memory.MemoryStore]). Another
-Prefect primitive (instead of Variables, say) is one more implementation.
+place to meet is one more implementation.
 
 Every failure reaches the protocol as a [`StoreError`][prefect_stitch._poll.store.StoreError]
 that says whether it may pass (a timeout, a busy server) or not (no permission, no such
