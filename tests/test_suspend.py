@@ -237,7 +237,15 @@ async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
     assert downstream.state.type == StateType.COMPLETED
     [job1] = sim.jobs(301)
     loaded_at = _at(job1["completed_at"]) + slow_load.delay_seconds
-    assert downstream.start_time.timestamp() > loaded_at  # not at the extraction's end
+    assert downstream.created.timestamp() > loaded_at  # not at the extraction's end
+    async with get_client() as client:
+        [succeeded] = [e for e in await stitch_events(client, 301) if e.event.endswith("succeeded")]
+    assert "watched" not in succeeded.payload  # the sync's own event, after the load
+    # ... and the run was resumed once its data had landed (no worker held for the load).
+    states = await _states(first)
+    paused = next(s for s in states if s.type == StateType.PAUSED)
+    resumed = next(s for s in states if s.timestamp > paused.timestamp)
+    assert resumed.timestamp.timestamp() > loaded_at
     # One slot: the second job started while the first ran (its run had freed the slot).
     [job2] = sim.jobs(302)
     assert _at(job2["started_at"]) < _at(job1["completed_at"]), (job1, job2)

@@ -50,6 +50,8 @@ __all__ = [
 
 RESUME_MARGIN_SECONDS = 600.0
 """Prefect fails a suspended run this long after its deadline if nobody resumed it."""
+_PAGE = 200
+"""Artifacts read per request (the Prefect API's most)."""
 PRESENCE_SECONDS = 30.0
 """How often a running watcher says that it runs."""
 WATCHER_SILENT_SECONDS = 90.0
@@ -144,8 +146,15 @@ async def _artifacts(kind: str, client_id: int, base_url: str, **where: Any) -> 
         type=ArtifactFilterType(any_=[_type(kind, client_id, base_url)]),
         flow_run_id=None if flow_run_id is None else ArtifactFilterFlowRunId(any_=[flow_run_id]),
     )
+    found: list[Any] = []
     async with get_client() as client:
-        return list(await client.read_artifacts(artifact_filter=artifact_filter, limit=200))
+        while True:
+            page = await client.read_artifacts(
+                artifact_filter=artifact_filter, limit=_PAGE, offset=len(found)
+            )
+            found.extend(page)
+            if len(page) < _PAGE:
+                return found
 
 
 async def registrations(client_id: int, base_url: str) -> list[Registration]:
