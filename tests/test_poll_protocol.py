@@ -824,6 +824,24 @@ async def test_back_from_an_outage_the_leader_waits_for_no_follower_gone_before_
     assert processes[0].sharing.election.lease in world.store.leases, "it leads with no lease"
 
 
+async def test_a_process_that_never_heard_how_many_share_the_account_does_not_poll_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Processes starting together, the API down before the leader published how many they
+    are: the others' share is unknown (a guess could overrun the budget), so they wait for
+    the API, and say so. The leader, which counts its followers (none heard from yet, and
+    one more that may have joined unheard), reads Stitch at its share."""
+    caplog.set_level(logging.WARNING, logger="prefect_stitch._poll")
+    world = World(budget=(LIMIT, WINDOW))
+    world.make_listing = lambda tick: listing(tick, at=world.clock())
+    processes = [await world.start(f"p{i}") for i in range(6)]
+    down, up = await outage(world, 90.0, restart=True)
+    assert {who for at, who in world.listings if down < at <= up} == {"p0"}
+    assert most_in_a_window(world.listed()) <= LIMIT
+    unknown = [r for r in caplog.records if "never heard how many" in r.getMessage()]
+    assert len(unknown) == len(processes) - 1
+
+
 async def test_a_leader_whose_lease_a_restarted_server_forgot_takes_the_slot_again_at_once() -> (
     None
 ):

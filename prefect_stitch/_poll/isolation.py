@@ -23,7 +23,9 @@ listings are spread over the window (a burst would leave its waits unserved for 
 of it). The margin
 covers what a follower had not heard of yet: the leader's last listing or two (one it had
 not read, one that could not be published) and a request more (another follower's log
-read). A share under one listing per window lets no process list: it waits for the API.
+read). A share under one listing per window lets no process list: it waits for the API; so
+does a process that never heard how many share the account (a follower learns it from the
+leader's listings; before the first one, its share is unknown).
 
 **The return.** Back, a follower stops polling and says at once what it spent apart: how
 many requests, and how long ago each was made (its demand). The leader stays at its share
@@ -81,8 +83,10 @@ class Isolation:
         heard a leader, or once the leader's followers said what they spent."""
         self.returned = False
         """The API answered after failed calls: a follower says what it spent at once."""
-        self.sharers = 1
-        """How many processes it last knew share the account (itself included)."""
+        self.sharers: int | None = None
+        """How many processes it last knew share the account (itself included): a leader
+        counts its followers, a follower reads the leader's count in its listings; ``None``
+        while it never knew (it does not poll alone then: its share is unknown)."""
         self._own: deque[float] = deque()
         """Its own jobs requests since its calls began to fail (when it noticed each), within
         the window."""
@@ -141,6 +145,15 @@ class Isolation:
             return
         self.isolated = True
         limiter = self.member.limiter
+        if self.sharers is None:
+            _logger.warning(
+                "Cannot reach the Prefect API for %.0f s, and this process never heard how "
+                "many processes share account %s: it waits for the API rather than poll alone "
+                "(its share of the budget is unknown)",
+                silent,
+                self.member.client_id,
+            )
+            return
         share = max((limiter.limit - 3) / (self.sharers + 1), 0.0)
         _logger.warning(
             "Cannot reach the Prefect API for %.0f s: polling account %s alone, at its share "
@@ -182,6 +195,8 @@ class Isolation:
             theirs = self._in_window(self._theirs)  # after the return: room left by them
             return limiter.delay_for(pages + theirs) if theirs else 0.0
         own = self._own_requests()
+        if self.sharers is None:  # its share is unknown
+            return math.inf
         margin = 2 * pages + 1
         need = pages + self.sharers * (own + pages) + margin  # n x its own, and the margin
         if need > limiter.limit:

@@ -275,10 +275,17 @@ class PrefectStore:
     # -- the marker and the demands (unkeyed artifacts: no event) ---------------------------
 
     async def read_marker(self) -> Any:
-        """The marker artifact's data (the first created, should there be two)."""
+        """The marker artifact's data: by its id once known, else found by its type.
+
+        Followers read it a few times a tick: by id it is one lookup, where a search by
+        type reads the whole artifact table (Prefect keeps no index of artifact types).
+        """
 
         async def read(client: Any) -> Any:
-            marker = await self._find_marker(client)
+            known = self._marker_id
+            marker = None if known is None else await _artifact(client, known)
+            if marker is None:  # not known yet, or deleted (a duplicate): find it
+                marker = await self._find_marker(client)
             return None if marker is None else marker.get("data")
 
         return await self._call(read)
@@ -458,6 +465,18 @@ async def _updated(client: Any, artifact_id: str, data: JSON) -> bool:
             raise
         return False
     return True
+
+
+async def _artifact(client: Any, artifact_id: str) -> JSON | None:
+    """An artifact, or ``None`` when it is gone."""
+    try:
+        response = await client.request("GET", "/artifacts/{id}", path_params={"id": artifact_id})
+    except Exception as exc:
+        if not _not_found(exc):
+            raise
+        return None
+    found: JSON = response.json()
+    return found
 
 
 async def _delete(client: Any, artifact_id: str) -> None:

@@ -416,7 +416,8 @@ class Sharing:
             self.schedule.heard_again()
             self.election.handed_lease = None
             self.isolation.heard()
-            self.isolation.sharers = int(marker.get("n") or self.isolation.sharers)
+            if marker.get("n"):  # how many share the account, as its leader counts them
+                self.isolation.sharers = int(marker["n"])
         snapshot = self.following.hand_on(marker, taken)
         own = self._own_latest[1] if self._own_latest else None  # read alone: newer?
         if own is not None and own.stitch_time and snapshot.stitch_time:
