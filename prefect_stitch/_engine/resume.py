@@ -10,7 +10,11 @@ registration a suspended sync left (see `prefect_stitch._engine.suspension`):
 * the run is being cancelled, or was cancelled while suspended (no process of its own is
   left to do it): the jobs it started that have not ended are stopped, with the
   ``stitch.sync.cancelled`` event, and the run is marked Cancelled;
-* the run is gone or has ended: its registration is forgotten;
+* the run is gone, has completed, or its deadline passed: its registration is forgotten;
+* the run failed or crashed before its verdict was in (its own process forgets the
+  registration once the verdict is in): the registration stays until the deadline, so that
+  a retry of the run (Prefect's, or the user's) follows the same job instead of starting
+  another; meanwhile the watcher announces that job's end as any other's;
 * otherwise (resumed and about to run, running) it is left alone.
 """
 
@@ -55,6 +59,8 @@ class _Run:
 
     registration: Registration
     jobs: dict[int, _Job] = field(default_factory=dict)
+    ended: bool = False
+    """The run ended without its verdict (failed, crashed): nobody follows its jobs now."""
 
 
 class Resumer:
@@ -117,6 +123,7 @@ class Resumer:
         return any(
             handle.source_id == record.source_id and handle.job_name in (None, record.job_name)
             for run in self.runs.values()
+            if not run.ended
             for handle in run.registration.handles
         )
 
@@ -141,8 +148,13 @@ class Resumer:
         if state is not None and (state.is_cancelling() or state.is_cancelled()):
             await self._cancel(run, snapshot, mark=state.is_cancelling())
             return
-        if state is None or state.is_final():
+        if state is None or state.is_completed():
             await self._forget(registration)
+            return
+        run.ended = state.is_final()
+        if run.ended:  # failed or crashed without its verdict: a retry follows the same job
+            if time.time() >= registration.deadline:
+                await self._forget(registration)
             return
         if not state.is_paused():
             return  # resumed (about to run, or running): the run carries on

@@ -31,6 +31,7 @@ from prefect_stitch.errors import (
     StitchReplicationFailed,
     StitchSyncManyFailed,
     StitchSyncTimeout,
+    StitchVerdictUnavailable,
 )
 from prefect_stitch.models import (
     StitchSyncHandle,
@@ -41,6 +42,16 @@ from prefect_stitch.models import (
 from prefect_stitch.options import SyncOptions
 
 __all__ = ["SourceSync", "suspender_for", "sync_many"]
+
+VERDICTS = (
+    StitchReplicationFailed,
+    StitchSyncTimeout,
+    StitchVerdictUnavailable,
+    StitchJobAlreadyRunning,
+)
+"""The errors that are a verdict on the job. Any other error (Stitch could not be read, the
+process was stopped) leaves a suspended run's registration in place, so that a retry of the
+run follows the same job instead of starting another."""
 
 
 class SourceSync:
@@ -133,9 +144,10 @@ class SourceSync:
                 )
             try:
                 result, failure = await self._verdict(handle)
-            finally:
-                if self.suspender is not None:
-                    await self.suspender.done()
+            except VERDICTS:
+                await self._verdict_is_in()
+                raise
+            await self._verdict_is_in()
             if result is not None and result.attached:
                 if self.options.on_already_running == "wait_then_start":
                     run_logger().info(
@@ -148,6 +160,11 @@ class SourceSync:
                 assert result is not None
                 return result
             await self._before_rerun(failure)
+
+    async def _verdict_is_in(self) -> None:
+        """The job's verdict is in: a suspended run's registration has served."""
+        if self.suspender is not None:
+            await self.suspender.done()
 
     def seconds_left(self) -> float:
         """Seconds left of ``max_wait_seconds`` (never negative)."""
@@ -340,17 +357,22 @@ async def sync_many(
         for source_id, sync in syncs.items()
         if source_id not in values
     }
-    try:
-        values.update(await _gather(running, fail_fast))
-    finally:
-        if suspender is not None:
-            await suspender.done()
+    values.update(await _gather(running, fail_fast))
+    if suspender is not None and all(_is_verdict(value) for value in values.values()):
+        await suspender.done()  # else a retry of the run follows the same jobs
     summary = [outcome_of(source_id, values[source_id]) for source_id in source_ids]
     await write_many_summary(summary, logger)
     _raise_if_any_failed(summary, values)
     logger.info("All %d Stitch syncs succeeded", len(source_ids))
     spent = sum(poller.requests for poller in pollers_of(credentials)) - requests_before
     return StitchSyncManyResult(outcomes=summary, jobs_requests=spent)
+
+
+def _is_verdict(value: StitchSyncResult | BaseException) -> bool:
+    """Whether a source's outcome is its job's verdict (a wait fail_fast cancelled is one)."""
+    return not isinstance(value, BaseException) or isinstance(
+        value, (*VERDICTS, asyncio.CancelledError)
+    )
 
 
 async def _start_while_stitch_works(

@@ -1,0 +1,168 @@
+"""A suspended sync's registration outlives a run that ended without its verdict.
+
+The rule that "never a second job" rests on after a crash or a retry of the run: a run's
+registration (the jobs it started) is forgotten only once the run's verdict is in (by the
+run itself), the run completed or is gone, or its deadline passed. A run that crashed or
+failed before its verdict keeps it, so that a retry of the run, which starts again from
+the top, follows the same job instead of triggering another. Against the Prefect test
+harness (real API, SQLite); the watcher's part through `Resumer`, the run's through
+`SourceSync` with its Stitch steps replaced (one function each, no HTTP).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.states import Completed, Crashed, Failed, Paused, State
+
+from prefect_stitch import StitchCredentials
+from prefect_stitch._engine import run as engine_run
+from prefect_stitch._engine.resume import Resumer
+from prefect_stitch._engine.suspension import Registration, register, registration_of
+from prefect_stitch._poll import Snapshot
+from prefect_stitch.errors import StitchReplicationFailed, StitchTransportError
+from prefect_stitch.models import Extraction, StitchSyncHandle, StitchSyncResult
+from prefect_stitch.options import SyncOptions
+from prefect_stitch.simulator import StitchSimulator
+from tests.conftest import make_credentials
+
+SOURCE = 4242
+JOB = "116078.4242.sync.1"
+
+
+@flow
+def _a_sync() -> None:
+    """Only its runs are used: their states are set by hand."""
+
+
+async def _run_in(state: State[Any]) -> UUID:
+    async with get_client() as client:
+        run = await client.create_flow_run(_a_sync)
+        await client.set_flow_run_state(run.id, state, force=True)
+    return run.id
+
+
+def _registration(run_id: UUID, credentials: StitchCredentials, deadline: float) -> Registration:
+    return Registration(
+        flow_run_id=run_id,
+        client_id=credentials.client_id or 0,
+        base_url=credentials.base_url,
+        deadline=deadline,
+        handles=[StitchSyncHandle(source_id=SOURCE, job_name=JOB, requested_at=datetime.now(UTC))],
+        options=SyncOptions(loads="ignore"),
+        key=f"stitch-{SOURCE}.{JOB}",
+    )
+
+
+def _listing() -> Snapshot:
+    """A listing in which the job is still running (not listed: Stitch lists ended jobs)."""
+    return Snapshot(tick=1, records=(), fetched_at=datetime.now(UTC), pages=1)
+
+
+@pytest.mark.parametrize(
+    ("state", "deadline_in", "kept"),
+    [
+        (Crashed(message="worker lost"), 600.0, True),
+        (Failed(message="Stitch could not be read"), 600.0, True),
+        (Crashed(message="worker lost"), -1.0, False),  # past max_wait_seconds
+        (Completed(), 600.0, False),
+    ],
+    ids=["crashed", "failed", "crashed-past-deadline", "completed"],
+)
+async def test_the_watcher_forgets_a_registration_only_when_no_retry_can_need_it(
+    sim: StitchSimulator, state: State[Any], deadline_in: float, kept: bool
+) -> None:
+    credentials = make_credentials(sim)
+    run_id = await _run_in(state)
+    await register(_registration(run_id, credentials, time.time() + deadline_in))
+    async with credentials.get_client() as client:
+        resumer = Resumer(credentials, client, sim.client_id)
+        await resumer.refresh()
+        await resumer.take(_listing())
+        found = await registration_of(run_id, sim.client_id, credentials.base_url)
+        assert (found is not None) is kept
+        assert resumer.resumed == resumer.cancelled == 0
+        # A run that ended without its verdict no longer follows its job: the watcher
+        # announces the job's end as any other's.
+        record = Extraction(source_id=SOURCE, job_name=JOB)
+        assert not resumer.follows(record)
+
+
+async def test_the_watcher_follows_the_job_of_a_suspended_run(sim: StitchSimulator) -> None:
+    credentials = make_credentials(sim)
+    run_id = await _run_in(Paused(pause_key="stitch-4242"))
+    await register(_registration(run_id, credentials, time.time() + 600))
+    async with credentials.get_client() as client:
+        resumer = Resumer(credentials, client, sim.client_id)
+        await resumer.refresh()
+        await resumer.take(_listing())
+        assert await registration_of(run_id, sim.client_id, credentials.base_url) is not None
+        assert resumer.follows(Extraction(source_id=SOURCE, job_name=JOB))
+        assert resumer.resumed == 0  # the job has not ended
+
+
+class _Suspender:
+    """Stands in for a suspended run's `Suspender`: counts the registration's forgetting."""
+
+    def __init__(self) -> None:
+        self.forgotten = 0
+
+    async def registration(self) -> None:
+        return None
+
+    async def while_stitch_works(self, *args: Any) -> None:
+        return None
+
+    async def done(self) -> None:
+        self.forgotten += 1
+
+
+@pytest.mark.parametrize(
+    ("outcome", "forgotten"),
+    [
+        ("succeeded", 1),
+        ("failed", 1),
+        ("stitch unreadable", 0),
+    ],
+)
+async def test_a_run_forgets_its_registration_once_its_verdict_is_in(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch, outcome: str, forgotten: int
+) -> None:
+    """Stitch unreadable (the transport's retries spent): the run fails, its registration
+    stays, and a retry of the run follows the same job."""
+    handle = StitchSyncHandle(source_id=SOURCE, job_name=JOB, requested_at=datetime.now(UTC))
+    result = StitchSyncResult(
+        source_id=SOURCE, job_name=JOB, status="succeeded", stitch_url="https://app.stitchdata.com"
+    )
+
+    async def trigger(*args: Any) -> StitchSyncHandle:
+        return handle
+
+    async def wait_task(*args: Any) -> StitchSyncResult:
+        if outcome == "failed":
+            raise StitchReplicationFailed(
+                "tap exited with status -9", source_id=SOURCE, job_name=JOB, result=result
+            )
+        if outcome == "stitch unreadable":
+            raise StitchTransportError(status_code=None, reason="connection refused")
+        return result
+
+    monkeypatch.setattr(engine_run, "trigger", trigger)
+    monkeypatch.setattr(engine_run, "wait_task", wait_task)
+    suspender = _Suspender()
+    options = SyncOptions(replication_retries=0)
+    credentials = make_credentials(sim)
+    sync = engine_run.SourceSync(credentials, SOURCE, options, suspender=suspender)  # type: ignore[arg-type]
+    expected = {"failed": StitchReplicationFailed, "stitch unreadable": StitchTransportError}
+    if outcome in expected:
+        with pytest.raises(expected[outcome]):
+            await sync.run()
+    else:
+        assert (await sync.run()).job_name == JOB
+    assert suspender.forgotten == forgotten
