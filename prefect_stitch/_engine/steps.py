@@ -20,6 +20,7 @@ from prefect_stitch._engine.conclude import conclude
 from prefect_stitch._engine.context import open_context, run_logger
 from prefect_stitch._engine.loads import with_load_baseline
 from prefect_stitch._engine.memory import retry_on_transient, trigger_memory
+from prefect_stitch._engine.prefect_api import until_prefect_answers
 from prefect_stitch._engine.stop import stop_and_report
 from prefect_stitch._engine.trigger import start_job, trigger_timeout
 from prefect_stitch._engine.watch import watch_until_final
@@ -157,6 +158,7 @@ async def wait(
         except asyncio.CancelledError:
             await stop_and_report(ctx, handle, SyncStatus.CANCELLED, earlier)
             raise
+        await until_prefect_answers(ctx.logger)  # the verdict, its artifact, its events
         return await conclude(ctx, handle, final, earlier)
 
 
