@@ -16,7 +16,9 @@ nothing, and leaves no doubt.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from prefect_stitch._engine.context import LOOKUP_INTERVAL_SECONDS, SyncContext
@@ -223,16 +225,37 @@ async def _baseline(ctx: SyncContext, watch: Watch, memory: TriggerMemory) -> Sn
     except TimeoutError:
         if ctx.poller.lists_itself():
             return await _listing(ctx, watch, memory, fresh=False)
-        ctx.logger.info(
-            "The shared poll of Stitch account %s has no recent listing (it is starting or "
-            "changing hands): reading source %s's last job from Stitch directly",
-            ctx.client_id,
-            ctx.source_id,
-        )
-        snapshot = await read_listing_now(ctx, loads=ctx.options.loads != "ignore")
+        snapshot = await _read_what_is_missing(ctx)
     if snapshot.error is not None:
         raise snapshot.error  # transient faults: Prefect retries the trigger task
     return snapshot
+
+
+async def _read_what_is_missing(ctx: SyncContext) -> Snapshot:
+    """Read from Stitch what the shared poll's listings lack for a baseline.
+
+    The loads listing only, when the latest listing is recent but was read without it;
+    else both listings.
+    """
+    latest, tick = ctx.poller.latest, ctx.poller.tick_seconds() or 0.0
+    loads = ctx.options.loads != "ignore"
+    recent = latest is not None and time.monotonic() - ctx.poller.latest_at <= tick
+    if latest is not None and recent and latest.extractions_read and latest.ok and loads:
+        ctx.logger.info(
+            "The shared poll of Stitch account %s read no loads lately: reading the loads "
+            "listing from Stitch directly (source %s's baseline)",
+            ctx.client_id,
+            ctx.source_id,
+        )
+        load_listing = await ctx.client.read_loads()
+        return replace(latest, loads=load_listing.records, pages=load_listing.pages)
+    ctx.logger.info(
+        "The shared poll of Stitch account %s has no recent listing (it is starting or "
+        "changing hands): reading source %s's last job from Stitch directly",
+        ctx.client_id,
+        ctx.source_id,
+    )
+    return await read_listing_now(ctx, loads=loads)
 
 
 async def read_listing_now(ctx: SyncContext, *, loads: bool) -> Snapshot:

@@ -78,6 +78,9 @@ class Watch:
     queue: asyncio.Queue[Snapshot] = field(default_factory=asyncio.Queue)
     extractions: bool = True
     loads: bool = False
+    primed: asyncio.Future[Snapshot] | None = None
+    """While `baseline` waits: the listing another process published lately, once this
+    process takes it up as it joins the account's shared poll."""
 
     async def next_snapshot(self, wait_seconds: float | None = None) -> Snapshot:
         """Wait for the poller's next listing.
@@ -114,11 +117,54 @@ class Watch:
         if (
             latest is not None
             and time.monotonic() - self.poller.latest_at <= tick
-            and (latest.loads is not None or not self.loads)
-            and (latest.extractions_read or not self.extractions)
+            and self.serves_as_baseline(latest)
         ):
             return latest
-        return await self.next_snapshot(wait_seconds)
+        return await self._next_or_primed(wait_seconds)
+
+    def serves_as_baseline(self, snapshot: Snapshot) -> bool:
+        """Whether a listing has what this waiter needs (the extractions, the loads).
+
+        Args:
+            snapshot: A listing.
+
+        Returns:
+            True when it does.
+        """
+        return (snapshot.loads is not None or not self.loads) and (
+            snapshot.extractions_read or not self.extractions
+        )
+
+    def take_primed(self, snapshot: Snapshot) -> None:
+        """A listing published lately, taken up as this process joined (on the waiter's loop).
+
+        Args:
+            snapshot: The listing.
+        """
+        if self.primed is not None and not self.primed.done():
+            self.primed.set_result(snapshot)
+
+    async def _next_or_primed(self, wait_seconds: float | None) -> Snapshot:
+        """The next listing, or the one published lately that this process takes up.
+
+        A process that just began has no listing yet: it reads the published one as it
+        joins, within a second or so, where the next listing may be a tick away.
+        """
+        primed: asyncio.Future[Snapshot] = self.loop.create_future()
+        self.primed = primed
+        getter: asyncio.Future[Snapshot] = asyncio.ensure_future(self.queue.get())
+        try:
+            await asyncio.wait(
+                {getter, primed}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            self.primed = None
+            getter.cancel()  # no listing is lost: a cancelled get takes none from the queue
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if primed.done():
+            return primed.result()
+        raise TimeoutError
 
     def close(self) -> None:
         """Leave the poller (it stops when nobody watches)."""
@@ -449,6 +495,7 @@ class AccountPoller:
         published = await sharing.start(self.tick_seconds() or 30.0)
         if published is not None:
             self.prime(published)
+            self._offer_as_baseline(published)
         await sharing.lead_at_start()
         self._sharing = sharing
 
@@ -526,6 +573,14 @@ class AccountPoller:
             self.latest = snapshot
             self.latest_at = time.monotonic()
         return snapshot
+
+    def _offer_as_baseline(self, snapshot: Snapshot) -> None:
+        """Hand a listing published lately to the waiters waiting for a baseline."""
+        with self._lock:
+            watches = [watch for watch in self._watches if watch.serves_as_baseline(snapshot)]
+        for watch in watches:
+            with contextlib.suppress(RuntimeError):  # the waiter's loop is gone
+                watch.loop.call_soon_threadsafe(watch.take_primed, snapshot)
 
     def _deliver(self, snapshot: Snapshot) -> None:
         """Hand a listing to every waiter, on the waiter's own loop."""
