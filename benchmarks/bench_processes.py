@@ -89,8 +89,9 @@ COMPRESSION = float(os.environ.get("BENCH_COMPRESSION", "10"))
 JOBS_RATE_LIMIT = 30
 JOBS_RATE_PERIOD_SECONDS = 600.0 / COMPRESSION
 POLL_INTERVAL_SECONDS = 30.0 / COMPRESSION
-BUDGET_FLOOR_SECONDS = 1 * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT
-"""The poller's tick floor for a one-page listing: pages x period / limit."""
+BUDGET_FLOOR_SECONDS = 1 * JOBS_RATE_PERIOD_SECONDS / (JOBS_RATE_LIMIT * 2 / 3)
+"""The poller's tick floor for a one-page listing: pages x period / (limit x 2/3): the
+listings take two thirds of the budget at most (``POLL_SHARE_OF_BUDGET``)."""
 TICK_SECONDS = max(POLL_INTERVAL_SECONDS, BUDGET_FLOOR_SECONDS)
 JOB_END_RANGE = (100.0 / COMPRESSION, 400.0 / COMPRESSION)
 """Each job ends this long (uniform, fixed seed) after the last process triggered its job."""
@@ -1400,7 +1401,7 @@ def section(
         "deleted after it.",
         f"- A **tick** is {TICK_SECONDS:g} s: the poll interval ({POLL_INTERVAL_SECONDS:g} s), "
         f"since the budget's floor for a 1-page listing (1 x {JOBS_RATE_PERIOD_SECONDS:g} s "
-        f"/ {JOBS_RATE_LIMIT} = {BUDGET_FLOOR_SECONDS:g} s) is lower.",
+        f"/ two thirds of {JOBS_RATE_LIMIT} = {BUDGET_FLOOR_SECONDS:g} s) is not higher.",
         f"- Each run is capped at {args.timeout:g} s from its first launch: processes still "
         "running then are killed and counted as without a result.",
         "",

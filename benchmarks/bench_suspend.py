@@ -41,8 +41,9 @@ drawn with the seed. Every run waits for the loads (``loads="wait"``, the defaul
 What each figure is:
 
 * **tick**: the shared poll's interval while syncs wait: ``max(poll_interval_seconds,
-  pages per listing x period / limit)``; a listing here is 2 pages (the extractions page
-  and the loads page), so ``max(3, 2 x 60 / 30)`` = 4 s (40 s at Stitch). The measured
+  pages per listing x period / (limit x 2/3))`` (the listings take two thirds of the
+  budget at most); a listing here is 2 pages (the extractions page and the loads page),
+  so ``max(3, 2 x 60 / 20)`` = 6 s (60 s at Stitch). The measured
   median gap between two extraction listings is printed next to it.
 * **wall s**: from just before the 20 runs were created to the last run's final state
   (the server's state timestamp).
@@ -108,8 +109,11 @@ JOBS_RATE_PERIOD_SECONDS = 600.0 / COMPRESSION
 POLL_INTERVAL_SECONDS = 30.0 / COMPRESSION
 LISTING_PAGES = 2
 """A listing while syncs wait for loads: the extractions page and the loads page."""
+POLL_SHARE_OF_BUDGET = 2 / 3
+"""The listings' part of the budget (``prefect_stitch._poll.poller.POLL_SHARE_OF_BUDGET``)."""
 TICK_SECONDS = max(
-    POLL_INTERVAL_SECONDS, LISTING_PAGES * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT
+    POLL_INTERVAL_SECONDS,
+    LISTING_PAGES * JOBS_RATE_PERIOD_SECONDS / (JOBS_RATE_LIMIT * POLL_SHARE_OF_BUDGET),
 )
 JOB_RANGE = (60.0 / COMPRESSION, 120.0 / COMPRESSION)
 """Job durations (uniform, seeded): 60-120 s at Stitch, 6-12 s at 10x."""
@@ -987,7 +991,8 @@ def section(
         f"credentials; `poll_interval_seconds={POLL_INTERVAL_SECONDS:g}`; the worker queries "
         f"every {WORKER_QUERY_SECONDS:g} s. **A tick is {TICK_SECONDS:g} s**: the budget floor "
         f"of a listing of {LISTING_PAGES} pages (extractions + loads) x "
-        f"{JOBS_RATE_PERIOD_SECONDS:g} s / {JOBS_RATE_LIMIT}, above the poll interval. Each "
+        f"{JOBS_RATE_PERIOD_SECONDS:g} s / (two thirds of {JOBS_RATE_LIMIT}), above the poll "
+        "interval. Each "
         "scenario runs on a fresh stack (server, pool, `prefect deploy --all`, worker, "
         "simulator in the benchmark's process); `suspending` also runs the account's watcher "
         f"(`stitch_watch_flow(credentials='stitch', poll_interval_seconds="

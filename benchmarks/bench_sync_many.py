@@ -790,14 +790,15 @@ def run_one(n: int, mode: str, server: PrefectServer, home: Path, timeout: float
     # How much of its polling schedule the process kept (a CPU-starved process polls late).
     if mode == "shared" and len(first_pages) > 1:
         nominal = max(
-            POLL_INTERVAL_SECONDS, result.pages * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT
+            POLL_INTERVAL_SECONDS,
+            result.pages * JOBS_RATE_PERIOD_SECONDS / (JOBS_RATE_LIMIT * 2 / 3),
         )
         scheduled = (first_pages[-1] - first_pages[0]) / nominal + 1
         result.polls_kept = len(first_pages) / scheduled
     elif mode == LOADS_MODE and len(tick_starts) > 1:
-        # The poller waits max(poll interval, pages of its last tick x period / limit).
+        # The poller waits max(poll interval, pages of its last tick x period / (limit x 2/3)).
         wanted = sum(
-            max(POLL_INTERVAL_SECONDS, pages * JOBS_RATE_PERIOD_SECONDS / JOBS_RATE_LIMIT)
+            max(POLL_INTERVAL_SECONDS, pages * JOBS_RATE_PERIOD_SECONDS / (JOBS_RATE_LIMIT * 2 / 3))
             for pages in tick_pages[:-1]
         )
         result.polls_kept = wanted / (tick_starts[-1] - tick_starts[0])

@@ -23,10 +23,10 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-from prefect.states import Cancelling, StateType
+from prefect.states import AwaitingRetry, Cancelling, StateType
 
 from prefect_stitch._engine.suspension import watcher_alive
-from prefect_stitch.simulator import Outcome, StitchSimulator, StreamLoad
+from prefect_stitch.simulator import Fault, Outcome, StitchSimulator, StreamLoad
 from tests.conftest import make_credentials
 from tests.helpers import stitch_events, until
 from tests.stack import ROOT, Stack
@@ -180,6 +180,33 @@ def _at(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def _process_of(run_id: UUID) -> int | None:
+    """The process running a flow run (the worker gives it PREFECT__FLOW_RUN_ID)."""
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if marker in environ.read().split(b"\0"):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+async def _running_again(run_id: UUID) -> int:
+    """Wait until the resumed run runs again in a process; that process's id."""
+    async with get_client() as client:
+
+        async def running():  # type: ignore[no-untyped-def]
+            current = await client.read_flow_run(run_id)
+            if current.state is None or not current.state.is_running():
+                return None
+            return _process_of(run_id)
+
+        return await until(running, 120, f"run {run_id} to run again", every=0.1)
+
+
 async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
     on_one_slot: Stack, sim: StitchSimulator, watcher: subprocess.Popen[bytes]
 ) -> None:
@@ -286,6 +313,36 @@ async def test_suspended_syncs_free_the_worker_and_end_as_waiting_ones_do(
     assert late.state.message.endswith("[StitchSyncTimeout]")
     assert sim.running_job(305) is None and sim.jobs(305)[0]["stopped"]
     assert len(sim.jobs_started(305)) == 1
+
+
+async def test_a_resumed_run_that_crashed_follows_the_same_job_when_retried(
+    on_one_slot: Stack, sim: StitchSimulator, watcher: subprocess.Popen[bytes]
+) -> None:
+    """The resumed run's process is killed (a worker crash) before its verdict: the run is
+    Crashed and its registration stays; retried as the UI's Retry does, the run starts from
+    the top and follows the job its first part started: one job, that job's verdict (a
+    second trigger would have started a job that succeeds)."""
+    sim.add_source(
+        321,
+        outcomes=[
+            Outcome.failure("tap", -9, "Killed", duration_seconds=2),
+            Outcome.success(duration_seconds=1),
+        ],
+    )
+    await until(lambda: watcher_alive(sim.client_id, sim.base_url), 90, "the watcher to run")
+    run_id = await _start(321)
+    await _suspended(run_id)
+    sim.inject("logs", Fault.slow(30), times=4)  # the resumed run's log read hangs a while
+    os.kill(await _running_again(run_id), signal.SIGKILL)
+    crashed = await _final(run_id)
+    assert crashed.state.type == StateType.CRASHED, crashed.state.message
+    [job] = sim.jobs_started(321)
+    async with get_client() as client:
+        await client.set_flow_run_state(run_id, AwaitingRetry(), force=True)
+    retried = await _final(run_id)
+    assert sim.jobs_started(321) == [job], "a second job after the crash"
+    assert retried.state.type == StateType.FAILED, retried.state.message
+    assert retried.state.message.startswith("Failed: tap exited with status -9: Killed")
 
 
 async def test_without_a_watcher_a_suspending_sync_waits_in_its_process_and_says_why(

@@ -10,26 +10,27 @@ SQLite serves at most 100 requests at a time, websockets included):
   (``stitch-poll-<client_id>-<host>``, limit 1, created on first use), taken with a
   *lease* the leader renews. Only the leader reads Stitch's listings. A process that
   cannot take the slot follows.
-* **Followers announce their demand** in a Prefect Variable each
-  (``stitch-demand-<client_id>-<host>-<id>``, a few dozen characters): the poll interval
+* **Followers announce their demand** in an unkeyed Prefect artifact each (type
+  ``stitch-poll-demand-<client_id>-<host>``, a few dozen characters): the poll interval
   they want, whether they need the loads listing, a heartbeat counter, and the jobs
   requests they made themselves (their log reads). The leader reads them every tick;
-  one whose counter stops moving for three heartbeats is gone (its variable is removed).
+  one whose counter stops moving for three heartbeats is gone (its demand is removed).
 * **The leader publishes each listing** it reads (the account's extraction records, and
-  its load records while someone needs them), but only while some follower has a fresh
-  demand: a lone process publishes nothing. The Variable
-  ``stitch-listing-<client_id>-<host>`` carries the listing's header and the rows changed
-  since the whole listing was last written to the account's artifact (type
-  ``stitch-listing``, no key, updated in place and passed from leader to leader: the
-  database does not grow); see `prefect_stitch._poll.listing`. A follower rebuilds the
-  listing from the Variable alone, or from the artifact and the changes when it begins.
-  The leader's tick is the shortest interval anyone wants, floored by the budget.
-* **The budget is shared**: the listing Variable carries the jobs requests the leader has
+  its load records while someone needs them), a lone leader too: a process that joins
+  takes it as its baseline at once. The marker (an unkeyed artifact, type
+  ``stitch-poll-marker-<client_id>-<host>``) carries the listing's header and the rows
+  changed since the whole listing was last written to the account's listing artifact
+  (type ``stitch-poll-listing-<client_id>-<host>``, updated in place and passed from
+  leader to leader: the database does not grow); see `prefect_stitch._poll.listing`. A
+  follower rebuilds the listing from the marker alone, or from the listing artifact and
+  the changes when it begins. The leader's tick is the shortest interval anyone wants,
+  floored so that listings take two thirds of the budget at most.
+* **The budget is shared**: the marker carries the jobs requests the leader has
   made, each demand those of its follower; every process counts the others' requests in
   its own rate limiter as it learns of them, so the leader paces every process's
   requests, and a process that takes over inherits the budget already spent.
 * **Take-over**: a leader whose last waiter leaves (its process exiting included) marks
-  the listing Variable "resigned", its last listing still readable, names three
+  the marker "resigned", its last listing still readable, names three
   successors and hands its lease to the first, which takes it up by renewing it (no
   database write); should it never lead, the next named frees that lease and takes the
   slot a tick later. With no follower known, the leader frees its slot. A leader that
@@ -540,12 +541,17 @@ class Sharing:
             await task
 
     async def publish(self, snapshot: Snapshot) -> None:
-        """Publish a listing the leader read, if some follower wants it.
+        """Publish a listing the leader read (a lone leader too, for whoever joins next).
+
+        A process that joins takes the listing published lately as its baseline at once
+        (a sync's trigger in a run that just began): a lone leader that published nothing
+        made each newcomer read Stitch itself, over the account's budget in a batch of
+        short runs. It costs one write per tick, and no event.
 
         Args:
             snapshot: The listing.
         """
-        if not self.leading or not self.demands.known:
+        if not self.leading:
             return
         await self.election.said_taken()
         await self.publication.publish(snapshot, len(self.demands.known))
