@@ -619,3 +619,16 @@ def test_a_sync_prefect_cannot_suspend_waits_in_its_process_and_says_why(
     [line] = warnings()
     assert "it is a subflow" in line and "run_deployment" in line
     assert len(sim.jobs_started(66)) == 2
+
+
+def test_the_wait_says_how_often_the_account_is_listed_and_why(
+    sim: StitchSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """poll_interval_seconds is a wish: the budget floors it (two pages a listing while
+    loads are waited for, two thirds of the budget for listings). The log says the pace
+    the account gets, not the wish (a user read "poll every 2 s" and waited a minute)."""
+    sim.add_source(65, outcomes=[Outcome.success(duration_seconds=0.2)])
+    with caplog.at_level(logging.INFO):
+        stitch_sync_flow(source_id=65, credentials=make_credentials(sim), **FAST)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for")]
+    assert said and "listed every 0.3 s: Stitch's budget of 30 requests per 3 s" in said[0], said

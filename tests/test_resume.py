@@ -31,6 +31,7 @@ from prefect_stitch.models import Extraction, StitchSyncHandle, StitchSyncResult
 from prefect_stitch.options import SyncOptions
 from prefect_stitch.simulator import StitchSimulator
 from tests.conftest import make_credentials
+from tests.helpers import until
 
 SOURCE = 4242
 JOB = "116078.4242.sync.1"
@@ -166,3 +167,42 @@ async def test_a_run_forgets_its_registration_once_its_verdict_is_in(
     else:
         assert (await sync.run()).job_name == JOB
     assert suspender.forgotten == forgotten
+
+
+async def test_the_watchers_heartbeat_and_a_registration_put_nothing_in_the_event_feed(
+    sim: StitchSimulator,
+) -> None:
+    """The watcher says it runs every 30 s, each suspension files a registration: none of
+    it is an event (two a minute filled the feed). An artifact the Prefect client writes
+    is, and its event's arrival says the feed has caught up."""
+    from prefect.client.schemas.actions import ArtifactCreate
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    from prefect_stitch._engine.suspension import Presence
+
+    credentials = make_credentials(sim)
+    started = datetime.now(UTC)
+    presence = Presence(sim.client_id, credentials.base_url)
+    for _ in range(3):
+        await presence.beat()
+    await register(_registration(await _run_in(Paused()), credentials, time.time() + 600))
+    async with get_client() as client:
+        control = await client.create_artifact(ArtifactCreate(type="control", data={"n": 1}))
+
+        async def artifact_events() -> list[str]:
+            page = await client.read_events(
+                filter=EventFilter(
+                    occurred=EventOccurredFilter(since=started),
+                    event=EventNameFilter(prefix=["prefect.artifact."]),
+                ),
+                limit=50,
+            )
+            return [str(e.resource.get("prefect.resource.id")) for e in page.events]
+
+        async def control_stored() -> list[str]:
+            found = await artifact_events()
+            return found if f"prefect.artifact.{control.id}" in found else []
+
+        found = await until(control_stored, 30, "the control artifact's event")
+    await presence.leave()
+    assert found == [f"prefect.artifact.{control.id}"], found

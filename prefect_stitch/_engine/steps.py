@@ -24,6 +24,7 @@ from prefect_stitch._engine.prefect_api import until_prefect_answers
 from prefect_stitch._engine.stop import stop_and_report
 from prefect_stitch._engine.trigger import start_job, trigger_timeout
 from prefect_stitch._engine.watch import watch_until_final
+from prefect_stitch._poll.poller import POLL_SHARE_OF_BUDGET
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.models import StitchSyncHandle, StitchSyncResult, SyncAttempt, SyncStatus
@@ -141,10 +142,10 @@ async def wait(
         if options.loads != "ignore" and handle.baseline_loads is None:
             handle = await with_load_baseline(ctx, handle)
         ctx.logger.info(
-            "Waiting for Stitch job %s of source %s (poll every %.0f s, at most %s): %s",
+            "Waiting for Stitch job %s of source %s (the account listed every %s, at most %s): %s",
             handle.job_name or "(the running job)",
             handle.source_id,
-            options.poll_interval_seconds,
+            _listing_pace(credentials, options),
             _duration(max_wait_seconds),
             ctx.url,
         )
@@ -160,6 +161,20 @@ async def wait(
             raise
         await until_prefect_answers(ctx.logger)  # the verdict, its artifact, its events
         return await conclude(ctx, handle, final, earlier)
+
+
+def _listing_pace(credentials: StitchCredentials, options: SyncOptions) -> str:
+    """How often the account is listed while this sync waits, and why when not as asked."""
+    pages = 1 if options.loads == "ignore" else 2  # the extractions, and the loads
+    allowed = credentials.jobs_rate_limit * POLL_SHARE_OF_BUDGET
+    floor = pages * credentials.jobs_rate_period_seconds / allowed
+    if floor <= options.poll_interval_seconds:
+        return f"{options.poll_interval_seconds:g} s"
+    return (
+        f"{floor:.3g} s: Stitch's budget of {credentials.jobs_rate_limit} requests per "
+        f"{_duration(credentials.jobs_rate_period_seconds)} allows no more for {pages} "
+        f"page(s) a listing, whatever poll_interval_seconds ({options.poll_interval_seconds:g} s)"
+    )
 
 
 def _duration(seconds: float) -> str:
