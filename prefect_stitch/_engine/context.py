@@ -77,6 +77,8 @@ class SyncContext:
         logger: The run's logger.
         write_artifact: Leave the sync's artifact (a many-sources run writes one table).
         max_poll_failures: Consecutive failed polls a wait tolerates.
+        ended_lately: The job ended lately (the watcher resumed this run for it): the
+            wait's first listing may be the account's latest, read before the wait began.
     """
 
     credentials: StitchCredentials
@@ -88,6 +90,7 @@ class SyncContext:
     logger: Logger
     write_artifact: bool = True
     max_poll_failures: int = 5
+    ended_lately: bool = False
 
     @property
     def url(self) -> str:

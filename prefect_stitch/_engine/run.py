@@ -92,6 +92,8 @@ class SourceSync:
         self.reruns_left = options.replication_retries
         self.paused = started is not None
         """Stitch's schedule was paused, if asked (the block pauses before its trigger)."""
+        self.resumed = False
+        """The watcher resumed this run for its job: the job's end is in a recent listing."""
 
     def time_left(self) -> float:
         """Seconds left of ``max_wait_seconds``.
@@ -180,6 +182,7 @@ class SourceSync:
         if registration is None or handle is None or self.memory.pending is not None:
             return
         self.memory.pending, self.paused = handle, True
+        self.resumed = True
         self.memory.attempts = list(registration.attempts.get(self.source_id, []))
         self.reruns_left = registration.reruns_left.get(self.source_id, self.reruns_left)
         self.deadline = time.monotonic() + registration.deadline - time.time()
@@ -235,7 +238,9 @@ class SourceSync:
                 max(self.seconds_left(), 0.01),
                 self.memory.attempts,
                 self.write_artifact,
+                self.resumed,
             )
+            self.resumed = False
         except StitchReplicationFailed as exc:
             failure, result = exc, exc.result
         self.memory.pending = None  # a verdict was seen: a retry of the run starts a new job

@@ -115,6 +115,7 @@ async def wait(
     follow_next: bool = False,
     write_artifact: bool = True,
     max_poll_failures: int = 5,
+    ended_lately: bool = False,
 ) -> StitchSyncResult:
     """Wait for the job's verdict (the wait step's body).
 
@@ -127,6 +128,8 @@ async def wait(
         follow_next: Follow the next job of the source to complete.
         write_artifact: Leave the sync's artifact.
         max_poll_failures: Consecutive failed polls tolerated.
+        ended_lately: The job ended lately (a resumed run): its first listing may be the
+            account's latest.
 
     Returns:
         The result of the job (its data loaded, per ``loads``).
@@ -139,6 +142,7 @@ async def wait(
         write_artifact=write_artifact,
         max_poll_failures=max_poll_failures,
     ) as ctx:
+        ctx.ended_lately = ended_lately
         if options.loads != "ignore" and handle.baseline_loads is None:
             handle = await with_load_baseline(ctx, handle)
         ctx.logger.info(
@@ -311,6 +315,7 @@ async def wait_task(
     max_wait_seconds: float,
     earlier: list[SyncAttempt],
     write_artifact: bool = True,
+    ended_lately: bool = False,
 ) -> StitchSyncResult:
     """The wait step, as the flows run it (the options built once)."""
     return await wait(
@@ -320,4 +325,5 @@ async def wait_task(
         max_wait_seconds=max_wait_seconds,
         earlier=earlier,
         write_artifact=write_artifact,
+        ended_lately=ended_lately,
     )

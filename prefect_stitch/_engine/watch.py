@@ -11,6 +11,7 @@ poll read it, the verdict is read from the job's log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from prefect_stitch._engine.context import SyncContext
@@ -178,6 +179,11 @@ async def _next_listing(ctx: SyncContext, watch: Watch, handle: StitchSyncHandle
     """The account's next listing; a wait unusually long is said once, then waited out."""
     patience = max(3 * ctx.options.poll_interval_seconds, QUIET_WAIT_SECONDS)
     left = ctx.remaining()
+    if ctx.ended_lately:  # resumed: the listing that showed the end is likely at hand
+        ctx.ended_lately = False
+        tick = max(ctx.options.poll_interval_seconds, ctx.poller.tick_seconds() or 0.0)
+        with contextlib.suppress(TimeoutError):
+            return await watch.baseline(left if left is None else min(left, tick))
     try:
         return await watch.next_snapshot(left if left is None else min(left, patience))
     except TimeoutError:
