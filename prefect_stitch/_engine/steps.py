@@ -315,7 +315,7 @@ async def wait_task(
     max_wait_seconds: float,
     earlier: list[SyncAttempt],
     write_artifact: bool = True,
-    ended_lately: bool = False,
+    ended_lately: bool = False,  # a resumed run (see `wait`)
 ) -> StitchSyncResult:
     """The wait step, as the flows run it (the options built once)."""
     return await wait(
