@@ -172,8 +172,11 @@ async def test_a_leader_between_two_waits_of_one_run_keeps_the_lead(sim: StitchS
     async with leader_and_follower(sim, 0.5, store) as (leader, follower, first, _):
         received = follower.received
         first.close()  # the trigger is done...
-        await asyncio.sleep(1.5)  # ...the wait task starts
-        assert follower.received > received, "the followers went unserved in between"
+
+        async def served() -> bool:  # ...and until the wait task starts (a loaded machine
+            return follower.received > received  # may take a few ticks), listings go on
+
+        await until(served, LEADER_LINGER_SECONDS - 1, "the followers served in between")
         second = leader.watch(poll_interval_seconds=0.5)
         try:
             await second.next_snapshot(30)
