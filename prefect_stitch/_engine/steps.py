@@ -24,7 +24,7 @@ from prefect_stitch._engine.prefect_api import until_prefect_answers
 from prefect_stitch._engine.stop import stop_and_report
 from prefect_stitch._engine.trigger import start_job, trigger_timeout
 from prefect_stitch._engine.watch import watch_until_final
-from prefect_stitch._poll.poller import POLL_SHARE_OF_BUDGET
+from prefect_stitch._poll.poller import listing_floor_seconds
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.errors import StitchConfigurationError
 from prefect_stitch.models import StitchSyncHandle, StitchSyncResult, SyncAttempt, SyncStatus
@@ -170,8 +170,7 @@ async def wait(
 def _listing_pace(credentials: StitchCredentials, options: SyncOptions) -> str:
     """How often the account is listed while this sync waits, and why when not as asked."""
     pages = 1 if options.loads == "ignore" else 2  # the extractions, and the loads
-    allowed = credentials.jobs_rate_limit * POLL_SHARE_OF_BUDGET
-    floor = pages * credentials.jobs_rate_period_seconds / allowed
+    floor = listing_floor_seconds(credentials, pages)
     if floor <= options.poll_interval_seconds:
         return f"{options.poll_interval_seconds:g} s"
     return (

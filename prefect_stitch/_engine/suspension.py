@@ -26,11 +26,11 @@ import time
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, Field
 
 from prefect_stitch._engine.context import run_logger
+from prefect_stitch._poll.prefect_store import create_artifact_quietly, update_artifact_quietly
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.models import StitchSyncHandle, SyncAttempt
 from prefect_stitch.options import SyncOptions
@@ -121,7 +121,7 @@ async def register(registration: Registration) -> None:
 
     await forget(registration.flow_run_id, registration.client_id, registration.base_url)
     async with get_client() as client:
-        await _create_artifact(
+        await create_artifact_quietly(  # no event in the Event Feed
             client,
             _type("suspended", registration.client_id, registration.base_url),
             json.loads(registration.model_dump_json()),
@@ -129,22 +129,6 @@ async def register(registration: Registration) -> None:
             "the jobs end (prefect-stitch)",
             registration.flow_run_id,
         )
-
-
-async def _create_artifact(
-    client: Any, kind: str, data: Any, description: str, flow_run_id: UUID | None
-) -> UUID:
-    """Create an unkeyed artifact by a request of its own; its id.
-
-    The Prefect client's ``create_artifact`` and ``update_artifact`` put an event in the
-    Event Feed at each call; a plain request does not (a watcher's heartbeat every 30 s
-    made two events a minute).
-    """
-    body = {"type": kind, "data": data, "description": description}
-    if flow_run_id is not None:
-        body["flow_run_id"] = str(flow_run_id)
-    response = await client.request("POST", "/artifacts/", json=body)
-    return UUID(str(response.json()["id"]))
 
 
 async def _artifacts(kind: str, client_id: int, base_url: str, **where: Any) -> list[Any]:
@@ -254,23 +238,19 @@ class Presence:
 
         data = {"at": time.time()}
         async with get_client() as client:
-            if self._artifact_id is not None:
-                with contextlib.suppress(ObjectNotFound, httpx.HTTPStatusError):  # gone
-                    await client.request(  # a plain request: no event (see _create_artifact)
-                        "PATCH",
-                        "/artifacts/{id}",
-                        path_params={"id": self._artifact_id},
-                        json={"data": data},
-                    )
-                    return
+            known = self._artifact_id
+            if known is not None and await update_artifact_quietly(client, str(known), data):
+                return  # no event in the Event Feed (two a minute with the client's calls)
             context = FlowRunContext.get()
             flow_run = None if context is None else context.flow_run
-            self._artifact_id = await _create_artifact(
-                client,
-                _type("watcher", self.client_id, self.base_url),
-                data,
-                "A watcher of this Stitch account runs (prefect-stitch)",
-                None if flow_run is None else flow_run.id,
+            self._artifact_id = UUID(
+                await create_artifact_quietly(
+                    client,
+                    _type("watcher", self.client_id, self.base_url),
+                    data,
+                    "A watcher of this Stitch account runs (prefect-stitch)",
+                    None if flow_run is None else flow_run.id,
+                )
             )
 
     async def leave(self) -> None:

@@ -378,9 +378,7 @@ class AccountPoller:
             if remote is None or not lingering:
                 return None
         wanted = min([*local, *([remote] if remote is not None else [])])
-        limit = self.credentials.jobs_rate_limit * POLL_SHARE_OF_BUDGET
-        budget = self.last_pages * self.credentials.jobs_rate_period_seconds / limit
-        return max(wanted, budget)
+        return max(wanted, listing_floor_seconds(self.credentials, self.last_pages))
 
     # -- the poller thread -----------------------------------------------------------
 
@@ -598,6 +596,31 @@ POLL_SHARE_OF_BUDGET = 2 / 3
 what the leader has not heard of yet (triggers' baselines in processes that just began,
 log reads, requests of processes that ended before they said so). With all of it, a batch
 of short runs went over Stitch's budget (bench_suspend: 42 in a window of 30)."""
+
+
+def listing_floor_seconds(credentials: StitchCredentials, pages: int) -> float:
+    """The shortest tick the account's budget allows for listings of ``pages`` pages.
+
+    Args:
+        credentials: The account's credentials (its jobs budget).
+        pages: Pages a listing costs (the extractions, and the loads when awaited).
+
+    Returns:
+        Seconds between two listings at least (`POLL_SHARE_OF_BUDGET` of the budget).
+
+    Example:
+        ```python
+        from prefect_stitch import StitchCredentials
+        from prefect_stitch._poll.poller import listing_floor_seconds
+
+        credentials = StitchCredentials(access_token="t", client_id=1)
+        print(listing_floor_seconds(credentials, pages=2))  # 60.0 at 30 per 10 minutes
+        ```
+    """
+    allowed = credentials.jobs_rate_limit * POLL_SHARE_OF_BUDGET
+    return pages * credentials.jobs_rate_period_seconds / allowed
+
+
 LEADER_LINGER_SECONDS = 5.0
 """How long a leader whose waiters left keeps serving its followers (see `tick_seconds`)."""
 _EXIT_GRACE_SECONDS = 5.0

@@ -53,7 +53,12 @@ from typing import Any, TypeVar
 
 from prefect_stitch._poll.store import JSON, Listener, StoreError
 
-__all__ = ["API_TIMEOUT_SECONDS", "PrefectStore"]
+__all__ = [
+    "API_TIMEOUT_SECONDS",
+    "PrefectStore",
+    "create_artifact_quietly",
+    "update_artifact_quietly",
+]
 
 RETRY_SECONDS = (1.0, 2.0)
 """The waits before each retry of a request that failed transiently, while the API answers."""
@@ -300,15 +305,19 @@ class PrefectStore:
         Two processes may create the account's marker at once: both read the markers
         back and keep the first created (the others are deleted, see `_find_marker`).
         """
-        if self._marker_id is not None and await _updated(client, self._marker_id, marker):
+        if self._marker_id is not None and await update_artifact_quietly(
+            client, self._marker_id, marker
+        ):
             return
         found = await self._find_marker(client)
-        if found is not None and await _updated(client, str(found["id"]), marker):
+        if found is not None and await update_artifact_quietly(client, str(found["id"]), marker):
             return
-        created = await _create(client, self.marker_type, marker, self._describe("marker"))
+        created = await create_artifact_quietly(
+            client, self.marker_type, marker, self._describe("marker")
+        )
         first = await self._find_marker(client)
         if first is not None and str(first["id"]) != created:
-            await _updated(client, str(first["id"]), marker)
+            await update_artifact_quietly(client, str(first["id"]), marker)
 
     async def _find_marker(self, client: Any) -> JSON | None:
         """The account's marker artifact: the first created; any other is deleted."""
@@ -329,9 +338,9 @@ class PrefectStore:
         async def write(client: Any) -> None:
             record = {"follower": follower, "demand": demand}
             known = self._demand_ids.get(follower)
-            if known is None or not await _updated(client, known, record):
+            if known is None or not await update_artifact_quietly(client, known, record):
                 description = self._describe(f"demand of poller {follower}")
-                self._demand_ids[follower] = await _create(
+                self._demand_ids[follower] = await create_artifact_quietly(
                     client, self.demand_type, record, description
                 )
 
@@ -396,9 +405,13 @@ class PrefectStore:
         """Update the account's artifact in place; create one when there is none (or it is gone)."""
 
         async def write(client: Any) -> str:
-            if document_id is not None and await _updated(client, document_id, document):
+            if document_id is not None and await update_artifact_quietly(
+                client, document_id, document
+            ):
                 return document_id
-            return await _create(client, self.listing_type, document, self._describe("listing"))
+            return await create_artifact_quietly(
+                client, self.listing_type, document, self._describe("listing")
+            )
 
         return await self._call(write)
 
@@ -438,23 +451,48 @@ async def _artifacts_of(client: Any, artifact_type: str) -> list[JSON]:
         offset += PAGE_SIZE - PAGE_OVERLAP
 
 
-async def _create(client: Any, artifact_type: str, data: JSON, description: str) -> str:
-    """Create an unkeyed artifact of no flow run (it shows in no Artifacts page); its id.
+async def create_artifact_quietly(
+    client: Any,
+    artifact_type: str,
+    data: JSON,
+    description: str,
+    flow_run_id: uuid.UUID | None = None,
+) -> str:
+    """Create an unkeyed artifact (of no flow run: it shows in no Artifacts page); its id.
 
-    A request of its own: the Prefect client's ``create_artifact`` emits an event.
+    A request of its own: the Prefect client's ``create_artifact`` puts an event in the
+    Event Feed at each call.
+
+    Args:
+        client: An open Prefect client.
+        artifact_type: The artifact's type.
+        data: Its data.
+        description: Its description.
+        flow_run_id: The flow run it belongs to, if any.
+
+    Returns:
+        The artifact's id.
     """
-    response = await client.request(
-        "POST",
-        "/artifacts/",
-        json={"type": artifact_type, "description": description, "data": data},
-    )
+    body: dict[str, Any] = {"type": artifact_type, "description": description, "data": data}
+    if flow_run_id is not None:
+        body["flow_run_id"] = str(flow_run_id)
+    response = await client.request("POST", "/artifacts/", json=body)
     return str(response.json()["id"])
 
 
-async def _updated(client: Any, artifact_id: str, data: JSON) -> bool:
+async def update_artifact_quietly(client: Any, artifact_id: str, data: JSON) -> bool:
     """Update an artifact's data in place: False when it is gone.
 
-    A request of its own: the Prefect client's ``update_artifact`` emits an event.
+    A request of its own: the Prefect client's ``update_artifact`` puts an event in the
+    Event Feed at each call.
+
+    Args:
+        client: An open Prefect client.
+        artifact_id: The artifact.
+        data: Its new data.
+
+    Returns:
+        Whether it was there.
     """
     try:
         await client.request(
