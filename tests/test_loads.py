@@ -393,3 +393,46 @@ def test_two_streams_of_one_name_are_told_apart_by_their_ids(
         (ids["public-users"], "loaded"),
         (ids["sales-users"], "failed"),
     }
+
+
+async def test_a_recent_listing_that_shows_the_loads_settles_them_without_waiting_for_another(
+    sim: StitchSimulator,
+) -> None:
+    """A resumed run's loads: the listing on which the watcher saw them land is at hand
+    (published, taken up as the run's process joined the shared poll). Judging it, the run
+    reports at once; waiting for the next listing cost a tick (6 s here, 60 s at Stitch's
+    pace) of a worker slot for every resumed run."""
+    import logging
+    from datetime import UTC, datetime
+
+    from prefect_stitch._engine.context import SyncContext
+    from prefect_stitch._engine.loads import settle_loads
+    from prefect_stitch._poll.reading import read_listing
+    from prefect_stitch.models import StitchSyncHandle
+    from prefect_stitch.options import SyncOptions
+
+    credentials = make_credentials(sim, jobs_rate_period_seconds=60.0)  # a tick of 6 s
+    sim.add_source(71, outcomes=[Outcome.success(0.2)])
+    async with credentials.get_client() as client:
+        before = [load for load in await client.list_loads() if load.source_id == 71]
+        job_name = await client.start_replication_job(71)
+        async def ended() -> bool:
+            return sim.running_job(71) is None
+
+        await until(ended, 10, "the job's end")
+        listing = await read_listing(client, sim.client_id, 1, extractions=True, loads=True)
+        [record] = [r for r in listing.records if r.job_name == job_name]
+        options = SyncOptions(poll_interval_seconds=0.1, max_load_wait_seconds=60)
+        ctx = SyncContext(
+            credentials, client, sim.client_id, 71, options, None, logging.getLogger("t")
+        )
+        assert ctx.poller.tick_seconds() is None or ctx.poller.tick_seconds() == 0
+        ctx.poller.prime(listing)  # as a process that joins the shared poll does
+        handle = StitchSyncHandle(
+            source_id=71, job_name=job_name, requested_at=datetime.now(UTC), baseline_loads=before
+        )
+        started = time.monotonic()
+        outcome = await settle_loads(ctx, handle, record, log=None)
+        elapsed = time.monotonic() - started
+    assert outcome.ok and {entry.state for entry in outcome.streams} == {"loaded"}, outcome
+    assert elapsed < 3, f"{elapsed:.1f} s: the loads waited for another listing"

@@ -206,3 +206,37 @@ async def test_the_watchers_heartbeat_and_a_registration_put_nothing_in_the_even
         found = await until(control_stored, 30, "the control artifact's event")
     await presence.leave()
     assert found == [f"prefect.artifact.{control.id}"], found
+
+
+async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() -> None:
+    """Prefect's own resume schedules the run for now, behind every run waiting for a
+    slot (a minute in a pool of 2 slots and 20 syncs): the watcher puts it back at the
+    place it had in the pool's line, once, and the pool hands it the next slot."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from prefect_stitch._engine.resume import resume_in_its_place
+
+    pool = f"stitch-line-{uuid4().hex[:8]}"
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        deployment_id = await client.create_deployment(
+            await client.create_flow(_a_sync), "line", work_pool_name=pool
+        )
+        suspended = await client.create_flow_run_from_deployment(deployment_id)
+        await client.set_flow_run_state(
+            suspended.id, Paused(reschedule=True, pause_key="stitch-4242"), force=True
+        )
+        queued_after = [await client.create_flow_run_from_deployment(deployment_id) for _ in range(3)]
+
+        assert await resume_in_its_place(suspended.id)
+        assert not await resume_in_its_place(suspended.id)  # resumed once, not twice
+
+        state = (await client.read_flow_run(suspended.id)).state
+        assert state is not None and state.is_scheduled() and state.name == "Resuming"
+        line = await client.get_scheduled_flow_runs_for_work_pool(
+            pool, scheduled_before=datetime.now(UTC)
+        )
+        order = [response.flow_run.id for response in line]
+        assert order == [suspended.id, *(run.id for run in queued_after)]

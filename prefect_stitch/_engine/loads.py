@@ -203,16 +203,25 @@ class LoadWait:
         return self.deadline - time.monotonic()
 
     async def follow(self, watch: Watch) -> None:
-        """Read the loads listing until the loads settle, the wait ends, or (check) once."""
+        """Read the loads listing until the loads settle, the wait ends, or (check) once.
+
+        The first listing judged is the account's latest, when it is at most a tick old
+        and has the loads: a resumed run's is the one on which the watcher saw the loads
+        land, so it reports at once instead of a tick later. Any listing of the loads may
+        be judged, whenever it was read: a load counts when Stitch's own times put it
+        after the job's completion.
+        """
         self.begin()
         interval = self.ctx.options.poll_interval_seconds
+        next_listing = watch.baseline
         while not self.over:
             left = self.seconds_left()
             wait = max(left, 0.0) if self.mode == "wait" else max(4 * interval, 120.0)
             try:
-                snapshot = await watch.next_snapshot(wait)
+                snapshot = await next_listing(wait)
             except TimeoutError:
                 break
+            next_listing = watch.next_snapshot
             if await self.take(snapshot) and self.mode == "check":
                 break
 

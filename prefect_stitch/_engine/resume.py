@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_OID, UUID, uuid5
 
 from prefect_stitch._engine.context import SyncContext, run_logger
 from prefect_stitch._engine.loads import LoadWait
@@ -35,7 +36,7 @@ from prefect_stitch.client import StitchClient
 from prefect_stitch.credentials import StitchCredentials
 from prefect_stitch.models import Extraction, StitchSyncHandle, SyncStatus
 
-__all__ = ["Resumer"]
+__all__ = ["Resumer", "resume_in_its_place"]
 
 
 @dataclass
@@ -198,14 +199,9 @@ class Resumer:
 
     async def _resume(self, run: _Run, why: str) -> None:
         """Resume the run (Prefect starts it again; it finds its job's verdict)."""
-        from prefect.exceptions import NotPausedError
-        from prefect.flow_runs import aresume_flow_run
-
         run_id = run.registration.flow_run_id
-        try:
-            await aresume_flow_run(run_id)
-        except NotPausedError:  # another watcher of the account resumed it first
-            return
+        if not await resume_in_its_place(run_id):
+            return  # another watcher of the account resumed it first
         self.resumed += 1
         self.runs.pop(run_id, None)
         run_logger().info("Resumed flow run %s: %s", run_id, why)
@@ -256,6 +252,53 @@ def _ended(handle: StitchSyncHandle, records: Any) -> Extraction | bool | None:
         final = judge_extraction(located.record).state is not SyncStatus.RUNNING
         return located.record if final else None
     return True if located.later is not None or located.check_log is not None else None
+
+
+async def resume_in_its_place(flow_run_id: UUID) -> bool:
+    """Resume a suspended run at its place in its work pool's line.
+
+    Prefect's own resume (``resume_flow_run``) schedules the run for *now*, behind every
+    run that waits for a worker slot, although its job is over and it only has its verdict
+    to report: in a pool of 2 slots and 20 syncs started together, the resumed runs waited
+    a minute behind syncs that had not started. Here the run is rescheduled for the time it
+    was first expected to start, as ``resume_flow_run`` does otherwise (a ``Resuming``
+    state, through Prefect's orchestration rules): the pool hands its slots in that order,
+    so a resumed run goes before the runs that were queued after it first ran.
+
+    Args:
+        flow_run_id: The suspended run.
+
+    Returns:
+        Whether this call resumed it (``False``: it was not suspended any more).
+
+    Example:
+        ```python
+        import asyncio
+        from uuid import UUID
+
+        from prefect_stitch._engine.resume import resume_in_its_place
+
+        run_id = UUID("6778eb2a-bde7-4e4b-a17d-a0bf395990dc")
+        print(asyncio.run(resume_in_its_place(run_id)))
+        ```
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Scheduled
+
+    async with get_client() as client:
+        flow_run = await client.read_flow_run(flow_run_id)
+        paused = flow_run.state
+        if paused is None or not paused.is_paused():
+            return False
+        now = datetime.now(UTC)
+        place = min(flow_run.expected_start_time or now, now)
+        resuming = Scheduled(scheduled_time=place, name="Resuming")
+        # Two watchers resuming one run: the second proposal repeats the first's transition
+        # id, which Prefect's PreventDuplicateTransitions rule turns down.
+        resuming.state_details.transition_id = uuid5(NAMESPACE_OID, str(paused.id))
+        result = await client.set_flow_run_state(flow_run_id, resuming)
+    return result.status is SetStateStatus.ACCEPT
 
 
 async def _state_of(flow_run_id: UUID) -> Any:
