@@ -562,6 +562,39 @@ def test_the_job_starts_at_once_while_the_accounts_shared_poll_changes_hands(
     )
 
 
+async def test_a_baseline_missing_only_the_loads_reads_only_the_loads_listing(
+    sim: StitchSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared poll's latest listing is recent but was read without the loads (nobody
+    waited for loads): a sync that follows its loads needs them in its baseline, and reads
+    from Stitch only what is missing, one loads request, not the extractions again (each
+    page counts against the account's 30 requests per 10 minutes)."""
+    from prefect_stitch._engine.context import SyncContext
+    from prefect_stitch._engine.trigger import _read_what_is_missing
+    from prefect_stitch._poll.reading import read_listing
+    from prefect_stitch.options import SyncOptions
+
+    sim.add_source(65, outcomes=[Outcome.success(duration_seconds=0.2)])
+    credentials = make_credentials(sim)
+    async with credentials.get_client() as client:
+        listing = await read_listing(client, sim.client_id, 1, extractions=True, loads=False)
+        ctx = SyncContext(
+            credentials,
+            client,
+            sim.client_id,
+            65,
+            SyncOptions(loads="wait"),
+            None,
+            logging.getLogger("t"),
+        )
+        ctx.poller.prime(listing)
+        monkeypatch.setattr(ctx.poller, "tick_seconds", lambda: 30.0)  # someone waits
+        before = len(sim.requests)
+        baseline = await _read_what_is_missing(ctx)
+    assert [request.endpoint for request in sim.requests[before:]] == ["loads"]
+    assert baseline.records == listing.records and baseline.loads is not None
+
+
 def test_a_long_wait_for_the_accounts_next_listing_is_logged(
     sim: StitchSimulator, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

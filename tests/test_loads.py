@@ -416,6 +416,7 @@ async def test_a_recent_listing_that_shows_the_loads_settles_them_without_waitin
     async with credentials.get_client() as client:
         before = [load for load in await client.list_loads() if load.source_id == 71]
         job_name = await client.start_replication_job(71)
+
         async def ended() -> bool:
             return sim.running_job(71) is None
 

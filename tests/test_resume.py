@@ -228,7 +228,9 @@ async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() ->
         await client.set_flow_run_state(
             suspended.id, Paused(reschedule=True, pause_key="stitch-4242"), force=True
         )
-        queued_after = [await client.create_flow_run_from_deployment(deployment_id) for _ in range(3)]
+        queued_after = [
+            await client.create_flow_run_from_deployment(deployment_id) for _ in range(3)
+        ]
 
         assert await resume_in_its_place(suspended.id)
         assert not await resume_in_its_place(suspended.id)  # resumed once, not twice
@@ -240,3 +242,48 @@ async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() ->
         )
         order = [response.flow_run.id for response in line]
         assert order == [suspended.id, *(run.id for run in queued_after)]
+
+
+async def _a_job_that_ended(sim: StitchSimulator, credentials: StitchCredentials) -> Any:
+    """Start a job of source 72 and wait for its end; (its name, the account's listing)."""
+    from prefect_stitch._poll.reading import read_listing
+    from prefect_stitch.simulator import Outcome
+    from tests.helpers import until
+
+    sim.add_source(72, outcomes=[Outcome.success(0.2)])
+    async with credentials.get_client() as client:
+        job_name = await client.start_replication_job(72)
+
+        async def ended() -> bool:
+            return sim.running_job(72) is None
+
+        await until(ended, 10, "the job's end")
+        return job_name, await read_listing(client, sim.client_id, 1, extractions=True, loads=True)
+
+
+async def test_a_resumed_run_takes_the_listing_that_showed_its_jobs_end_at_hand(
+    sim: StitchSimulator,
+) -> None:
+    """Resumed for its job's end, the run's first listing is the one the watcher published
+    (taken up as its process joined the shared poll), not the next one a tick later: the
+    verdict within a second or so, where the next listing was a tick (12 s here) away."""
+    import logging
+
+    from prefect_stitch._engine.context import SyncContext
+    from prefect_stitch._engine.watch import watch_until_final
+
+    credentials = make_credentials(sim, jobs_rate_period_seconds=120.0)  # a tick: 12 s
+    job_name, listing = await _a_job_that_ended(sim, credentials)
+    async with credentials.get_client() as client:
+        options = SyncOptions(poll_interval_seconds=0.1, loads="ignore")
+        ctx = SyncContext(
+            credentials, client, sim.client_id, 72, options, None, logging.getLogger("t")
+        )
+        ctx.ended_lately = True  # what the resumed run's wait is told
+        ctx.poller.prime(listing)  # as its process joins the shared poll
+        handle = StitchSyncHandle(source_id=72, job_name=job_name, requested_at=datetime.now(UTC))
+        started = time.monotonic()
+        final, _ = await watch_until_final(ctx, handle, follow_next=False)
+        elapsed = time.monotonic() - started
+    assert final.record.job_name == job_name and final.polls == 1
+    assert elapsed < 3, f"{elapsed:.1f} s: the resumed run waited for another listing"

@@ -283,6 +283,7 @@ async def resume_in_its_place(flow_run_id: UUID) -> bool:
         ```
     """
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import State
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.states import Scheduled
 
@@ -293,7 +294,7 @@ async def resume_in_its_place(flow_run_id: UUID) -> bool:
             return False
         now = datetime.now(UTC)
         place = min(flow_run.expected_start_time or now, now)
-        resuming = Scheduled(scheduled_time=place, name="Resuming")
+        resuming: State[Any] = Scheduled(scheduled_time=place, name="Resuming")
         # Two watchers resuming one run: the second proposal repeats the first's transition
         # id, which Prefect's PreventDuplicateTransitions rule turns down.
         resuming.state_details.transition_id = uuid5(NAMESPACE_OID, str(paused.id))
