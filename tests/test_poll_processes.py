@@ -224,8 +224,11 @@ async def test_processes_whose_store_cannot_coordinate_each_poll_alone(
     watches = [p.watch(poll_interval_seconds=0.5) for p in pollers]
     try:
         for watch in watches:
-            snapshot = await watch.next_snapshot(30)
-            assert snapshot.ok
+            # a listing may fail on a loaded machine (the simulator's connection): the next
+            # one is what counts
+            async with asyncio.timeout(30):
+                while not (await watch.next_snapshot()).ok:
+                    pass
         assert [p.ticks >= 1 for p in pollers] == [True, True], "one waited for the other"
     finally:
         for watch in watches:
