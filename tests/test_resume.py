@@ -11,6 +11,7 @@ harness (real API, SQLite); the watcher's part through `Resumer`, the run's thro
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -242,6 +243,64 @@ async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() ->
         )
         order = [response.flow_run.id for response in line]
         assert order == [suspended.id, *(run.id for run in queued_after)]
+
+
+async def test_two_watchers_resuming_one_run_at_once_resume_it_once() -> None:
+    """Two watchers of an account take the same listing and resume the same run at the same
+    moment: one resume is accepted, the other turned down (Prefect's own resume checks the
+    run is paused in one transaction; here its PreventDuplicateTransitions rule does)."""
+    from uuid import uuid4
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from prefect_stitch._engine.resume import resume_in_its_place
+
+    pool = f"stitch-twice-{uuid4().hex[:8]}"
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        deployment_id = await client.create_deployment(
+            await client.create_flow(_a_sync), "twice", work_pool_name=pool
+        )
+        for _ in range(3):
+            run = await client.create_flow_run_from_deployment(deployment_id)
+            await client.set_flow_run_state(
+                run.id, Paused(reschedule=True, pause_key="stitch-4242"), force=True
+            )
+            both = await asyncio.gather(resume_in_its_place(run.id), resume_in_its_place(run.id))
+            assert sorted(both) == [False, True], both
+            states = await client.read_flow_run_states(run.id)
+            assert [s.name for s in states].count("Resuming") == 1
+
+
+async def test_a_suspension_that_timed_out_is_not_resumed_and_the_watcher_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Prefect fails a suspended run whose suspension timed out when anyone tries to resume
+    it: the watcher says so in a WARNING, not as if another watcher had resumed it."""
+    import logging
+    from uuid import uuid4
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from prefect_stitch._engine.resume import resume_in_its_place
+
+    pool = f"stitch-late-{uuid4().hex[:8]}"
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        deployment_id = await client.create_deployment(
+            await client.create_flow(_a_sync), "late", work_pool_name=pool
+        )
+        run = await client.create_flow_run_from_deployment(deployment_id)
+        await client.set_flow_run_state(
+            run.id, Paused(reschedule=True, timeout_seconds=1, pause_key="stitch-4242"), force=True
+        )
+        await asyncio.sleep(1.5)
+        with caplog.at_level(logging.WARNING, logger="prefect_stitch"):
+            assert not await resume_in_its_place(run.id)
+        state = (await client.read_flow_run(run.id)).state
+    assert state is not None and state.is_failed()
+    [warning] = [r for r in caplog.records if "Could not resume flow run" in r.getMessage()]
+    assert str(run.id) in warning.getMessage() and "timed out" in warning.getMessage()
 
 
 async def _a_job_that_ended(sim: StitchSimulator, credentials: StitchCredentials) -> Any:

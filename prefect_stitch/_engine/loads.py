@@ -205,15 +205,17 @@ class LoadWait:
     async def follow(self, watch: Watch) -> None:
         """Read the loads listing until the loads settle, the wait ends, or (check) once.
 
-        The first listing judged is the account's latest, when it is at most a tick old
-        and has the loads: a resumed run's is the one on which the watcher saw the loads
-        land, so it reports at once instead of a tick later. Any listing of the loads may
-        be judged, whenever it was read: a load counts when Stitch's own times put it
-        after the job's completion.
+        While waiting (``"wait"``), the first listing judged is the account's latest, when
+        it is at most a tick old and has the loads: a resumed run's is the one on which
+        the watcher saw the loads land, so it reports at once instead of a tick later. It
+        is never older than the listing that showed the job's end (it is the newest this
+        process has), and a load counts when Stitch's own times put it after the job's
+        completion. ``"check"`` looks once, at the next listing: the loads get a tick to
+        land or fail, as before.
         """
         self.begin()
         interval = self.ctx.options.poll_interval_seconds
-        next_listing = watch.baseline
+        next_listing = watch.baseline if self.mode == "wait" else watch.next_snapshot
         while not self.over:
             left = self.seconds_left()
             wait = max(left, 0.0) if self.mode == "wait" else max(4 * interval, 120.0)

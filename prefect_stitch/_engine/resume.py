@@ -265,11 +265,17 @@ async def resume_in_its_place(flow_run_id: UUID) -> bool:
     state, through Prefect's orchestration rules): the pool hands its slots in that order,
     so a resumed run goes before the runs that were queued after it first ran.
 
+    Prefect's resume checks that the run is paused in one transaction. Here two watchers of
+    the account that read the run paused at the same moment propose the same transition
+    (its id is drawn from the paused state's): Prefect's ``PreventDuplicateTransitions``
+    rule turns the second down, so the run is resumed once.
+
     Args:
         flow_run_id: The suspended run.
 
     Returns:
-        Whether this call resumed it (``False``: it was not suspended any more).
+        Whether this call resumed it (``False``: it was not suspended any more, or Prefect
+        refused, which is logged: its suspension had timed out).
 
     Example:
         ```python
@@ -283,9 +289,9 @@ async def resume_in_its_place(flow_run_id: UUID) -> bool:
         ```
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import State
+    from prefect.client.schemas import OrchestrationResult
     from prefect.client.schemas.responses import SetStateStatus
-    from prefect.states import Scheduled
+    from prefect.states import Scheduled, to_state_create
 
     async with get_client() as client:
         flow_run = await client.read_flow_run(flow_run_id)
@@ -294,12 +300,26 @@ async def resume_in_its_place(flow_run_id: UUID) -> bool:
             return False
         now = datetime.now(UTC)
         place = min(flow_run.expected_start_time or now, now)
-        resuming: State[Any] = Scheduled(scheduled_time=place, name="Resuming")
-        # Two watchers resuming one run: the second proposal repeats the first's transition
-        # id, which Prefect's PreventDuplicateTransitions rule turns down.
+        resuming = to_state_create(Scheduled(scheduled_time=place, name="Resuming"))
+        resuming.state_details.flow_run_id = flow_run_id
         resuming.state_details.transition_id = uuid5(NAMESPACE_OID, str(paused.id))
-        result = await client.set_flow_run_state(flow_run_id, resuming)
-    return result.status is SetStateStatus.ACCEPT
+        # Not `set_flow_run_state`: it draws a transition id of its own for every call.
+        response = await client.request(
+            "POST",
+            "/flow_runs/{id}/set_state",
+            path_params={"id": flow_run_id},
+            json={"state": resuming.model_dump(mode="json"), "force": False},
+        )
+    result: OrchestrationResult[Any] = OrchestrationResult.model_validate(response.json())
+    if result.status is SetStateStatus.ACCEPT:
+        return True
+    if result.state is not None and result.state.is_final():
+        run_logger().warning(
+            "Could not resume flow run %s: %s",
+            flow_run_id,
+            getattr(result.details, "reason", None) or result.state.message,
+        )
+    return False
 
 
 async def _state_of(flow_run_id: UUID) -> Any:
