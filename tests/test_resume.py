@@ -209,66 +209,64 @@ async def test_the_watchers_heartbeat_and_a_registration_put_nothing_in_the_even
     assert found == [f"prefect.artifact.{control.id}"], found
 
 
-async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() -> None:
-    """Prefect's own resume schedules the run for now, behind every run waiting for a
-    slot (a minute in a pool of 2 slots and 20 syncs): the watcher puts it back at the
-    place it had in the pool's line, once, and the pool hands it the next slot."""
+async def _a_pool_deployment(client: Any) -> tuple[str, UUID]:
+    """A process work pool of its own and a deployment of `_a_sync` on it."""
     from uuid import uuid4
 
     from prefect.client.schemas.actions import WorkPoolCreate
 
+    pool = f"stitch-line-{uuid4().hex[:8]}"
+    await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    flow_id = await client.create_flow(_a_sync)
+    return pool, await client.create_deployment(flow_id, "line", work_pool_name=pool)
+
+
+async def _suspended_run(client: Any, deployment_id: UUID, **paused: Any) -> UUID:
+    """A run of the deployment, suspended as a sync suspends (a reschedule-style pause)."""
+    run = await client.create_flow_run_from_deployment(deployment_id)
+    state = Paused(reschedule=True, pause_key="stitch-4242", **paused)
+    await client.set_flow_run_state(run.id, state, force=True)
+    return UUID(str(run.id))
+
+
+async def test_a_resumed_run_goes_before_the_runs_queued_after_it_first_ran() -> None:
+    """Prefect's own resume schedules the run for now, behind every run waiting for a
+    slot (a minute in a pool of 2 slots and 20 syncs): the watcher puts it back at the
+    place it had in the pool's line, once, and the pool hands it the next slot."""
     from prefect_stitch._engine.resume import resume_in_its_place
 
-    pool = f"stitch-line-{uuid4().hex[:8]}"
     async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        deployment_id = await client.create_deployment(
-            await client.create_flow(_a_sync), "line", work_pool_name=pool
-        )
-        suspended = await client.create_flow_run_from_deployment(deployment_id)
-        await client.set_flow_run_state(
-            suspended.id, Paused(reschedule=True, pause_key="stitch-4242"), force=True
-        )
+        pool, deployment_id = await _a_pool_deployment(client)
+        suspended = await _suspended_run(client, deployment_id)
         queued_after = [
             await client.create_flow_run_from_deployment(deployment_id) for _ in range(3)
         ]
 
-        assert await resume_in_its_place(suspended.id)
-        assert not await resume_in_its_place(suspended.id)  # resumed once, not twice
+        assert await resume_in_its_place(suspended)
+        assert not await resume_in_its_place(suspended)  # resumed once, not twice
 
-        state = (await client.read_flow_run(suspended.id)).state
+        state = (await client.read_flow_run(suspended)).state
         assert state is not None and state.is_scheduled() and state.name == "Resuming"
         line = await client.get_scheduled_flow_runs_for_work_pool(
             pool, scheduled_before=datetime.now(UTC)
         )
         order = [response.flow_run.id for response in line]
-        assert order == [suspended.id, *(run.id for run in queued_after)]
+        assert order == [suspended, *(run.id for run in queued_after)]
 
 
 async def test_two_watchers_resuming_one_run_at_once_resume_it_once() -> None:
     """Two watchers of an account take the same listing and resume the same run at the same
     moment: one resume is accepted, the other turned down (Prefect's own resume checks the
     run is paused in one transaction; here its PreventDuplicateTransitions rule does)."""
-    from uuid import uuid4
-
-    from prefect.client.schemas.actions import WorkPoolCreate
-
     from prefect_stitch._engine.resume import resume_in_its_place
 
-    pool = f"stitch-twice-{uuid4().hex[:8]}"
     async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        deployment_id = await client.create_deployment(
-            await client.create_flow(_a_sync), "twice", work_pool_name=pool
-        )
+        _, deployment_id = await _a_pool_deployment(client)
         for _ in range(3):
-            run = await client.create_flow_run_from_deployment(deployment_id)
-            await client.set_flow_run_state(
-                run.id, Paused(reschedule=True, pause_key="stitch-4242"), force=True
-            )
-            both = await asyncio.gather(resume_in_its_place(run.id), resume_in_its_place(run.id))
+            run_id = await _suspended_run(client, deployment_id)
+            both = await asyncio.gather(resume_in_its_place(run_id), resume_in_its_place(run_id))
             assert sorted(both) == [False, True], both
-            states = await client.read_flow_run_states(run.id)
+            states = await client.read_flow_run_states(run_id)
             assert [s.name for s in states].count("Resuming") == 1
 
 
@@ -278,29 +276,19 @@ async def test_a_suspension_that_timed_out_is_not_resumed_and_the_watcher_says_s
     """Prefect fails a suspended run whose suspension timed out when anyone tries to resume
     it: the watcher says so in a WARNING, not as if another watcher had resumed it."""
     import logging
-    from uuid import uuid4
-
-    from prefect.client.schemas.actions import WorkPoolCreate
 
     from prefect_stitch._engine.resume import resume_in_its_place
 
-    pool = f"stitch-late-{uuid4().hex[:8]}"
     async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        deployment_id = await client.create_deployment(
-            await client.create_flow(_a_sync), "late", work_pool_name=pool
-        )
-        run = await client.create_flow_run_from_deployment(deployment_id)
-        await client.set_flow_run_state(
-            run.id, Paused(reschedule=True, timeout_seconds=1, pause_key="stitch-4242"), force=True
-        )
+        _, deployment_id = await _a_pool_deployment(client)
+        run_id = await _suspended_run(client, deployment_id, timeout_seconds=1)
         await asyncio.sleep(1.5)
         with caplog.at_level(logging.WARNING, logger="prefect_stitch"):
-            assert not await resume_in_its_place(run.id)
-        state = (await client.read_flow_run(run.id)).state
+            assert not await resume_in_its_place(run_id)
+        state = (await client.read_flow_run(run_id)).state
     assert state is not None and state.is_failed()
     [warning] = [r for r in caplog.records if "Could not resume flow run" in r.getMessage()]
-    assert str(run.id) in warning.getMessage() and "timed out" in warning.getMessage()
+    assert str(run_id) in warning.getMessage() and "timed out" in warning.getMessage()
 
 
 async def _a_job_that_ended(sim: StitchSimulator, credentials: StitchCredentials) -> Any:
