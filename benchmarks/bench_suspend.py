@@ -874,7 +874,7 @@ COLUMNS = (
     "verdict after job end p50 / p95 s (ticks)",
     "after loads landed p50 / p95 s",
     "jobs requests (extr. / loads / logs)",
-    "max in 60 s window / 30",
+    f"max in {JOBS_RATE_PERIOD_SECONDS:g} s window / {JOBS_RATE_LIMIT}",
     "violations (429)",
 )
 
