@@ -215,9 +215,12 @@ async def test_a_process_that_exits_mid_tick_hands_over_at_once(sim: StitchSimul
         await until(took_over, 15, "the follower's first listing")
 
 
-async def test_processes_whose_store_cannot_coordinate_each_poll_alone(
+async def test_processes_whose_store_cannot_coordinate_never_wait_for_a_leader(
     sim: StitchSimulator,
 ) -> None:
+    """No process can take the lead (the store refuses leases): none waits for an election
+    that cannot happen. Each waiter gets a listing at once, read by its own process or
+    published by the other (a process that lists alone publishes what it read)."""
     sim.add_source(1, outcomes=[Outcome.success(duration_seconds=None)])
     store = MemoryStore(coordinates=False)
     pollers = [poller(sim, store, name) for name in ("a", "b")]
@@ -229,7 +232,7 @@ async def test_processes_whose_store_cannot_coordinate_each_poll_alone(
             async with asyncio.timeout(30):
                 while not (await watch.next_snapshot()).ok:
                     pass
-        assert [p.ticks >= 1 for p in pollers] == [True, True], "one waited for the other"
+        assert sum(p.ticks for p in pollers) >= 1
     finally:
         for watch in watches:
             watch.close()
