@@ -437,3 +437,42 @@ async def test_a_recent_listing_that_shows_the_loads_settles_them_without_waitin
         elapsed = time.monotonic() - started
     assert outcome.ok and {entry.state for entry in outcome.streams} == {"loaded"}, outcome
     assert elapsed < 3, f"{elapsed:.1f} s: the loads waited for another listing"
+
+
+async def test_check_looks_at_the_listing_after_the_jobs_end_not_the_one_that_showed_it(
+    sim: StitchSimulator,
+) -> None:
+    """``loads="check"`` looks once: at the next listing, which gives the loads a tick to
+    land, not at the listing that showed the job's end (in which they had not)."""
+    import logging
+    from datetime import UTC, datetime
+
+    from prefect_stitch._engine.context import SyncContext
+    from prefect_stitch._engine.loads import settle_loads
+    from prefect_stitch._poll.reading import read_listing
+    from prefect_stitch.models import StitchSyncHandle
+    from prefect_stitch.options import SyncOptions
+
+    credentials = make_credentials(sim, jobs_rate_period_seconds=60.0)  # a tick of 6 s
+    soon = StreamLoad(delay_seconds=1.0)
+    sim.add_source(74, outcomes=[Outcome.success(0.2, loads={"accounts": soon, "contacts": soon})])
+    async with credentials.get_client() as client:
+        before = [load for load in await client.list_loads() if load.source_id == 74]
+        job_name = await client.start_replication_job(74)
+
+        async def ended() -> bool:
+            return sim.running_job(74) is None
+
+        await until(ended, 10, "the job's end")
+        listing = await read_listing(client, sim.client_id, 1, extractions=True, loads=True)
+        [record] = [r for r in listing.records if r.job_name == job_name]
+        options = SyncOptions(poll_interval_seconds=0.1, loads="check")
+        ctx = SyncContext(
+            credentials, client, sim.client_id, 74, options, None, logging.getLogger("t")
+        )
+        ctx.poller.prime(listing)  # the listing that showed the job's end: no load yet
+        handle = StitchSyncHandle(
+            source_id=74, job_name=job_name, requested_at=datetime.now(UTC), baseline_loads=before
+        )
+        outcome = await settle_loads(ctx, handle, record, log=None)
+    assert {entry.state for entry in outcome.streams} == {"loaded"}, outcome.streams

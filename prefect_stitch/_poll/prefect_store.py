@@ -458,7 +458,7 @@ async def create_artifact_quietly(
     description: str,
     flow_run_id: uuid.UUID | None = None,
 ) -> str:
-    """Create an unkeyed artifact (of no flow run: it shows in no Artifacts page); its id.
+    """Create an unkeyed artifact; its id (of no flow run, it shows in no Artifacts page).
 
     A request of its own: the Prefect client's ``create_artifact`` puts an event in the
     Event Feed at each call.
@@ -472,6 +472,17 @@ async def create_artifact_quietly(
 
     Returns:
         The artifact's id.
+
+    Example:
+        ```python
+        from prefect.client.orchestration import get_client
+
+        from prefect_stitch._poll.prefect_store import create_artifact_quietly
+
+        async def note() -> str:
+            async with get_client() as client:
+                return await create_artifact_quietly(client, "note", {"n": 1}, "a note")
+        ```
     """
     body: dict[str, Any] = {"type": artifact_type, "description": description, "data": data}
     if flow_run_id is not None:
@@ -493,6 +504,17 @@ async def update_artifact_quietly(client: Any, artifact_id: str, data: JSON) -> 
 
     Returns:
         Whether it was there.
+
+    Example:
+        ```python
+        from prefect.client.orchestration import get_client
+
+        from prefect_stitch._poll.prefect_store import update_artifact_quietly
+
+        async def renote(artifact_id: str) -> bool:
+            async with get_client() as client:
+                return await update_artifact_quietly(client, artifact_id, {"n": 2})
+        ```
     """
     try:
         await client.request(
